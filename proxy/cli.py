@@ -1,0 +1,74 @@
+"""`hubspot-proxy run | sim | check`: a thin layer over the package's own entry points."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from proxy.config import SettingsError, load_settings, masked
+
+
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="start the gateway")
+    run.add_argument("--host", help="listen address (HUBSPOT_PROXY_HOST, default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="listen port (HUBSPOT_PROXY_PORT, default 8080)")
+    run.add_argument("--upstream", help="HubSpot base URL (HUBSPOT_PROXY_UPSTREAM)")
+    run.add_argument("--rules", dest="rules_path", help="rules file (HUBSPOT_PROXY_RULES)")
+    run.add_argument("--redis-url", help="Redis URL (REDIS_URL); embedded Valkey when unset")
+    run.add_argument("--print-config", action="store_true", help="print effective settings, exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hubspot_sim import build_arg_parser as sim_arguments
+
+    parser = argparse.ArgumentParser(prog="hubspot-proxy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    sim = sub.add_parser("sim", help="start the HubSpot simulator", add_help=False)
+    sim_arguments(sim)
+    check = sub.add_parser("check", help="validate a rules file and the environment's settings")
+    check.add_argument("file")
+    return parser
+
+
+def _command_run(ns: argparse.Namespace) -> int:
+    from proxy.server import serve
+
+    overrides = {k: getattr(ns, k) for k in ("host", "port", "upstream", "rules_path", "redis_url")}
+    settings = load_settings(overrides)
+    if ns.print_config:
+        print(json.dumps(masked(settings), indent=2))
+        return 0
+    return asyncio.run(serve(settings))
+
+
+def _command_check(ns: argparse.Namespace) -> int:
+    from proxy.rules import check_file
+
+    try:
+        load_settings()
+    except SettingsError as exc:
+        print(f"environment: {exc}", file=sys.stderr)
+        return 2
+    return check_file(ns.file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "run":
+            return _command_run(ns)
+        if ns.command == "check":
+            return _command_check(ns)
+        from hubspot_sim import config_from_args, run
+
+        run(ns.host, ns.port, config_from_args(ns))
+        return 0
+    except SettingsError as exc:
+        print(f"hubspot-proxy: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

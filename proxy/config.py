@@ -1,0 +1,109 @@
+"""Process settings: CLI flags > environment (HUBSPOT_PROXY_*) > defaults.
+
+Budget and behaviour live in the rules file; these are the things that differ per deployment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from yarl import URL
+
+DEFAULT_UPSTREAM = "https://api.hubapi.com"
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting has a value the gateway cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstream: str = DEFAULT_UPSTREAM
+    rules_path: str = "rules/default.yaml"
+    redis_url: str | None = None
+    max_body_bytes: int = 10 * MiB
+    pool_size: int = 100
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    redis_timeout_s: float = 0.25
+    admin_token: str | None = field(default=None, repr=False)
+    credential_key: str = field(default="hubspot-proxy", repr=False)
+    log_level: str = "INFO"
+    access_log: bool = False
+    shutdown_timeout_s: float = 20.0
+
+    @property
+    def upstream_url(self) -> URL:
+        return URL(self.upstream)
+
+
+# Environment variable for each setting; REDIS_URL keeps its conventional name.
+ENV_NAMES: Mapping[str, str] = {
+    f.name: ("REDIS_URL" if f.name == "redis_url" else f"HUBSPOT_PROXY_{f.name.upper()}")
+    for f in fields(Settings)
+}
+ENV_NAMES = {**ENV_NAMES, "rules_path": "HUBSPOT_PROXY_RULES"}
+SECRET_SETTINGS = frozenset({"admin_token", "credential_key"})
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    kind = type(default) if default is not None else str
+    try:
+        if kind is bool:
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes", "on"}
+        return kind(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_NAMES[name]}: expected {kind.__name__}, got {raw!r}") from exc
+
+
+def validate(settings: Settings) -> Settings:
+    url = settings.upstream_url
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise SettingsError(f"upstream: expected an http(s) URL, got {settings.upstream!r}")
+    if url.query_string or url.fragment:
+        raise SettingsError("upstream: must not carry a query string or fragment")
+    if not 0 < settings.port < 65536:
+        raise SettingsError(f"port: {settings.port} is not a TCP port")
+    for name in ("max_body_bytes", "pool_size"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"{name}: must be > 0")
+    for name in ("connect_timeout_s", "read_timeout_s", "redis_timeout_s", "shutdown_timeout_s"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"{name}: must be > 0")
+    return replace(settings, upstream=str(url).rstrip("/"))
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from defaults, then the environment, then explicit (CLI) overrides."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(ENV_NAMES[f.name])
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f.name, raw, getattr(defaults, f.name))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate(replace(defaults, **values))
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """Effective settings for display, secrets masked."""
+    shown: dict[str, Any] = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if f.name in SECRET_SETTINGS and value:
+            value = "********"
+        if f.name == "redis_url" and value:
+            value = str(URL(value).with_password("********")) if URL(value).password else value
+        shown[f.name] = value
+    return shown

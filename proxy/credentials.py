@@ -1,0 +1,29 @@
+"""Credentials are known to the gateway only as a short keyed hash of the bearer token.
+
+The hash names Redis keys, metric labels and log fields, so the token itself is never stored
+or printed anywhere (invariant 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+
+ANONYMOUS = "anonymous"
+
+
+def bearer_token(request: web.BaseRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def credential_id(token: str | None, key: bytes) -> str:
+    """A 16-hex-digit HMAC-SHA256 of the token; `anonymous` when there is none."""
+    if token is None:
+        return ANONYMOUS
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:16]

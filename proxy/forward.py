@@ -1,0 +1,51 @@
+"""Forwarding one request to HubSpot and streaming the answer back unchanged."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.context import RequestContext
+from proxy.upstream import Outgoing, Upstream, end_to_end, response_headers
+
+STREAM_CHUNK = 64 * 1024
+
+
+def outgoing_for(request: web.BaseRequest, ctx: RequestContext) -> Outgoing:
+    headers = end_to_end(CIMultiDict(request.headers))
+    headers.popall("Host", None)
+    headers.popall("Content-Length", None)
+    forwarded_for = headers.get("X-Forwarded-For")
+    peer = request.remote or "unknown"
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Request-Id"] = ctx.request_id
+    return Outgoing(method=ctx.method, path_qs=ctx.path_qs, headers=headers, body=ctx.body)
+
+
+async def stream_back(
+    request: web.BaseRequest, upstream_resp: aiohttp.ClientResponse, request_id: str
+) -> web.StreamResponse:
+    """Relay status, headers and body; the body is streamed, never buffered whole."""
+    response = web.StreamResponse(status=upstream_resp.status, reason=upstream_resp.reason)
+    for name, value in response_headers(upstream_resp.headers):
+        response.headers.add(name, value)
+    response.headers["X-Request-Id"] = request_id
+    if upstream_resp.content_length is not None:
+        response.content_length = upstream_resp.content_length
+    await response.prepare(request)
+    async for chunk in upstream_resp.content.iter_chunked(STREAM_CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def forward_plain(
+    request: web.BaseRequest, ctx: RequestContext, upstream: Upstream
+) -> web.StreamResponse:
+    upstream_resp = await upstream.send(outgoing_for(request, ctx))
+    try:
+        return await stream_back(request, upstream_resp, ctx.request_id)
+    finally:
+        upstream_resp.release()

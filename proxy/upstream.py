@@ -1,0 +1,142 @@
+"""The one pooled, keep-alive connection to HubSpot, and what crosses it.
+
+Only the configured upstream is ever contacted (invariant 9): the destination is built from the
+settings, and the client's request line contributes nothing but a checked path and query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from proxy.config import Settings
+from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+
+# RFC 9110 section 7.6.1 plus the Proxy-* family; never forwarded in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+
+def _connection_listed(headers: Mapping[str, str]) -> set[str]:
+    listed = headers.get("Connection", "")
+    return {name.strip().lower() for name in listed.split(",") if name.strip()}
+
+
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """Headers minus hop-by-hop ones, including any the Connection header names."""
+    drop = HOP_BY_HOP | _connection_listed(headers)
+    return CIMultiDict(
+        (k, v)
+        for k, v in headers.items()
+        if k.lower() not in drop and not k.lower().startswith("proxy-")
+    )
+
+
+def safe_path_qs(raw_target: str) -> str:
+    """The path and query of a request target, refusing anything that could leave the API's tree.
+
+    Absolute-form targets (`GET http://elsewhere/x`) keep only their path; dot segments, plain
+    or percent-encoded, are refused rather than resolved.
+    """
+    if not raw_target.startswith("/"):
+        parsed = URL(raw_target, encoded=True)
+        raw_target = parsed.raw_path_qs if parsed.absolute else "/" + raw_target
+    path, _, _query = raw_target.partition("?")
+    for segment in path.split("/"):
+        decoded = unquote(unquote(segment))
+        if decoded in {".", ".."} or "/" in decoded or "\\" in decoded:
+            raise BadRequest(f"Path segment {segment!r} is not allowed")
+    if "\x00" in unquote(path):
+        raise BadRequest("NUL in path is not allowed")
+    return raw_target
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    method: str
+    path_qs: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+class Upstream:
+    """Pooled client for the configured upstream. One per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.upstream_url
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        s = self._settings
+        connector = aiohttp.TCPConnector(limit=s.pool_size, keepalive_timeout=30, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=s.connect_timeout_s, sock_read=s.read_timeout_s
+        )
+        # auto_decompress=False: gzip passes through to the client byte for byte.
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url_for(self, path_qs: str) -> URL:
+        base_path = self.base.raw_path.rstrip("/")
+        url = URL(f"{self.base.origin()}{base_path}{path_qs}", encoded=True)
+        if url.origin() != self.base.origin():
+            raise BadRequest("Request target would leave the configured upstream")
+        return url
+
+    def host_header(self) -> str:
+        host = self.base.raw_host or ""
+        return host if self.base.is_default_port() else f"{host}:{self.base.port}"
+
+    async def send(self, out: Outgoing) -> aiohttp.ClientResponse:
+        """Send one request; the caller owns (and must release) the response."""
+        if self._session is None:
+            raise RuntimeError("Upstream.start() was not awaited")
+        headers = CIMultiDict(out.headers)
+        headers["Host"] = self.host_header()
+        try:
+            return await self._session.request(
+                out.method,
+                self.url_for(out.path_qs),
+                headers=headers,
+                data=out.body or None,
+                allow_redirects=False,
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout("HubSpot did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(
+                f"HubSpot could not be reached: {type(exc).__name__}"
+            ) from exc
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> Iterable[tuple[str, str]]:
+    """Upstream headers to give back to the client; length and framing are the server's job."""
+    for name, value in end_to_end(upstream).items():
+        if name.lower() not in {"content-length", "date", "server"}:
+            yield name, value

