@@ -53,7 +53,7 @@ _DATE_VERSION = r"\d{4}-\d{2}"
 # /crm/v3/objects/... and /crm/objects/2026-03/... are one family; so are the association paths.
 _OBJECTS_PREFIX = re.compile(rf"^/crm/(?:v3/objects|objects/{_DATE_VERSION})/")
 _ASSOC_BATCH = re.compile(
-    rf"^/crm/(?:v3|v4|associations/{_DATE_VERSION})/associations/[^/]+/[^/]+/batch/"
+    rf"^/crm/(?:v3/associations|v4/associations|associations/{_DATE_VERSION})/[^/]+/[^/]+/batch/"
 )
 _SEARCH = re.compile(r"/search/?$")
 
