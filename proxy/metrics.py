@@ -166,24 +166,24 @@ class Metrics:
         self.job_runs = Counter(
             "hubspot_proxy_job_runs",
             "Job runs by job and result (ok, error, skipped)",
-            ["job", "result"],
+            ["task", "result"],
             registry=r,
         )
         self.job_last_success = Gauge(
             "hubspot_proxy_job_last_success_timestamp_seconds",
             "When each job last finished without error",
-            ["job"],
+            ["task"],
             registry=r,
         )
         self.job_duration = Gauge(
             "hubspot_proxy_job_duration_seconds",
             "How long each job's last run took",
-            ["job"],
+            ["task"],
             registry=r,
         )
         self.job_drift = Counter(
             "hubspot_proxy_job_drift",
             "Drift found and fixed by jobs, by job and where (redis, hubspot, index)",
-            ["job", "where"],
+            ["task", "where"],
             registry=r,
         )
