@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy.admission import AdmittedCaller
 from proxy.config import Settings
 from proxy.context import RequestContext
 from proxy.credentials import bearer_token, credential_id
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
-from proxy.forward import forward_plain
+from proxy.forward import forward
+from proxy.limiter import Limiter
 from proxy.metrics import Metrics
+from proxy.plans import MAX_WAIT_HEADER, plan_for
+from proxy.ratelimit_headers import RateLimitRecorder
 from proxy.responses import error_response, json_response
+from proxy.rules import Rules, load_rules
+from proxy.rules_holder import RulesHolder
 from proxy.upstream import Upstream, safe_path_qs
 
 log = logging.getLogger("proxy.app")
 
-SETTINGS = web.AppKey("settings", Settings)
-METRICS = web.AppKey("metrics", Metrics)
-UPSTREAM = web.AppKey("upstream", Upstream)
-REQUEST_ID = web.RequestKey("request_id", str)
-
 GATEWAY_PREFIX = "/proxy/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use; one per process."""
+
+    settings: Settings
+    metrics: Metrics
+    rules: RulesHolder
+    upstream: Upstream
+    redis: aioredis.Redis | None
+    limiter: Limiter
+    caller: AdmittedCaller
+
+
+SERVICES = web.AppKey("services", Services)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def _request_id(request: web.Request) -> str:
@@ -96,20 +118,34 @@ async def build_context(request: web.Request, settings: Settings) -> RequestCont
     )
 
 
+async def dispatch(
+    request: web.Request, ctx: RequestContext, services: Services
+) -> web.StreamResponse:
+    rules = services.rules.current
+    cls = rules.classify(ctx.method, ctx.path)
+    ctx.route = cls.route.name if cls.route else "default"
+    plan = plan_for(
+        rules,
+        ctx.credential,
+        ctx.method,
+        ctx.path,
+        max_wait_header=ctx.headers.get(MAX_WAIT_HEADER),
+    )
+    return await forward(request, ctx, services.caller, plan)
+
+
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    app = request.app
+    services = request.app[SERVICES]
     started = time.monotonic()
-    ctx = await build_context(request, app[SETTINGS])
-    metrics = app[METRICS]
+    ctx = await build_context(request, services.settings)
     try:
-        response = await forward_plain(request, ctx, app[UPSTREAM])
+        return await dispatch(request, ctx, services)
     except GatewayError as exc:
         ctx.outcome = exc.proxy_error
         raise
     finally:
-        metrics.requests.labels(ctx.route, ctx.method, ctx.outcome).inc()
-        metrics.request_duration.labels(ctx.route).observe(time.monotonic() - started)
-    return response
+        services.metrics.requests.labels(ctx.route, ctx.method, ctx.outcome).inc()
+        services.metrics.request_duration.labels(ctx.route).observe(time.monotonic() - started)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -117,29 +153,96 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok", "checks": {}})
+    """Ready when rules are loaded and budget can be kept: by Redis, or by the fallback.
+
+    An unreachable Redis does not make a replica unready: taking every replica out of the
+    load balancer would turn a Redis outage into a full outage, while the in-process fallback
+    keeps each replica within its share of the budget (invariant 7).
+    """
+    services = request.app[SERVICES]
+    redis_state = "absent"
+    if services.redis is not None:
+        try:
+            await asyncio.wait_for(services.redis.ping(), services.settings.redis_timeout_s * 4)
+            redis_state = "ok"
+        except Exception:  # any failure means "not reachable now"; the detail is in the logs
+            redis_state = "fallback"
+    checks = {"rules": services.rules.path, "redis": redis_state}
+    return json_response({"status": "ok", "checks": checks})
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    services = request.app[SERVICES]
+    metrics = services.metrics
+    metrics.redis_fallback.set(1 if services.limiter.fallback_active else 0)
+    metrics.queue_waiters.clear()
+    for (bucket, priority), count in services.limiter.waiters().items():
+        metrics.queue_waiters.labels(bucket, priority).set(count)
+    body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    upstream = app[UPSTREAM]
-    await upstream.start()
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    await services.upstream.start()
+    watcher = asyncio.create_task(services.rules.watch())
     yield
-    await upstream.close()
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    await services.upstream.close()
+    await services.limiter.aclose()
+    if services.redis is not None:
+        await services.redis.aclose()
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
+    def record(active: bool) -> None:
+        metrics.redis_fallback.set(1 if active else 0)
+        metrics.redis_fallback_transitions.labels("fallback" if active else "redis").inc()
+
+    return record
+
+
+def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
+    redis = None
+    if settings.redis_url:
+        redis = aioredis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s * 4,
+            socket_connect_timeout=settings.redis_timeout_s * 4,
+        )
+    limiter = Limiter(
+        redis,
+        redis_timeout_s=settings.redis_timeout_s,
+        expected_replicas=rules.limits.expected_replicas,
+        on_transition=_fallback_transition(metrics),
+    )
+    upstream = Upstream(settings)
+    recorder = RateLimitRecorder(redis, metrics)
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        rules=RulesHolder(settings.rules_path, rules, metrics),
+        upstream=upstream,
+        redis=redis,
+        limiter=limiter,
+        caller=AdmittedCaller(limiter, upstream, recorder, metrics),
+    )
+
+
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, rules: Rules | None = None
+) -> web.Application:
+    """The gateway. Raises RulesError when the rules file is unusable."""
     app = web.Application(
         middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 1
     )
-    app[SETTINGS] = settings
-    app[METRICS] = metrics or Metrics()
-    app[UPSTREAM] = Upstream(settings)
-    app.cleanup_ctx.append(_upstream_ctx)
+    services = build_services(
+        settings, metrics or Metrics(), rules or load_rules(settings.rules_path)
+    )
+    app[SERVICES] = services
+    app.cleanup_ctx.append(_resources)
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/metrics", metrics_handler)

@@ -19,4 +19,5 @@ class RequestContext:
     has_token: bool
     route: str = "forward"
     outcome: str = "forwarded"
+    upstream_status: int | None = None
     extra_log: dict[str, object] = field(default_factory=dict)

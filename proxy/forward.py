@@ -1,4 +1,4 @@
-"""Forwarding one request to HubSpot and streaming the answer back unchanged."""
+"""Forwarding one request to HubSpot within budget and streaming the answer back unchanged."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.admission import AdmittedCaller, CallPlan
 from proxy.context import RequestContext
-from proxy.upstream import Outgoing, Upstream, end_to_end, response_headers
+from proxy.upstream import Outgoing, end_to_end, response_headers
 
 STREAM_CHUNK = 64 * 1024
 
@@ -16,6 +17,7 @@ def outgoing_for(request: web.BaseRequest, ctx: RequestContext) -> Outgoing:
     headers = end_to_end(CIMultiDict(request.headers))
     headers.popall("Host", None)
     headers.popall("Content-Length", None)
+    headers.popall("X-HubSpot-Proxy-Max-Wait-Ms", None)
     forwarded_for = headers.get("X-Forwarded-For")
     peer = request.remote or "unknown"
     headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
@@ -41,10 +43,11 @@ async def stream_back(
     return response
 
 
-async def forward_plain(
-    request: web.BaseRequest, ctx: RequestContext, upstream: Upstream
+async def forward(
+    request: web.BaseRequest, ctx: RequestContext, caller: AdmittedCaller, plan: CallPlan
 ) -> web.StreamResponse:
-    upstream_resp = await upstream.send(outgoing_for(request, ctx))
+    upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
+    ctx.upstream_status = upstream_resp.status
     try:
         return await stream_back(request, upstream_resp, ctx.request_id)
     finally:

@@ -20,7 +20,13 @@ log = logging.getLogger("proxy.server")
 
 async def _serve_app(settings: Settings) -> int:
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout_s, access_log=None)
+    # handler_cancellation: a client that disconnects leaves the budget queue at once.
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        access_log=None,
+        handler_cancellation=True,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()

