@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.admission import AdmittedCaller
+from proxy.budget_usage import refresh_budget_gauges
 from proxy.config import Settings
 from proxy.context import RequestContext
 from proxy.credentials import bearer_token, credential_id
@@ -178,6 +179,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
     metrics.queue_waiters.clear()
     for (bucket, priority), count in services.limiter.waiters().items():
         metrics.queue_waiters.labels(bucket, priority).set(count)
+    if services.redis is not None and not services.limiter.fallback_active:
+        limiter = services.limiter
+        await refresh_budget_gauges(services.redis, limiter.keys, limiter.known_buckets(), metrics)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

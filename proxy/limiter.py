@@ -203,7 +203,7 @@ class Limiter:
         self._lanes: dict[tuple[str, tuple[str, ...]], _Lane] = {}
         self._seq = itertools.count()
         self._waiting: Counter[tuple[str, str]] = Counter()
-        self._limits: dict[tuple[str, str], int] = {}
+        self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
 
@@ -257,7 +257,8 @@ class Limiter:
         `limit` defaults to the one last acquired with for (cred, bucket); without either the
         headers are ignored. The shrunk limit recovers by a tenth of `limit` per window.
         """
-        limit = limit or self._limits.get((cred, bucket))
+        seen = self._specs.get((cred, bucket))
+        limit = limit or (seen.limit if seen is not None and seen.kind == "window" else None)
         if self._scripts is None or limit is None or window_ms <= 0:
             return
         keys = [self._keys.window(cred, bucket), self._keys.learned(cred, bucket)]
@@ -267,6 +268,14 @@ class Limiter:
     def waiters(self) -> dict[tuple[str, str], int]:
         """Local callers not yet admitted, by (bucket, priority name)."""
         return {key: n for key, n in self._waiting.items() if n > 0}
+
+    @property
+    def keys(self) -> KeyScheme:
+        return self._keys
+
+    def known_buckets(self) -> dict[tuple[str, str], BucketSpec]:
+        """The last spec acquired with, by (credential, bucket): what budget metrics report on."""
+        return dict(self._specs)
 
     @property
     def fallback_active(self) -> bool:
@@ -468,8 +477,7 @@ class Limiter:
         if daily_reset_ms is None and any(s.kind == "daily" for s in specs):
             raise ValueError("a daily bucket needs daily_reset_ms")
         for spec in specs:
-            if spec.kind == "window":
-                self._limits[(cred, spec.name)] = spec.limit
+            self._specs[(cred, spec.name)] = spec
         return specs
 
     @contextmanager

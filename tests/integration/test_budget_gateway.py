@@ -164,3 +164,34 @@ async def test_redis_killed_mid_burst_falls_back_without_a_429_storm(
     metrics = await (await gw.get("/metrics")).text()
     assert 'hubspot_proxy_redis_fallback_transitions_total{to="fallback"} 1.0' in metrics
     assert "hubspot_proxy_redis_fallback 1.0" in metrics
+
+
+async def test_metrics_report_budget_use_per_bucket(
+    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+) -> None:
+    sim = await sim_factory(general_limit=10, general_window_s=2)
+    rules = write_rules(tmp_path, burst_rules((10, "2s"), (5, "1s"), margin=1.0, replicas=1))
+    gw = await gateway_factory(sim_url(sim), rules_path=rules)
+    (contact,) = await seeded(sim, "contacts", 1)
+    for _ in range(3):
+        await gw.get(f"/crm/v3/objects/contacts/{contact}", headers=AUTH)
+
+    metrics = await (await gw.get("/metrics")).text()
+
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("hubspot_proxy_budget_")
+    }
+    used = [
+        v
+        for k, v in lines.items()
+        if k.startswith("hubspot_proxy_budget_used") and 'bucket="general"' in k
+    ]
+    limit = [
+        v
+        for k, v in lines.items()
+        if k.startswith("hubspot_proxy_budget_limit") and 'bucket="general"' in k
+    ]
+    assert used == [3.0] and limit == [10.0]
+    assert TOKEN not in metrics
