@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
@@ -58,6 +58,15 @@ class RateLimited(GatewayError):
         return {**body, "category": "RATE_LIMIT"}
 
 
+@dataclass
+class CallTrace:
+    """What happened to one call on its way out, for the request log line."""
+
+    request_id: str = ""
+    waited_s: float = 0.0
+    attempts: int = 0
+
+
 @dataclass(frozen=True)
 class CallPlan:
     credential: str
@@ -66,6 +75,11 @@ class CallPlan:
     deadline: float  # time.monotonic() by which the call must have been sent
     idempotent: bool
     daily_reset_ms: int | None = None
+    trace: CallTrace = field(default_factory=CallTrace)
+
+    @property
+    def bucket_label(self) -> str:
+        return "+".join(b.name for b in self.buckets)
 
 
 def is_idempotent(method: str, path: str) -> bool:
@@ -118,14 +132,26 @@ class AdmittedCaller:
             self._metrics.rejected.labels(exc.bucket, plan.priority.name.lower()).inc()
             raise RateLimited(exc.policy, exc.retry_after_s) from exc
         waited = time.monotonic() - started
-        bucket_label = "+".join(b.name for b in plan.buckets)
-        self._metrics.queue_wait.labels(bucket_label, plan.priority.name.lower()).observe(waited)
-        self._metrics.admitted.labels(plan.priority.name.lower()).inc()
+        priority = plan.priority.name.lower()
+        self._metrics.queue_wait.labels(plan.bucket_label, priority).observe(waited)
+        self._metrics.admitted.labels(priority).inc()
+        plan.trace.waited_s += waited
+        plan.trace.attempts += 1
+        log.debug(
+            "admitted",
+            extra={
+                "request_id": plan.trace.request_id,
+                "credential": plan.credential,
+                "bucket": plan.bucket_label,
+                "priority": priority,
+                "wait_s": round(waited, 4),
+                "attempt": plan.trace.attempts,
+            },
+        )
 
     async def send(self, plan: CallPlan, out: Outgoing) -> aiohttp.ClientResponse:
         """The upstream answer to `out`, sent within budget; the caller releases it."""
         failures_5xx = 0
-        bucket_label = "+".join(b.name for b in plan.buckets)
         while True:
             await self._admit(plan)
             try:
@@ -138,7 +164,7 @@ class AdmittedCaller:
                 self._metrics.upstream_retries.labels("unreachable").inc()
                 await asyncio.sleep(delay)
                 continue
-            self._metrics.upstream_calls.labels(bucket_label, str(resp.status)).inc()
+            self._metrics.upstream_calls.labels(plan.bucket_label, str(resp.status)).inc()
             snapshot = parse_headers(resp.headers)
             await self._recorder.record(plan.credential, snapshot)
             if resp.status == 429:

@@ -139,14 +139,40 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     started = time.monotonic()
     ctx = await build_context(request, services.settings)
+    status = 500
     try:
-        return await dispatch(request, ctx, services)
+        response = await dispatch(request, ctx, services)
+        status = response.status
+        return response
     except GatewayError as exc:
-        ctx.outcome = exc.proxy_error
+        ctx.outcome, status = exc.proxy_error, exc.status
         raise
     finally:
+        elapsed = time.monotonic() - started
         services.metrics.requests.labels(ctx.route, ctx.method, ctx.outcome).inc()
-        services.metrics.request_duration.labels(ctx.route).observe(time.monotonic() - started)
+        services.metrics.request_duration.labels(ctx.route).observe(elapsed)
+        if services.settings.access_log:
+            log_request(ctx, status, elapsed)
+
+
+def log_request(ctx: RequestContext, status: int, elapsed_s: float) -> None:
+    """One line per request; the path without its query string, which may carry secrets."""
+    log.info(
+        "request",
+        extra={
+            "request_id": ctx.request_id,
+            "method": ctx.method,
+            "path": ctx.path,
+            "route": ctx.route,
+            "credential": ctx.credential,
+            "outcome": ctx.outcome,
+            "status": status,
+            "upstream_status": ctx.upstream_status,
+            "wait_s": round(ctx.waited_s, 4),
+            "cache": ctx.cache,
+            "duration_s": round(elapsed_s, 4),
+        },
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

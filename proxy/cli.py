@@ -57,6 +57,8 @@ def _command_check(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from proxy.rules import RulesError, format_problems
+
     ns = build_parser().parse_args(argv)
     try:
         if ns.command == "run":
@@ -69,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except SettingsError as exc:
         print(f"hubspot-proxy: {exc}", file=sys.stderr)
+        return 2
+    except RulesError as exc:
+        print(format_problems(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

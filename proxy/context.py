@@ -20,4 +20,6 @@ class RequestContext:
     route: str = "forward"
     outcome: str = "forwarded"
     upstream_status: int | None = None
+    waited_s: float = 0.0
+    cache: str | None = None
     extra_log: dict[str, object] = field(default_factory=dict)

@@ -46,7 +46,10 @@ async def stream_back(
 async def forward(
     request: web.BaseRequest, ctx: RequestContext, caller: AdmittedCaller, plan: CallPlan
 ) -> web.StreamResponse:
-    upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
+    try:
+        upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
+    finally:
+        ctx.waited_s += plan.trace.waited_s
     ctx.upstream_status = upstream_resp.status
     try:
         return await stream_back(request, upstream_resp, ctx.request_id)

@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from proxy.admission import CallPlan, is_idempotent
+from proxy.admission import CallPlan, CallTrace, is_idempotent
 from proxy.budget import BucketSpec, Priority
 from proxy.rules import Rules
 
@@ -62,6 +62,7 @@ def plan_for(
     *,
     max_wait_header: str | None = None,
     priority: Priority | None = None,
+    request_id: str = "",
 ) -> CallPlan:
     cls = rules.classify(method, path)
     wait_s = cls.max_wait_s
@@ -75,4 +76,5 @@ def plan_for(
         deadline=time.monotonic() + wait_s,
         idempotent=is_idempotent(method, path),
         daily_reset_ms=next_midnight_ms(rules.limits.daily_timezone),
+        trace=CallTrace(request_id=request_id),
     )
