@@ -19,8 +19,8 @@ run: $(STAMP)
 	$(BIN)/hubspot-proxy run
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy hubspot_sim tests bench
-	$(BIN)/ruff format --check proxy hubspot_sim tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
