@@ -1,0 +1,67 @@
+"""One call to HubSpot on behalf of the write-behind worker, at background priority.
+
+It goes through the same `AdmittedCaller` as forwarded traffic, so it counts against the one
+budget, waits behind interactive calls, and has HubSpot's 429s absorbed for it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict
+
+from proxy.admission import CallPlan
+from proxy.limiter import BucketSpec, Priority
+from proxy.upstream import Outgoing
+
+Send = Callable[[CallPlan, Outgoing], Awaitable[aiohttp.ClientResponse]]  # AdmittedCaller.send
+BucketsFor = Callable[[str, str], Sequence[BucketSpec]]  # (method, path) -> buckets it draws on
+
+
+class BackgroundCaller:
+    def __init__(self, send: Send, buckets_for: BucketsFor, wait_s: float) -> None:
+        self._send = send
+        self._buckets_for = buckets_for
+        self._wait_s = wait_s
+
+    async def call(
+        self, credential: str, token: str, method: str, path: str, body: bytes, *, idempotent: bool
+    ) -> tuple[int, Any]:
+        """(status, parsed JSON or None); raises RateLimited when no budget came in `wait_s`."""
+        plan = CallPlan(
+            credential=credential,
+            buckets=list(self._buckets_for(method, path)),
+            priority=Priority.BACKGROUND,
+            deadline=time.monotonic() + self._wait_s,
+            idempotent=idempotent,
+        )
+        headers = CIMultiDict(
+            {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        )
+        resp = await self._send(plan, Outgoing(method, path, headers, body))
+        try:
+            raw = await resp.read()
+            status = resp.status
+            # The upstream client does not decompress (it relays bytes to clients as they are).
+            encoded = resp.headers.get("Content-Encoding", "").lower() == "gzip"
+        finally:
+            resp.release()
+        return status, _parse(gzip.decompress(raw) if encoded else raw)
+
+
+def _parse(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
