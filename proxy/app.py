@@ -15,21 +15,29 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy.actions import Actions
 from proxy.admission import AdmittedCaller
+from proxy.budget import BucketSpec
 from proxy.budget_usage import refresh_budget_gauges
 from proxy.config import Settings
 from proxy.context import RequestContext
+from proxy.counter_routes import CounterEndpoints
 from proxy.credentials import bearer_token, credential_id
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
-from proxy.forward import forward
+from proxy.job_specs import build_jobs
+from proxy.jobs import JobEndpoints, JobRunner
 from proxy.limiter import Limiter
 from proxy.metrics import Metrics
-from proxy.plans import MAX_WAIT_HEADER, plan_for
+from proxy.plans import MAX_WAIT_HEADER, bucket_specs, plan_for
 from proxy.ratelimit_headers import RateLimitRecorder
 from proxy.responses import error_response, json_response
-from proxy.rules import Rules, load_rules
+from proxy.rule_redis import RuleRedis
+from proxy.rules import Rules, WriteBehindRule, load_rules
 from proxy.rules_holder import RulesHolder
 from proxy.upstream import Upstream, safe_path_qs
+from proxy.vault import TokenVault
+from proxy.write_routes import WriteEndpoints, accept_write
+from proxy.writes import WriteBehind
 
 log = logging.getLogger("proxy.app")
 
@@ -48,6 +56,9 @@ class Services:
     redis: aioredis.Redis | None
     limiter: Limiter
     caller: AdmittedCaller
+    actions: Actions
+    writes: WriteBehind | None = None
+    jobs: JobRunner | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -131,8 +142,20 @@ async def dispatch(
         ctx.method,
         ctx.path,
         max_wait_header=ctx.headers.get(MAX_WAIT_HEADER),
+        request_id=ctx.request_id,
     )
-    return await forward(request, ctx, services.caller, plan)
+    action = cls.action
+    if (
+        action is not None
+        and isinstance(action.rule, WriteBehindRule)
+        and services.writes is not None
+    ):
+        accepted = await accept_write(
+            request, ctx, cls, plan, action.rule, services.writes, services.actions
+        )
+        if accepted is not None:
+            return accepted
+    return await services.actions.handle(request, ctx, cls, plan)
 
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
@@ -216,10 +239,20 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     await services.upstream.start()
     watcher = asyncio.create_task(services.rules.watch())
+    if services.writes is not None:
+        await services.writes.start()
+    if services.jobs is not None:
+        services.jobs.start()
     yield
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    # In-flight calls are done by now (the runner drained them); stop the background work
+    # before the connections it uses close. Unfinished writes stay pending in the stream.
+    if services.jobs is not None:
+        await services.jobs.stop()
+    if services.writes is not None:
+        await services.writes.stop(grace_s=services.settings.shutdown_timeout_s / 2)
     await services.upstream.close()
     await services.limiter.aclose()
     if services.redis is not None:
@@ -241,6 +274,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
             settings.redis_url,
             socket_timeout=settings.redis_timeout_s * 4,
             socket_connect_timeout=settings.redis_timeout_s * 4,
+            max_connections=settings.redis_max_connections,
         )
     limiter = Limiter(
         redis,
@@ -250,15 +284,41 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
     )
     upstream = Upstream(settings)
     recorder = RateLimitRecorder(redis, metrics)
-    return Services(
+    holder = RulesHolder(settings.rules_path, rules, metrics)
+    caller = AdmittedCaller(limiter, upstream, recorder, metrics)
+    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
+    vault = TokenVault(redis, settings.credential_key) if redis is not None else None
+    actions = Actions(rules=holder, caller=caller, store=store, vault=vault, metrics=metrics)
+    services = Services(
         settings=settings,
         metrics=metrics,
-        rules=RulesHolder(settings.rules_path, rules, metrics),
+        rules=holder,
         upstream=upstream,
         redis=redis,
         limiter=limiter,
-        caller=AdmittedCaller(limiter, upstream, recorder, metrics),
+        caller=caller,
+        actions=actions,
     )
+    if redis is not None and vault is not None:
+        services.writes = WriteBehind(
+            redis,
+            vault,
+            metrics=metrics,
+            send=caller.send,
+            buckets_for=_buckets_for(holder),
+        )
+        services.jobs = JobRunner(redis, build_jobs(services), metrics)
+    return services
+
+
+def _buckets_for(holder: RulesHolder) -> Callable[[str, str], list[BucketSpec]]:
+    """The budget a write-behind batch call draws from, by the rules in force."""
+
+    def buckets(method: str, path: str) -> list[BucketSpec]:
+        rules = holder.current
+        return bucket_specs(rules, rules.classify(method, path).buckets)
+
+    return buckets
 
 
 def create_app(
@@ -276,5 +336,13 @@ def create_app(
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/metrics", metrics_handler)
+    CounterEndpoints(services.actions, settings.credential_key).register(app.router)
+    if services.writes is not None:
+        WriteEndpoints(services.writes, settings.admin_token, settings.credential_key).register(
+            app.router
+        )
+    if services.jobs is not None:
+        JobEndpoints(services.jobs, settings.admin_token).register(app.router)
+    app.on_cleanup.insert(0, lambda _: services.actions.aclose())  # before Redis closes
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app

@@ -32,6 +32,7 @@ class Settings:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     redis_timeout_s: float = 0.25
+    redis_max_connections: int = 512
     admin_token: str | None = field(default=None, repr=False)
     credential_key: str = field(default="hubspot-proxy", repr=False)
     log_level: str = "INFO"

@@ -1,6 +1,14 @@
-"""Forwarding one request to HubSpot within budget and streaming the answer back unchanged."""
+"""Forwarding one request to HubSpot within budget and streaming the answer back unchanged.
+
+`forward_buffered` is the other path, for calls a rule learns from or rewrites: the answer is
+read whole (gunzipped, since it must be parsed) and sent back by `buffered_response`.
+"""
 
 from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -55,3 +63,47 @@ async def forward(
         return await stream_back(request, upstream_resp, ctx.request_id)
     finally:
         upstream_resp.release()
+
+
+@dataclass
+class Buffered:
+    """An upstream answer read whole; `body` is decoded when `Content-Encoding` was gzip."""
+
+    status: int
+    reason: str | None
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+def _decoded(headers: CIMultiDict[str], raw: bytes) -> bytes:
+    """The identity body; undecodable gzip is passed on as it came, with its encoding."""
+    if headers.get("Content-Encoding", "").strip().lower() != "gzip":
+        return raw
+    try:
+        body = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error):
+        return raw
+    headers.popall("Content-Encoding", None)
+    return body
+
+
+async def forward_buffered(
+    request: web.BaseRequest, ctx: RequestContext, caller: AdmittedCaller, plan: CallPlan
+) -> Buffered:
+    upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
+    ctx.upstream_status = upstream_resp.status
+    try:
+        raw = await upstream_resp.read()
+    finally:
+        upstream_resp.release()
+    headers = CIMultiDict(response_headers(upstream_resp.headers))
+    return Buffered(upstream_resp.status, upstream_resp.reason, headers, _decoded(headers, raw))
+
+
+def buffered_response(answer: Buffered, request_id: str) -> web.Response:
+    """The answer with its (possibly rewritten) body; the length is computed, never copied."""
+    response = web.Response(status=answer.status, reason=answer.reason, body=answer.body)
+    for name, value in answer.headers.items():
+        response.headers.add(name, value)
+    response.headers["X-Request-Id"] = request_id
+    return response

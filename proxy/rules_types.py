@@ -90,8 +90,6 @@ def _search_index(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
     if scope is not None and key and scope not in key:
         r.problem("scope", f"{scope!r} must be one of the key properties ({', '.join(key)})")
     complete = r.boolean("complete", False)
-    if complete and not r.has("scope"):
-        r.problem("complete", "needs `scope`: a miss can only mean 'none' in a fully loaded scope")
     timezone = r.timezone("timezone", "UTC") or "UTC"
     ttl = r.sub("ttl", ("positive", "negative"), required=True)
     positive = _positive_ttl(ttl, key or (), timezone) if ttl else None

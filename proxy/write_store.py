@@ -357,7 +357,12 @@ class WriteStore:
 
 
 def _identity(item: WriteItem) -> dict[str, str]:
-    return {"id": item.write_id, "kind": item.kind, "entry": item.entry_id}
+    return {
+        "id": item.write_id,
+        "kind": item.kind,
+        "entry": item.entry_id,
+        "credential": item.credential,
+    }
 
 
 def _fresh_status(item: WriteItem) -> dict[str, str]:
@@ -365,6 +370,7 @@ def _fresh_status(item: WriteItem) -> dict[str, str]:
     return {
         "id": item.write_id,
         "kind": item.kind,
+        "credential": item.credential,
         "state": QUEUED,
         "attempts": "0",
         "accepted_at": stamp,

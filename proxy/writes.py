@@ -138,10 +138,13 @@ class WriteBehind:
 
     # -- status and dead letters ------------------------------------------------------------------
 
-    async def status(self, write_id: str) -> dict[str, Any] | None:
-        """The body of `GET /proxy/v1/writes/{id}`, or None when the write is unknown."""
+    async def status(self, write_id: str, credential: str | None) -> dict[str, Any] | None:
+        """The body of `GET /proxy/v1/writes/{id}`, or None when the write is unknown to this
+        credential (None: any credential, for the admin)."""
         raw = await self.store.status(write_id)
-        return None if raw is None else public_status(raw)
+        if raw is None or (credential is not None and raw.get("credential") != credential):
+            return None
+        return public_status(raw)
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return [public_dead_letter(eid, f) for eid, f in await self.dead.list(limit)]

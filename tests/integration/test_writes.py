@@ -133,7 +133,7 @@ async def wait_states(
 ) -> list[dict[str, Any]]:
     async with asyncio.timeout(within_s):
         while True:
-            found = [await writes.status(i) for i in ids]
+            found = [await writes.status(i, None) for i in ids]
             if all(s is not None and s["state"] in states for s in found):
                 return [s for s in found if s is not None]
             await asyncio.sleep(0.02)
@@ -230,7 +230,7 @@ async def test_drop_dead_forgets_a_dead_letter(harness: Harness) -> None:
     [dead] = await writes.dead_letters()
     assert await writes.drop_dead(dead["id"]) == answer.write_id
     assert await writes.dead_letters() == [] and await writes.drop_dead(dead["id"]) is None
-    status = await writes.status(answer.write_id)
+    status = await writes.status(answer.write_id, None)
     assert status is not None and status["state"] == "dead" and status["droppedAt"]
 
 
@@ -264,7 +264,7 @@ async def test_a_batch_refused_whole_is_bisected_to_the_bad_input(
         answers = [await writes.accept(CRED, TOKEN, NOTE_CREATE, note_req(b)) for b in bodies]
         assert writes.worker is not None
         await writes.worker.drain()
-        states = [(await writes.status(a.write_id) or {})["state"] for a in answers]
+        states = [(await writes.status(a.write_id, None) or {})["state"] for a in answers]
         assert states == ["sent"] * 11 + ["dead"] + ["sent"] * 4
         # Depth first: 16 -> 8 ok + 8 -> 4 (bad) -> 2 ok + 2 -> 1 ok + 1 dead; then 4 ok.
         assert seen == [16, 8, 8, 4, 2, 2, 1, 1, 4]
@@ -380,7 +380,7 @@ async def test_a_failing_update_is_not_overtaken_by_a_later_one(harness: Harness
     await harness.sim_post("/__sim/config", {"fault_5xx_rate": 1.0})
     first = await a.accept(CRED, TOKEN, UPDATE, exam_update(1))
     await a.worker.cycle()  # sent, failed (5xx): stays pending with A, backing off
-    status = await a.status(first.write_id)
+    status = await a.status(first.write_id, None)
     assert status is not None and status["state"] == "failed" and status["attempts"] == 1
 
     await harness.sim_post("/__sim/config", {"fault_5xx_rate": 0.0})
@@ -412,7 +412,7 @@ async def test_one_worker_merges_a_retried_update_with_the_later_one(harness: Ha
     assert await exam_total(harness) == "0"
     await writes.worker.drain()
     assert await exam_total(harness) == "2"
-    states = [await writes.status(w.write_id) for w in (first, second)]
+    states = [await writes.status(w.write_id, None) for w in (first, second)]
     assert [s["state"] for s in states if s] == ["sent", "sent"]
 
 
@@ -438,10 +438,12 @@ async def test_redis_down_at_accept_time_refuses_with_503() -> None:
 async def test_status_follows_a_write_from_queued_to_sent(harness: Harness) -> None:
     writes = await harness.replica()
     answer = await writes.accept(CRED, TOKEN, NOTE_CREATE, note_req("tracked"))
-    queued = await writes.status(answer.write_id)
+    queued = await writes.status(answer.write_id, None)
     assert queued is not None
     assert (queued["state"], queued["attempts"], queued["result"]) == ("queued", 0, None)
-    assert await writes.status("no-such-write") is None
+    assert await writes.status("no-such-write", None) is None
+    assert await writes.status(answer.write_id, CRED) == queued
+    assert await writes.status(answer.write_id, "another-credential") is None
     await writes.start()
     [sent] = await wait_states(writes, [answer.write_id], {"sent"})
     assert sent["result"]["properties"]["hs_note_body"] == "tracked" and sent["sentAt"]

@@ -541,7 +541,7 @@ def test_search_index_field_relations() -> None:
     ]
 
 
-def test_search_index_when_key_overlap_scope_and_complete() -> None:
+def test_search_index_when_key_overlap_and_scope() -> None:
     found = problems("""
         version: 1
         rules:
@@ -552,18 +552,10 @@ def test_search_index_when_key_overlap_scope_and_complete() -> None:
             when: {a: x}
             scope: b
             ttl: {positive: 1h}
-          - name: idem
-            type: search_index
-            object_type: "2-50158943"
-            key: [a]
-            complete: true
-            ttl: {positive: 1h}
     """)
     assert found == [
         "r.yaml:7: rules[0].when.a: 'a' is already a key property",
         "r.yaml:8: rules[0].scope: 'b' must be one of the key properties (a)",
-        "r.yaml:14: rules[1].complete: needs `scope`: a miss can only mean 'none' "
-        "in a fully loaded scope",
     ]
 
 

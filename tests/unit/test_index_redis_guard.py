@@ -1,0 +1,79 @@
+"""RuleRedis: Redis trouble is a value (UNAVAILABLE), never an exception or a long wait."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from proxy.metrics import Metrics
+from proxy.rule_redis import UNAVAILABLE, RuleRedis, key, part
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> RuleRedis:
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    return RuleRedis(client, timeout_s=0.05, metrics=Metrics(), cooldown_s=1.0, clock=clock)
+
+
+async def slow(_: Any) -> None:
+    await asyncio.sleep(1)
+
+
+async def broken(_: Any) -> None:
+    raise RedisConnectionError("refused")
+
+
+async def test_no_client_is_unavailable() -> None:
+    store = RuleRedis(None, timeout_s=0.05, metrics=Metrics())
+    assert await store.run("t", lambda r: r.get("k")) is UNAVAILABLE
+
+
+async def test_one_slow_reply_fails_only_its_own_call(store: RuleRedis) -> None:
+    assert await store.run("t", slow) is UNAVAILABLE
+    assert store.usable
+    assert await store.run("t", lambda r: r.set("k", "v")) is True
+
+
+async def test_timeouts_in_a_row_or_an_error_rest_redis_a_while(
+    store: RuleRedis, clock: Clock
+) -> None:
+    for _ in range(3):
+        assert await store.run("t", slow) is UNAVAILABLE
+    assert not store.usable
+    assert await store.run("t", lambda r: r.set("k", "v")) is UNAVAILABLE  # not even tried
+    clock.now += 1.5
+    assert await store.run("t", lambda r: r.set("k", "v")) is True
+    assert await store.run("t", broken) is UNAVAILABLE
+    assert not store.usable
+
+
+async def test_repairs_run_first_once_redis_answers(store: RuleRedis, clock: Clock) -> None:
+    async def repair(r: Any) -> None:
+        await r.set("repaired", "1")
+
+    store.repair_later("x", repair)
+    store.repair_later("x", repair)  # one per name
+    assert store.pending_repairs == 1
+    assert await store.run("t", lambda r: r.get("repaired")) == b"1"
+    assert store.pending_repairs == 0
+
+
+def test_keys_carry_the_credential_tag_and_escape_values() -> None:
+    assert key("abc", "idx", part("a:b{c}")) == "hubspot:{abc}:idx:a%3Ab%7Bc%7D"
