@@ -16,8 +16,8 @@ from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.actions import Actions
-from proxy.admission import AdmittedCaller
-from proxy.budget import BucketSpec
+from proxy.admission import AdmittedCaller, CallPlan
+from proxy.budget import Priority
 from proxy.budget_usage import refresh_budget_gauges
 from proxy.config import Settings
 from proxy.context import RequestContext
@@ -28,7 +28,7 @@ from proxy.job_specs import build_jobs
 from proxy.jobs import JobEndpoints, JobRunner
 from proxy.limiter import Limiter
 from proxy.metrics import Metrics
-from proxy.plans import MAX_WAIT_HEADER, bucket_specs, plan_for
+from proxy.plans import MAX_WAIT_HEADER, plan_for
 from proxy.ratelimit_headers import RateLimitRecorder
 from proxy.responses import error_response, json_response
 from proxy.rule_redis import RuleRedis
@@ -305,20 +305,19 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
             vault,
             metrics=metrics,
             send=caller.send,
-            buckets_for=_buckets_for(holder),
+            plan_for=_background_plan(holder),
         )
         services.jobs = JobRunner(redis, build_jobs(services), metrics)
     return services
 
 
-def _buckets_for(holder: RulesHolder) -> Callable[[str, str], list[BucketSpec]]:
-    """The budget a write-behind batch call draws from, by the rules in force."""
+def _background_plan(holder: RulesHolder) -> Callable[[str, str, str], CallPlan]:
+    """The budget plan of a write-behind batch call, by the rules in force."""
 
-    def buckets(method: str, path: str) -> list[BucketSpec]:
-        rules = holder.current
-        return bucket_specs(rules, rules.classify(method, path).buckets)
+    def plan(credential: str, method: str, path: str) -> CallPlan:
+        return plan_for(holder.current, credential, method, path, priority=Priority.BACKGROUND)
 
-    return buckets
+    return plan
 
 
 def create_app(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -16,26 +17,26 @@ import orjson
 from multidict import CIMultiDict
 
 from proxy.admission import CallPlan
-from proxy.limiter import BucketSpec, Priority
+from proxy.limiter import Priority
 from proxy.upstream import Outgoing
 
 Send = Callable[[CallPlan, Outgoing], Awaitable[aiohttp.ClientResponse]]  # AdmittedCaller.send
-BucketsFor = Callable[[str, str], Sequence[BucketSpec]]  # (method, path) -> buckets it draws on
+# (credential, method, path) -> the budget plan of that call by the rules in force
+PlanFor = Callable[[str, str, str], CallPlan]
 
 
 class BackgroundCaller:
-    def __init__(self, send: Send, buckets_for: BucketsFor, wait_s: float) -> None:
+    def __init__(self, send: Send, plan_for: PlanFor, wait_s: float) -> None:
         self._send = send
-        self._buckets_for = buckets_for
+        self._plan_for = plan_for
         self._wait_s = wait_s
 
     async def call(
         self, credential: str, token: str, method: str, path: str, body: bytes, *, idempotent: bool
     ) -> tuple[int, Any]:
         """(status, parsed JSON or None); raises RateLimited when no budget came in `wait_s`."""
-        plan = CallPlan(
-            credential=credential,
-            buckets=list(self._buckets_for(method, path)),
+        plan = replace(
+            self._plan_for(credential, method, path),
             priority=Priority.BACKGROUND,
             deadline=time.monotonic() + self._wait_s,
             idempotent=idempotent,

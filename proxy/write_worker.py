@@ -45,7 +45,7 @@ from proxy.vault import TokenVault
 from proxy.write_lookup import LookupFailed, find_created
 from proxy.write_model import OP_ASSOCIATE, OP_CREATE, WriteConfig, WriteItem
 from proxy.write_order import Held, OrderGate
-from proxy.write_sender import BackgroundCaller, BucketsFor, Send
+from proxy.write_sender import BackgroundCaller, PlanFor, Send
 from proxy.write_store import DEAD, SENT, Entry, WriteStore, now_ms
 
 log = logging.getLogger("proxy.writes")
@@ -70,14 +70,14 @@ class WriteWorker:
         store: WriteStore,
         send: Send,
         vault: TokenVault,
-        buckets_for: BucketsFor,
+        plan_for: PlanFor,
         metrics: Metrics,
         config: WriteConfig | None = None,
     ) -> None:
         self.store = store
         self.config = config or WriteConfig()
         self.consumer = self.config.consumer or default_consumer()
-        self._caller = BackgroundCaller(send, buckets_for, self.config.send_wait_s)
+        self._caller = BackgroundCaller(send, plan_for, self.config.send_wait_s)
         self._vault = vault
         self._metrics = metrics
         self._held: dict[str, Held] = {}

@@ -16,7 +16,7 @@ can be listed, retried and dropped. Where the reasoning lives:
     batching       coalescing into batch calls and reading per-item outcomes (pure)
 
     writes = WriteBehind(redis, vault, config=WriteConfig(), metrics=metrics,
-                         send=caller.send, buckets_for=buckets_for)
+                         send=caller.send, plan_for=plan_for)
     await writes.start()                      # runs the worker (every replica)
     answer = await writes.accept(cred, token, "associate_default",
                                  WriteRequest.from_call("associate_default", path_qs, body))
@@ -44,7 +44,7 @@ from proxy.write_answers import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.write_answers import Accepted, AssocSpec, accepted, type_pair
 from proxy.write_dead import DeadLetters
 from proxy.write_model import ASSOCIATE_DEFAULT, KINDS, WriteConfig, WriteItem, WriteRequest
-from proxy.write_sender import BucketsFor, Send
+from proxy.write_sender import PlanFor, Send
 from proxy.write_store import WriteKeys, WriteStore, now_ms, text
 from proxy.write_worker import WriteWorker
 
@@ -69,7 +69,7 @@ class WriteBehind:
         config: WriteConfig | None = None,
         metrics: Metrics | None = None,
         send: Send | None = None,
-        buckets_for: BucketsFor | None = None,
+        plan_for: PlanFor | None = None,
     ) -> None:
         self.config = config or WriteConfig()
         self.metrics = metrics or Metrics()
@@ -85,10 +85,8 @@ class WriteBehind:
         # accept timeout) instead of exhausting the pool the limiter and caches need too.
         self._accepting = asyncio.Semaphore(self.config.accept_concurrency)
         self.worker: WriteWorker | None = None
-        if send is not None and buckets_for is not None:
-            self.worker = WriteWorker(
-                self.store, send, vault, buckets_for, self.metrics, self.config
-            )
+        if send is not None and plan_for is not None:
+            self.worker = WriteWorker(self.store, send, vault, plan_for, self.metrics, self.config)
 
     # -- accepting --------------------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
-from proxy.admission import AdmittedCaller
+from proxy.admission import AdmittedCaller, CallPlan
 from proxy.config import Settings
 from proxy.errors import ServiceUnavailable
 from proxy.hubspot import is_association_batch, is_search
-from proxy.limiter import BucketSpec, Limiter
+from proxy.limiter import BucketSpec, Limiter, Priority
 from proxy.metrics import Metrics
 from proxy.ratelimit_headers import RateLimitRecorder
 from proxy.upstream import Upstream
@@ -40,12 +40,14 @@ FAST = {
 }
 
 
-def buckets_for(method: str, path: str) -> list[BucketSpec]:
+def plan_for(credential: str, method: str, path: str) -> CallPlan:
     if is_search(method, path):
-        return [BucketSpec("search", 5, 1000)]
-    if is_association_batch(path):
-        return [BucketSpec("associations", 150, 10_000)]  # exempt from the 10 s bucket
-    return [BucketSpec("general", 100, 10_000)]
+        buckets = [BucketSpec("search", 5, 1000)]
+    elif is_association_batch(path):
+        buckets = [BucketSpec("associations", 150, 10_000)]  # exempt from the 10 s bucket
+    else:
+        buckets = [BucketSpec("general", 100, 10_000)]
+    return CallPlan(credential, buckets, Priority.BACKGROUND, deadline=0.0, idempotent=False)
 
 
 @dataclass
@@ -74,7 +76,7 @@ class Harness:
             config=WriteConfig(**{**FAST, **config}),
             metrics=metrics,
             send=caller.send,
-            buckets_for=buckets_for,
+            plan_for=plan_for,
         )
         self.replicas.append(writes)
         self._closers += [writes.stop, limiter.aclose, upstream.close, redis.aclose]
