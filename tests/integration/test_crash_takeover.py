@@ -33,6 +33,9 @@ DEAD = "hubspot:{writes}:dead"
 GROUP = "writers"
 WRITE_ID = "X-HubSpot-Proxy-Write-Id"
 
+# The portal's custom objects by type id (`bookings`, `mock_exams` in rules/default.yaml): the
+# simulator keeps a custom object's name and id apart, and the counter job writes by id.
+BOOKINGS, EXAM_TYPE = "2-50158943", "2-50158913"
 NOTES = 400
 CONTACT_BOOKINGS = 300
 BOOKING_EXAMS = 300
@@ -94,12 +97,12 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
             bookings = await seed(
                 session,
                 sim.url,
-                [{"type": "bookings", "properties": {"is_active": "Active"}}] * BOOKING_EXAMS,
+                [{"type": BOOKINGS, "properties": {"is_active": "Active"}}] * BOOKING_EXAMS,
             )
             exams = await seed(
                 session,
                 sim.url,
-                [{"type": "mock_exams", "properties": {"total_bookings": "0", "capacity": "500"}}]
+                [{"type": EXAM_TYPE, "properties": {"total_bookings": "0", "capacity": "500"}}]
                 * EXAMS,
             )
             exam_of = {b: exams[i % EXAMS] for i, b in enumerate(bookings)}
@@ -109,7 +112,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
 
             # The booking app reads an exam before booking it: that seeds its counter (at 0).
             for exam in exams:
-                url = f"{gateway_a.url}/crm/v3/objects/mock_exams/{exam}?properties={COUNTED}"
+                url = f"{gateway_a.url}/crm/v3/objects/{EXAM_TYPE}/{exam}?properties={COUNTED}"
                 got = await sim_json(session, "GET", url, headers=AUTH)
                 assert got["properties"]["total_bookings"] == "0"
 
@@ -131,14 +134,14 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
                 elif kind == "contact":
                     path = (
                         f"/crm/v4/objects/contacts/{contacts[i]}/associations/default/"
-                        f"bookings/{bookings[i]}"
+                        f"{BOOKINGS}/{bookings[i]}"
                     )
                     call = session.put(base + path, headers=AUTH)
                 else:
                     booking = bookings[i]
                     path = (
-                        f"/crm/v4/objects/bookings/{booking}/associations/default/"
-                        f"mock_exams/{exam_of[booking]}"
+                        f"/crm/v4/objects/{BOOKINGS}/{booking}/associations/default/"
+                        f"{EXAM_TYPE}/{exam_of[booking]}"
                     )
                     call = session.put(base + path, headers=AUTH)
                 async with call as resp:
@@ -207,13 +210,13 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
                 return [str(r["toObjectId"]) for r in results]
 
             for contact, booking in zip(contacts, bookings, strict=True):
-                assert await linked("contacts", contact, "bookings") == [booking]
-                assert await linked("bookings", booking, "contacts") == [contact]
+                assert await linked("contacts", contact, BOOKINGS) == [booking]
+                assert await linked(BOOKINGS, booking, "contacts") == [contact]
             for booking in bookings:
-                assert await linked("bookings", booking, "mock_exams") == [exam_of[booking]]
+                assert await linked(BOOKINGS, booking, EXAM_TYPE) == [exam_of[booking]]
             booked = {e: sorted(b for b in bookings if exam_of[b] == e) for e in exams}
             for exam in exams:
-                got = await linked("mock_exams", exam, "bookings")
+                got = await linked(EXAM_TYPE, exam, BOOKINGS)
                 assert sorted(got) == booked[exam] and len(got) == len(set(got))
 
             # -- every write recorded sent, nothing dead ---------------------------------------
@@ -232,7 +235,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
                         assert resp.status == 200, await resp.text()
                         break
                 await asyncio.sleep(0.5)
-            exam_objects = await sim_json(session, "GET", f"{sim.url}/__sim/objects/mock_exams")
+            exam_objects = await sim_json(session, "GET", f"{sim.url}/__sim/objects/{EXAM_TYPE}")
             totals = {e["id"]: e["properties"]["total_bookings"] for e in exam_objects["results"]}
             assert totals == {e: str(len(booked[e])) for e in exams}
 

@@ -82,6 +82,10 @@ class Sim:
     async def objects(self, type_id: str) -> list[dict[str, Any]]:
         return list((await self._json("GET", f"/__sim/objects/{type_id}"))["results"])
 
+    async def associations(self, from_type: str, from_id: str, to_type: str) -> list[str]:
+        found = await self._json("GET", f"/__sim/associations/{from_type}/{from_id}/{to_type}")
+        return [str(r["toObjectId"]) for r in found["results"]]
+
 
 def actions_of(gw: Client) -> Actions:
     assert gw.app is not None
