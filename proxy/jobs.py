@@ -123,6 +123,8 @@ class JobRunner:
         duration = time.monotonic() - started
         self._record(spec.name, "ok", duration)
         self._metrics.job_last_success.labels(spec.name).set(time.time())
+        for where, found in (summary.get("drift") or {}).items():
+            self._metrics.job_drift.labels(spec.name, where).inc(found)
         log.info(
             "job finished", extra={"job": spec.name, "duration_s": round(duration, 3), **summary}
         )

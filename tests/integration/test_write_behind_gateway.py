@@ -167,3 +167,5 @@ async def test_reconcile_fixes_drift_on_both_sides_and_clears_cancelled_bookings
     assert exam["properties"]["total_bookings"] == "1"
     rebook = await search(gw, dup_search("c0", DATE))
     assert rebook["total"] == 0  # the cancelled booking no longer blocks rebooking
+    metrics = await (await gw.get("/metrics")).text()
+    assert 'hubspot_proxy_job_drift_total{task="reconcile",where="redis"} 2.0' in metrics
