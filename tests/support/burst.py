@@ -112,3 +112,17 @@ def budget_use(times: Sequence[float], limit: int, window_s: float) -> float:
     ideal = (math.ceil(len(ordered) / limit) - 1) * window_s
     span = ordered[-1] - ordered[0]
     return 1.0 if span <= 0 else ideal / span
+
+
+def saturated_use(times: Sequence[float], limit: int, window_s: float) -> float | None:
+    """Calls sent per window while calls were waiting, as a share of the limit.
+
+    Counts the arrivals before the last window's (the final, partly filled one's) and divides
+    by what the limit allowed over the same span; None when the burst fit in one window.
+    """
+    ordered = sorted(times)
+    span = ordered[-1] - ordered[0] if ordered else 0.0
+    if span < window_s:
+        return None
+    before_last = sum(1 for t in ordered if t <= ordered[-1] - window_s / 2)
+    return before_last / (limit * span / window_s)
