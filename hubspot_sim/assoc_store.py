@@ -6,32 +6,13 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
-from proxy.hubspot import canonical_object_type
+from proxy.hubspot import (
+    DEFAULT_ASSOCIATION_TYPES,
+    HUBSPOT_DEFINED,
+    USER_DEFINED,
+    canonical_object_type,
+)
 
-HUBSPOT_DEFINED: Final = "HUBSPOT_DEFINED"
-USER_DEFINED: Final = "USER_DEFINED"
-
-# HubSpot's own unlabeled ("default") association type ids between standard objects.
-_DEFAULT_TYPE_IDS: Final[dict[tuple[str, str], int]] = {
-    ("0-1", "0-2"): 279,
-    ("0-2", "0-1"): 280,
-    ("0-3", "0-1"): 3,
-    ("0-1", "0-3"): 4,
-    ("0-3", "0-2"): 341,
-    ("0-2", "0-3"): 342,
-    ("0-1", "0-5"): 15,
-    ("0-5", "0-1"): 16,
-    ("0-5", "0-2"): 339,
-    ("0-2", "0-5"): 340,
-    ("0-1", "0-46"): 201,
-    ("0-46", "0-1"): 202,
-    ("0-2", "0-46"): 189,
-    ("0-46", "0-2"): 190,
-    ("0-3", "0-46"): 213,
-    ("0-46", "0-3"): 214,
-    ("0-5", "0-46"): 227,
-    ("0-46", "0-5"): 228,
-}
 _LABELS: Final[dict[int, str]] = {1: "Primary"}
 
 
@@ -51,7 +32,7 @@ class AssocType:
 def default_type(from_type: str, to_type: str) -> AssocType:
     """The unlabeled type for a pair; custom pairs get a stable made-up USER_DEFINED id."""
     pair = (canonical_object_type(from_type), canonical_object_type(to_type))
-    known = _DEFAULT_TYPE_IDS.get(pair)
+    known = DEFAULT_ASSOCIATION_TYPES.get(pair)
     if known is not None:
         return AssocType(HUBSPOT_DEFINED, known)
     return AssocType(USER_DEFINED, 1000 + zlib.crc32(f"{pair[0]}>{pair[1]}".encode()) % 9000)

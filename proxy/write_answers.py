@@ -15,37 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from proxy.hubspot import canonical_object_type
+from proxy.hubspot import (
+    DEFAULT_ASSOCIATION_TYPES,
+    HUBSPOT_DEFINED,
+    USER_DEFINED,
+    canonical_object_type,
+)
 from proxy.write_model import ASSOCIATE_DEFAULT, UPDATE, WriteRequest
 
 WRITE_ID_HEADER: Final = "X-HubSpot-Proxy-Write-Id"
-HUBSPOT_DEFINED: Final = "HUBSPOT_DEFINED"
-USER_DEFINED: Final = "USER_DEFINED"
-
-# HubSpot's unlabeled ("default") association type ids between standard objects. Pairs with
-# custom objects have portal-specific ids: configure them, or the worker learns them from the
-# first batch answer.
-DEFAULT_ASSOCIATION_TYPES: Final[Mapping[tuple[str, str], int]] = {
-    ("0-1", "0-2"): 279,
-    ("0-2", "0-1"): 280,
-    ("0-3", "0-1"): 3,
-    ("0-1", "0-3"): 4,
-    ("0-3", "0-2"): 341,
-    ("0-2", "0-3"): 342,
-    ("0-1", "0-5"): 15,
-    ("0-5", "0-1"): 16,
-    ("0-5", "0-2"): 339,
-    ("0-2", "0-5"): 340,
-    ("0-1", "0-46"): 201,
-    ("0-46", "0-1"): 202,
-    ("0-2", "0-46"): 189,
-    ("0-46", "0-2"): 190,
-    ("0-3", "0-46"): 213,
-    ("0-46", "0-3"): 214,
-    ("0-5", "0-46"): 227,
-    ("0-46", "0-5"): 228,
-}
-
 AssocSpec = tuple[str, int]  # (associationCategory, associationTypeId)
 
 

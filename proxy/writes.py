@@ -38,9 +38,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from proxy.errors import BadRequest, ServiceUnavailable
+from proxy.hubspot import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
 from proxy.vault import TokenVault
-from proxy.write_answers import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.write_answers import Accepted, AssocSpec, accepted, type_pair
 from proxy.write_dead import DeadLetters
 from proxy.write_model import ASSOCIATE_DEFAULT, KINDS, WriteConfig, WriteItem, WriteRequest
