@@ -14,7 +14,6 @@ from proxy.hubspot import is_association_batch, is_search
 from proxy.rules_paths import (
     Match,
     canonical_segments,
-    is_association_batch_segments,
     primary_object_type,
 )
 from proxy.yamlpos import Problem
@@ -217,8 +216,7 @@ class Rules:
             return ("search", "daily")  # search has its own per-second limit, exempt from 10 s
         if segs is None:
             segs = canonical_segments(path, self.object_types)
-        # hubspot.is_association_batch misses /crm/associations/2026-03/A/B/batch/...
-        if is_association_batch(path) or is_association_batch_segments(segs):
+        if is_association_batch(path):
             exempt = ("associations", "daily") if self.limits.associations else ("daily",)
             return exempt  # exempt from the 10 s bucket per HubSpot's spec annotations
         return ("general", "daily")

@@ -97,14 +97,6 @@ def _type_positions(head: tuple[str, ...], rest: list[str]) -> tuple[int, ...]:
     return (0,) if rest else ()
 
 
-def is_association_batch_segments(segs: tuple[str, ...]) -> bool:
-    """`/crm/v4/associations/A/B/batch/...` in any family (v3, v4, dated)."""
-    if segs[:2] == ("crm", _ASSOCIATIONS) or segs[:3] == ("crm", "v3", "associations"):
-        rest = segs[2:] if segs[1] == _ASSOCIATIONS else segs[3:]
-        return len(rest) >= 4 and rest[2] == "batch"
-    return False
-
-
 def primary_object_type(segs: tuple[str, ...]) -> str | None:
     """The object type a canonical CRM path is about (the `from` type of association paths)."""
     families = (
