@@ -208,14 +208,10 @@ class Rules:
     object_types: Mapping[str, str] = field(default_factory=dict)  # lower-case name -> id
     source: str = "<rules>"
 
-    def default_buckets(
-        self, method: str, path: str, segs: tuple[str, ...] | None = None
-    ) -> tuple[str, ...]:
+    def default_buckets(self, method: str, path: str) -> tuple[str, ...]:
         """HubSpot's own accounting: which budgets a call draws from."""
         if is_search(method, path):
             return ("search", "daily")  # search has its own per-second limit, exempt from 10 s
-        if segs is None:
-            segs = canonical_segments(path, self.object_types)
         if is_association_batch(path):
             exempt = ("associations", "daily") if self.limits.associations else ("daily",)
             return exempt  # exempt from the 10 s bucket per HubSpot's spec annotations
@@ -234,7 +230,7 @@ class Rules:
             route=route,
             priority=route.priority if route else self.defaults.priority,
             max_wait_ms=route.max_wait_ms if route else self.defaults.max_wait_ms,
-            buckets=buckets or self.default_buckets(method, path, segs),
+            buckets=buckets or self.default_buckets(method, path),
             action=action,
             matches=matches,
             object_type=primary_object_type(segs),
