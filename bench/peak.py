@@ -1,0 +1,337 @@
+"""Scenario 1, the peak booking burst (PRD 2.3): N trainees book within 10 s at Starter limits.
+
+Variants, each on a freshly reset simulator (and a flushed Valkey): `direct` (today's backend:
+straight to HubSpot, no retries), `sdk-retry` (straight to HubSpot with the Node SDK's retry
+policy), `gateway-1` and `gateway-3` (through 1 or 3 gateway processes with rules/default.yaml,
+no client retries; the gateway is warmed first, the way ops would before exams open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from bench import ops, plots, procs, report
+from bench.rulefiles import scaled_default
+from tests.conftest import TOKEN
+from tests.support.booking_flow import (
+    BOOKINGS,
+    MOCK_EXAMS,
+    SDK_RETRY,
+    Booking,
+    RetryPolicy,
+    Trainee,
+    book,
+    problems,
+    seed_portal,
+    verify_portal,
+)
+from tests.support.burst import max_in_window, sim_token_calls, sim_token_stats
+
+
+@dataclass(frozen=True)
+class Settings:
+    trainees: tuple[int, ...]
+    arrival_s: float  # trainees arrive evenly over this long
+    timeout_s: float  # a booking gives up after this long
+    latency_ms: tuple[int, int]
+    scale: float  # every window, wait and timeout times this (1: real time)
+    drain_max_s: float
+    cap_s: float  # bound on one variant's burst
+    poll_s: float  # drain checks: quiet for 4 polls this far apart
+    exams: int = 4
+    credits: int = 2
+
+
+FULL = Settings((100, 300, 1000), 10.0, 30.0, (100, 300), 1.0, 180.0, 900.0, 0.5)
+QUICK = Settings((100,), 2.0, 6.0, (20, 60), 0.2, 15.0, 60.0, 0.25)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    gateways: int
+    retry: RetryPolicy | None
+
+
+def variants(scale: float) -> tuple[Variant, ...]:
+    return (
+        Variant("direct", 0, None),
+        Variant("sdk-retry", 0, SDK_RETRY.scaled(scale)),
+        Variant("gateway-1", 1, None),
+        Variant("gateway-3", 3, None),
+    )
+
+
+@dataclass
+class Context:
+    settings: Settings
+    sim: str
+    redis_url: str
+    rules: Path
+    session: aiohttp.ClientSession
+
+
+async def _burst(
+    bases: list[str], trainees: list[Trainee], retry: RetryPolicy | None, s: Settings
+) -> tuple[list[Booking], float, bool]:
+    """(bookings, burst start, cap hit): trainee i starts at i x arrival/N, on gateway i % k."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.monotonic() + 0.2
+        step = s.arrival_s / len(trainees)
+
+        async def one(t: Trainee) -> Booking:
+            await asyncio.sleep(max(0.0, start + t.index * step - time.monotonic()))
+            base = bases[t.index % len(bases)]
+            return await book(session, base, TOKEN, t, retry=retry, timeout_s=s.timeout_s)
+
+        tasks = [asyncio.create_task(one(t)) for t in trainees]
+        done, pending = await asyncio.wait(tasks, timeout=s.cap_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    bookings = []
+    for t, task in zip(trainees, tasks, strict=True):
+        if task in done and not task.cancelled():
+            bookings.append(task.result())
+        else:
+            bookings.append(Booking(t, start, time.monotonic(), "cap-hit"))
+    return bookings, start, bool(pending)
+
+
+async def _warm(ctx: Context, gateways: list[str], trainees: list[Trainee]) -> dict[str, Any]:
+    """What ops would do before exams open: read each exam through every gateway (exam cache,
+    counter) and ask the duplicate check once per exam date (loads a `complete` scope where the
+    rule has one), then let one general window pass so the burst starts with a full budget."""
+    before = await sim_token_stats(ctx.sim)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    exams = {t.exam.id: t.exam for t in trainees}
+    for gw in gateways:
+        for exam in exams.values():
+            url = f"{gw}/crm/v3/objects/{MOCK_EXAMS}/{exam.id}?properties=capacity,total_bookings"
+            async with ctx.session.get(url, headers=headers) as resp:
+                await resp.read()
+    for exam in exams.values():
+        filters = [
+            {"propertyName": "contact_id", "operator": "EQ", "value": "0"},
+            {"propertyName": "exam_date", "operator": "EQ", "value": exam.date},
+            {"propertyName": "is_active", "operator": "EQ", "value": "Active"},
+        ]
+        body = {"filterGroups": [{"filters": filters}], "limit": 1}
+        url = f"{gateways[0]}/crm/v3/objects/{BOOKINGS}/search"
+        async with ctx.session.post(url, json=body, headers=headers) as resp:
+            await resp.read()
+    await asyncio.sleep(10 * ctx.settings.scale + 0.5)
+    after = await sim_token_stats(ctx.sim)
+    return {"upstream_calls": after.get("total", 0) - before.get("total", 0)}
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
+    return int(after.get(key, 0)) - int(before.get(key, 0))
+
+
+def _status_delta(after: dict[str, Any], before: dict[str, Any], code: str) -> int:
+    return int(after.get("by_status", {}).get(code, 0)) - int(
+        before.get("by_status", {}).get(code, 0)
+    )
+
+
+def _summary(
+    bookings: list[Booking], stats: dict[str, Any], calls: list[dict[str, Any]], s: Settings
+) -> dict[str, Any]:
+    ok = [b.duration for b in bookings if b.ok]
+    upstream = stats["upstream_calls"]
+    general = [c["t"] for c in calls if c["kind"] == "general"]
+    search = [c["t"] for c in calls if c["kind"] == "search"]
+    return {
+        "bookings": len(bookings),
+        "succeeded": len(ok),
+        "success_rate": len(ok) / len(bookings),
+        "upstream_calls": upstream,
+        "upstream_calls_per_booking": upstream / len(bookings),
+        "upstream_calls_per_success": upstream / len(ok) if ok else None,
+        "upstream_429": stats["upstream_429"],
+        "error_share_429": stats["upstream_429"] / upstream if upstream else 0.0,
+        "p50_s": report.percentile(ok, 50),
+        "p95_s": report.percentile(ok, 95),
+        "p99_s": report.percentile(ok, 99),
+        "wall_s": max(b.finished for b in bookings) - min(b.started for b in bookings),
+        "max_general_in_window": max_in_window(general, 10 * s.scale) if general else 0,
+        "max_search_in_window": max_in_window(search, 1 * s.scale) if search else 0,
+        "outcomes": dict(Counter(b.outcome for b in bookings).most_common()),
+    }
+
+
+async def _reset(ctx: Context) -> None:
+    async with ctx.session.post(f"{ctx.sim}/__sim/reset") as resp:
+        resp.raise_for_status()
+    client = aioredis.from_url(ctx.redis_url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+
+
+async def run_variant(ctx: Context, n: int, v: Variant) -> dict[str, Any]:
+    s = ctx.settings
+    await _reset(ctx)
+    trainees = await seed_portal(ctx.session, ctx.sim, n, exams=s.exams, credits=s.credits)
+    out: dict[str, Any] = {"trainees": n, "variant": v.name, "gateways": v.gateways}
+    started = time.monotonic()
+    with procs.gateways(v.gateways, ctx.sim, ctx.redis_url, ctx.rules) as gws:
+        urls = [g.url for g in gws]
+        if urls:
+            out["warm"] = await _warm(ctx, urls, trainees)
+        before = await sim_token_stats(ctx.sim)
+        bookings, burst_start, cap_hit = await _burst(urls or [ctx.sim], trainees, v.retry, s)
+        out["cap_hit"] = cap_hit
+        if urls:
+            out["drain"] = (
+                await ops.drain(ctx.session, ctx.sim, urls, s.drain_max_s, s.poll_s)
+            ).to_json()
+            out["jobs"] = await ops.run_job(ctx.session, urls[0], "sync_counters")
+            if out["jobs"] == "ok":
+                job_drain = await ops.drain(ctx.session, ctx.sim, urls, s.drain_max_s, s.poll_s)
+                out["jobs_drain"] = job_drain.to_json()
+            out["gateway_metrics"] = await ops.scrape(ctx.session, urls)
+        after = await sim_token_stats(ctx.sim)
+        calls = [c for c in await sim_token_calls(ctx.sim) if c["t"] >= burst_start - 0.01]
+    stats = {
+        "upstream_calls": _delta(after, before, "total"),
+        "upstream_429": _status_delta(after, before, "429"),
+        "rate_limited": after.get("rate_limited", {}),
+        "by_kind": {
+            k: v - before.get("by_kind", {}).get(k, 0) for k, v in after.get("by_kind", {}).items()
+        },
+    }
+    out.update(_summary(bookings, stats, calls, s))
+    out["sim"] = stats
+    out["check"] = await verify_portal(ctx.session, ctx.sim, bookings, trainees, credits=s.credits)
+    out["variant_s"] = round(time.monotonic() - started, 1)
+    out["_series"] = plots.Series(n, v.name, burst_start, bookings, calls)
+    return out
+
+
+def _data_cell(row: dict[str, Any]) -> str:
+    found = problems(row["check"])
+    text = "ok" if not found else ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in found.items())
+    if row["gateways"]:
+        text += f"; jobs: {row.get('jobs', 'n/a')}"
+        drain = row.get("drain", {})
+        if drain and not drain.get("settled"):
+            text += "; write-behind not drained"
+    return text
+
+
+def _row_cells(r: dict[str, Any]) -> list[Any]:
+    if "success_rate" not in r:
+        error = _short_error(str(r.get("error", "?"))).replace("|", "/")
+        return [r["trainees"], r["variant"], f"failed to run: {error}"] + [""] * 10
+    wall = report.fmt_s(r["wall_s"]) + (" (cap hit)" if r.get("cap_hit") else "")
+    return [
+        r["trainees"], r["variant"], report.fmt_pct(r["success_rate"]),
+        f"{r['upstream_calls_per_booking']:.2f}", r["upstream_429"],
+        report.fmt_pct(r["error_share_429"]), report.fmt_s(r["p50_s"]),
+        report.fmt_s(r["p95_s"]), report.fmt_s(r["p99_s"]), wall,
+        r["max_general_in_window"], r["max_search_in_window"], _data_cell(r),
+    ]  # fmt: skip
+
+
+def markdown(
+    rows: list[dict[str, Any]], s: Settings, facts: dict[str, Any], notes: list[str]
+) -> str:
+    head = [
+        "N", "variant", "success", "upstream calls/booking", "upstream 429s", "429 share",
+        "p50", "p95", "p99", "wall", f"max general/{10 * s.scale:g} s",
+        f"max search/{s.scale:g} s", "data after the run",
+    ]  # fmt: skip
+    failures = [
+        f"- N={r['trainees']} {r['variant']}: "
+        + ", ".join(f"{k} {v}" for k, v in list(r["outcomes"].items())[:6])
+        for r in rows
+        if "outcomes" in r
+    ]
+    text = report.header("Peak booking burst (PRD 2.3)", facts, notes)
+    table = report.table(head, [_row_cells(r) for r in rows])
+    return text + "\n" + table + "\n\nOutcomes (why bookings ended):\n\n" + "\n".join(failures)
+
+
+def _notes(s: Settings) -> list[str]:
+    notes = [
+        f"Simulator: Starter limits (100 general per {10 * s.scale:g} s, 5 search per "
+        f"{s.scale:g} s), latency {s.latency_ms[0]}-{s.latency_ms[1]} ms; trainees arrive "
+        f"evenly over {s.arrival_s:g} s; a booking times out after {s.timeout_s:g} s.",
+        "Variants: direct = no retries; sdk-retry = Node SDK policy (10 s x attempt on "
+        "TEN_SECONDLY_ROLLING, 1 s x attempt on SECONDLY, 200 ms x attempt on 5xx, 6 attempts); "
+        "gateway-k = k gateway processes on one Valkey, rules/default.yaml, no client retries.",
+        "Gateway warm-up before each burst: GET every exam through every gateway, one duplicate "
+        "search per exam date, then one general window of quiet. Its upstream calls are not "
+        "counted.",
+        "Upstream calls include refused ones (429); 429 share = 429s / all upstream calls "
+        "(HubSpot's 5% guideline). Percentiles over successful bookings; wall = first arrival "
+        "to last booking's end. Max-in-window counts the calls the simulator admitted.",
+    ]
+    if s.scale != 1:
+        notes.insert(
+            0,
+            f"QUICK MODE: time scaled x{s.scale:g} (windows, SDK waits, gateway max_wait, "
+            "arrival window, timeout, latency); call counts and limits are Starter's. Only N=100.",
+        )
+    return notes
+
+
+async def run(quick: bool, facts: dict[str, Any], results: Path) -> dict[str, Any]:
+    s = QUICK if quick else FULL
+    rows: list[dict[str, Any]] = []
+    series: list[plots.Series] = []
+    notes = _notes(s)
+    data: dict[str, Any] = {"settings": s.__dict__, "machine": facts, "notes": notes}
+    sim_args = ["--tier", "starter", "--latency-ms", f"{s.latency_ms[0]},{s.latency_ms[1]}"]
+    sim_args += ["--seed", "7", "--general-window-s", f"{10 * s.scale:g}"]
+    sim_args += ["--search-window-s", f"{s.scale:g}"]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-peak-") as tmp,
+        procs.valkey() as redis_url,
+        procs.sim(*sim_args) as sim,
+    ):
+        rules = scaled_default(s.scale, Path(tmp))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            ctx = Context(s, sim.url, redis_url, rules, session)
+            for n in s.trainees:
+                for v in variants(s.scale):
+                    print(f"[peak] N={n} {v.name} ...", flush=True)
+                    try:
+                        row = await run_variant(ctx, n, v)
+                        series.append(row.pop("_series"))
+                    except Exception as exc:  # one broken variant must not lose the others
+                        print(f"[peak] N={n} {v.name} failed: {exc!r}", flush=True)
+                        row = _failed_row(n, v, exc)
+                    rows.append(row)
+                    data["rows"] = rows  # partial results survive an interrupted full run
+                    report.write("peak", data, markdown(rows, s, facts, notes), results, echo=False)
+    data["plots"] = plots.peak(series, s.scale, results)
+    report.write("peak", data, markdown(rows, s, facts, notes), results)
+    return data
+
+
+def _failed_row(n: int, v: Variant, exc: BaseException) -> dict[str, Any]:
+    error = f"{type(exc).__name__}: {exc}"
+    return {"trainees": n, "variant": v.name, "gateways": v.gateways, "error": error}
+
+
+def _short_error(text: str) -> str:
+    """The last line of an error (a child's traceback ends with the exception), shortened."""
+    parts = (ln.strip() for ln in text.replace("\\n", "\n").splitlines())
+    lines = [ln for ln in parts if any(ch.isalnum() for ch in ln)]
+    last = lines[-1] if lines else text
+    return (last[:157] + "...") if len(last) > 160 else last

@@ -1,0 +1,70 @@
+"""Rules files the scenarios run with: the portal's own, time-scaled copies, and high limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.env import REPO
+from proxy.rules_reader import parse_duration
+
+DEFAULT_RULES = REPO / "rules" / "default.yaml"
+EXAM_TYPE = "2-50158913"
+
+
+def _scaled(text: str, factor: float) -> str:
+    return f"{max(1, round(parse_duration(text) * factor))}ms"
+
+
+def scaled_default(factor: float, directory: Path) -> Path:
+    """rules/default.yaml on a faster clock: windows and waits times `factor`, counts kept.
+
+    With factor 1 the file itself is used. Cache and index TTLs are left alone (they only
+    need to outlive the run).
+    """
+    if factor == 1:
+        return DEFAULT_RULES
+    doc: dict[str, Any] = yaml.safe_load(DEFAULT_RULES.read_text())
+    for bucket in ("general", "search", "associations"):
+        spec = doc.get("limits", {}).get(bucket)
+        if isinstance(spec, dict) and "window" in spec:
+            spec["window"] = _scaled(str(spec["window"]), factor)
+    for holder in [doc.get("defaults", {}), *doc.get("routes", [])]:
+        if isinstance(holder, dict) and "max_wait" in holder:
+            holder["max_wait"] = _scaled(str(holder["max_wait"]), factor)
+    path = directory / f"default-x{factor:g}.yaml"
+    header = f"# rules/default.yaml with windows and max_wait scaled by {factor:g} (bench)\n"
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def high_limits(cache: bool) -> str:
+    """Limits so high the budget never waits; with `cache`, an object_cache on mock exams."""
+    text = (
+        "version: 1\n"
+        "limits:\n"
+        "  safety_margin: 1.0\n"
+        "  general: {limit: 100000000, window: 10s}\n"
+        "  search: {limit: 100000000, window: 1s}\n"
+        "  daily: {limit: 100000000000}\n"
+        "defaults: {priority: interactive, max_wait: 5s}\n"
+    )
+    return text + (cache_rule() if cache else "")
+
+
+def cache_rule() -> str:
+    return (
+        "rules:\n"
+        "  - name: exam-cache\n"
+        "    type: object_cache\n"
+        f'    object_type: "{EXAM_TYPE}"\n'
+        "    ttl: 1h\n"
+    )
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
