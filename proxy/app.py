@@ -36,6 +36,7 @@ from proxy.rules import Rules, WriteBehindRule, load_rules
 from proxy.rules_holder import RulesHolder
 from proxy.upstream import Upstream, safe_path_qs
 from proxy.vault import TokenVault
+from proxy.write_model import WriteConfig
 from proxy.write_routes import WriteEndpoints, accept_write
 from proxy.writes import WriteBehind
 
@@ -303,6 +304,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         services.writes = WriteBehind(
             redis,
             vault,
+            config=WriteConfig(claim_idle_s=settings.write_claim_idle_s),
             metrics=metrics,
             send=caller.send,
             plan_for=_background_plan(holder),

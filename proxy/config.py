@@ -38,6 +38,8 @@ class Settings:
     log_level: str = "INFO"
     access_log: bool = False
     shutdown_timeout_s: float = 20.0
+    # How long a write-behind entry sits unacknowledged before another replica takes it over.
+    write_claim_idle_s: float = 30.0
 
     @property
     def upstream_url(self) -> URL:
@@ -76,7 +78,13 @@ def validate(settings: Settings) -> Settings:
     for name in ("max_body_bytes", "pool_size"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
-    for name in ("connect_timeout_s", "read_timeout_s", "redis_timeout_s", "shutdown_timeout_s"):
+    for name in (
+        "connect_timeout_s",
+        "read_timeout_s",
+        "redis_timeout_s",
+        "shutdown_timeout_s",
+        "write_claim_idle_s",
+    ):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
     return replace(settings, upstream=str(url).rstrip("/"))

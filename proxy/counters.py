@@ -122,11 +122,11 @@ class Counters:
             return UNAVAILABLE
 
         async def run(r: aioredis.Redis) -> list[CounterState]:
-            pipe = r.pipeline(transaction=False)
-            for op in ops:
-                keys, args = self._args(cred, rule, op)
-                await script(keys=keys, args=args, client=pipe)
-            return [_state(reply) for reply in await pipe.execute()]
+            async with r.pipeline(transaction=False) as pipe:
+                for op in ops:
+                    keys, args = self._args(cred, rule, op)
+                    await script(keys=keys, args=args, client=pipe)
+                return [_state(reply) for reply in await pipe.execute()]
 
         if not ops:
             return []

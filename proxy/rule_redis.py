@@ -139,6 +139,14 @@ class RuleRedis:
         return len(self._repairs)
 
     async def _repair(self, client: aioredis.Redis) -> None:
+        """Run the pending repairs; concurrent callers each take a repair off the list before
+        running it, so none runs twice, and one that fails goes back for the next caller."""
         for name in list(self._repairs):
-            await self._repairs[name](client)
-            self._repairs.pop(name, None)
+            repair = self._repairs.pop(name, None)
+            if repair is None:
+                continue  # another caller took it
+            try:
+                await repair(client)
+            except BaseException:
+                self._repairs.setdefault(name, repair)
+                raise
