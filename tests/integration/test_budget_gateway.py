@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
 
 from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.support.burst import burst_rules, seed_objects, sim_token_calls, sim_token_stats
@@ -15,21 +19,44 @@ from tests.support.processes import start_valkey
 
 pytestmark = pytest.mark.timeout(60)
 
+Client = TestClient[Any, Any]
 
-def write_rules(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "rules.yaml"
-    path.write_text(text)
-    return str(path)
+
+@dataclass
+class Stack:
+    """A simulator with one seeded contact, and a gateway in front of it."""
+
+    sim: str
+    gw: Client
+    contact_path: str
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory) -> StackFactory:
+    """Both sides share one general limit (per `window_s`); `routes` is appended to the rules."""
+
+    async def make(
+        limit: int, window_s: float, *, margin: float = 1.0, routes: str = "", **gateway: Any
+    ) -> Stack:
+        server = await sim_factory(general_limit=limit, general_window_s=window_s)
+        rules = tmp_path / "rules.yaml"
+        text = burst_rules((limit, f"{window_s:g}s"), (5, "1s"), margin=margin, replicas=1)
+        rules.write_text(text + routes)
+        gw = await gateway_factory(sim_url(server), rules_path=str(rules), **gateway)
+        (contact,) = await seed_objects(sim_url(server), "contacts", 1)
+        return Stack(sim_url(server), gw, f"/crm/v3/objects/contacts/{contact}")
+
+    return make
 
 
 async def test_a_deadline_that_cannot_be_met_gets_hubspots_429_with_retry_after(
-    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+    stack: StackFactory,
 ) -> None:
-    sim = await sim_factory(general_limit=5, general_window_s=4)
-    rules = write_rules(tmp_path, burst_rules((5, "4s"), (5, "1s"), margin=1.0, replicas=1))
-    gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
-    path = f"/crm/v3/objects/contacts/{contact}"
+    s = await stack(5, 4)
+    gw, path = s.gw, s.contact_path
     for _ in range(5):
         assert (await gw.get(path, headers=AUTH)).status == 200
 
@@ -43,39 +70,30 @@ async def test_a_deadline_that_cannot_be_met_gets_hubspots_429_with_retry_after(
     assert resp.headers["X-HubSpot-Proxy-Error"] == "budget-deadline"
     # The window is 4 s (plus a 200 ms guard) and began moments ago.
     assert 3 <= int(resp.headers["Retry-After"]) <= 5
-    stats = await sim_token_stats(sim_url(sim))
+    stats = await sim_token_stats(s.sim)
     assert stats["total"] == 5 and stats["rate_limited"] == {}
 
 
 async def test_a_client_that_disconnects_leaves_the_queue(
-    tmp_path: Path,
-    sim_factory: SimFactory,
-    gateway_factory: GatewayFactory,
-    redis_client: aioredis.Redis,
+    stack: StackFactory, redis_client: aioredis.Redis
 ) -> None:
-    sim = await sim_factory(general_limit=1, general_window_s=1)
-    rules = write_rules(tmp_path, burst_rules((1, "1s"), (5, "1s"), margin=1.0, replicas=1))
-    gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
-    path = f"/crm/v3/objects/contacts/{contact}"
+    s = await stack(1, 1)
+    gw, path = s.gw, s.contact_path
     assert (await gw.get(path, headers=AUTH)).status == 200
 
     with pytest.raises(asyncio.TimeoutError):
         await gw.get(path, headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.2))
     await asyncio.sleep(1.5)  # past the slot the abandoned call had reserved
 
-    stats = await sim_token_stats(sim_url(sim))
+    stats = await sim_token_stats(s.sim)
     assert stats["total"] == 1
     windows = [k async for k in redis_client.scan_iter(match="hubspot:{*}:win:general")]
     assert len(windows) == 1
     assert await redis_client.zcard(windows[0]) == 1
 
 
-async def test_interactive_calls_go_before_background_ones(
-    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
-) -> None:
-    sim = await sim_factory(general_limit=4, general_window_s=1)
-    rules = burst_rules((4, "1s"), (5, "1s"), margin=1.0, replicas=1) + (
+async def test_interactive_calls_go_before_background_ones(stack: StackFactory) -> None:
+    routes = (
         "routes:\n"
         "  - name: reports\n"
         '    match: {method: GET, path: "/crm/v3/objects/companies/{id}"}\n'
@@ -84,13 +102,10 @@ async def test_interactive_calls_go_before_background_ones(
         '    match: {method: GET, path: "/crm/v3/objects/contacts/{id}"}\n'
         "    priority: interactive\n"
     )
-    gw = await gateway_factory(sim_url(sim), rules_path=write_rules(tmp_path, rules))
-    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
-    (company,) = await seed_objects(sim_url(sim), "companies", 1)
-    contact_path, company_path = (
-        f"/crm/v3/objects/contacts/{contact}",
-        f"/crm/v3/objects/companies/{company}",
-    )
+    s = await stack(4, 1, routes=routes)
+    gw, contact_path = s.gw, s.contact_path
+    (company,) = await seed_objects(s.sim, "companies", 1)
+    company_path = f"/crm/v3/objects/companies/{company}"
     await asyncio.gather(*(gw.get(contact_path, headers=AUTH) for _ in range(4)))
 
     background = [asyncio.create_task(gw.get(company_path, headers=AUTH)) for _ in range(4)]
@@ -99,28 +114,24 @@ async def test_interactive_calls_go_before_background_ones(
     answers = await asyncio.gather(*background, *interactive)
 
     assert [a.status for a in answers] == [200] * 8
-    calls = await sim_token_calls(sim_url(sim))
+    calls = await sim_token_calls(s.sim)
     later = [c["path"].split("/")[4] for c in calls[4:]]
     assert later == ["contacts"] * 4 + ["companies"] * 4
 
 
 async def test_hubspot_429s_caused_by_another_integration_are_absorbed(
-    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+    stack: StackFactory,
 ) -> None:
-    sim = await sim_factory(general_limit=10, general_window_s=2)
-    rules = write_rules(tmp_path, burst_rules((10, "2s"), (5, "1s"), margin=1.0, replicas=1))
-    gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
+    s = await stack(10, 2)
+    gw = s.gw
     async with aiohttp.ClientSession() as session:
         spend = {"token": TOKEN, "bucket": "general", "count": 8}
-        await session.post(f"{sim_url(sim)}/__sim/spend", json=spend)
+        await session.post(f"{s.sim}/__sim/spend", json=spend)
 
-    answers = await asyncio.gather(
-        *(gw.get(f"/crm/v3/objects/contacts/{contact}", headers=AUTH) for _ in range(10))
-    )
+    answers = await asyncio.gather(*(gw.get(s.contact_path, headers=AUTH) for _ in range(10)))
 
     assert [a.status for a in answers] == [200] * 10
-    stats = await sim_token_stats(sim_url(sim))
+    stats = await sim_token_stats(s.sim)
     assert stats["rate_limited"].get("TEN_SECONDLY_ROLLING", 0) >= 1
     assert stats["by_status"]["200"] == 10
     metrics = await (await gw.get("/metrics")).text()
@@ -128,17 +139,12 @@ async def test_hubspot_429s_caused_by_another_integration_are_absorbed(
 
 
 async def test_redis_killed_mid_burst_falls_back_without_a_429_storm(
-    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
+    stack: StackFactory,
 ) -> None:
     valkey = start_valkey()
     try:
-        sim = await sim_factory(general_limit=20, general_window_s=1)
-        rules = write_rules(tmp_path, burst_rules((20, "1s"), (5, "1s"), margin=0.9, replicas=1))
-        gw = await gateway_factory(
-            sim_url(sim), rules_path=rules, redis_url=str(valkey.connection_url)
-        )
-        (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
-        path = f"/crm/v3/objects/contacts/{contact}"
+        s = await stack(20, 1, margin=0.9, redis_url=str(valkey.connection_url))
+        gw, path = s.gw, s.contact_path
         calls = [asyncio.create_task(gw.get(path, headers=AUTH)) for _ in range(60)]
         await asyncio.sleep(0.5)
         valkey.terminate()
@@ -148,22 +154,18 @@ async def test_redis_killed_mid_burst_falls_back_without_a_429_storm(
             valkey.stop()
 
     assert [a.status for a in answers] == [200] * 60
-    stats = await sim_token_stats(sim_url(sim))
+    stats = await sim_token_stats(s.sim)
     assert sum(stats["rate_limited"].values()) <= 6  # the switch may overlap one window, no more
     metrics = await (await gw.get("/metrics")).text()
     assert 'hubspot_proxy_redis_fallback_transitions_total{to="fallback"} 1.0' in metrics
     assert "hubspot_proxy_redis_fallback 1.0" in metrics
 
 
-async def test_metrics_report_budget_use_per_bucket(
-    tmp_path: Path, sim_factory: SimFactory, gateway_factory: GatewayFactory
-) -> None:
-    sim = await sim_factory(general_limit=10, general_window_s=2)
-    rules = write_rules(tmp_path, burst_rules((10, "2s"), (5, "1s"), margin=1.0, replicas=1))
-    gw = await gateway_factory(sim_url(sim), rules_path=rules)
-    (contact,) = await seed_objects(sim_url(sim), "contacts", 1)
+async def test_metrics_report_budget_use_per_bucket(stack: StackFactory) -> None:
+    s = await stack(10, 2)
+    gw = s.gw
     for _ in range(3):
-        await gw.get(f"/crm/v3/objects/contacts/{contact}", headers=AUTH)
+        await gw.get(s.contact_path, headers=AUTH)
 
     metrics = await (await gw.get("/metrics")).text()
 
