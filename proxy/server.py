@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from proxy.app import create_app
+from proxy.app import SERVICES, create_app
 from proxy.config import Settings
 from proxy.embedded import embedded_valkey
 from proxy.logs import configure_logging
@@ -40,11 +40,12 @@ async def _serve_app(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app[SERVICES].rules.reload)
     try:
         await stop.wait()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
     return 0
