@@ -97,3 +97,39 @@ async def test_sigterm_finishes_in_flight_calls_and_stops_accepting(redis_url: s
     assert statuses == [200] * 10
     assert exit_code == 0
     assert any("shutting down" in line for line in gateway.output)
+
+
+async def test_sigterm_with_queued_writes_loses_nothing(redis_url: str) -> None:
+    """Writes accepted by a gateway that is told to stop are sent by the next one, once each."""
+    # HubSpot answers slower than the first gateway's shutdown lets its worker wait, so some
+    # writes are still queued or in flight when it stops.
+    sim = start_sim("--latency-ms", "2000,2000")
+    env = {"HUBSPOT_PROXY_WRITE_CLAIM_IDLE_S": "1", "HUBSPOT_PROXY_SHUTDOWN_TIMEOUT_S": "1"}
+    first = start_gateway(sim.url, redis_url, env=env)
+    second = None
+    bodies = [f"queued note {i}" for i in range(250)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for body in bodies:
+                note = {"properties": {"hs_note_body": body, "hs_timestamp": "2030-01-01"}}
+                url = f"{first.url}/crm/v3/objects/notes"
+                async with session.post(url, json=note, headers=AUTH) as resp:
+                    assert resp.status == 202
+            first.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(first.wait, 30) == 0
+            second = start_gateway(sim.url, redis_url, env=env)
+            async with session.get(f"{sim.url}/__sim/objects/0-46") as resp:
+                sent_by_first = len((await resp.json())["results"])
+            for _ in range(240):
+                async with session.get(f"{sim.url}/__sim/objects/0-46") as resp:
+                    stored = (await resp.json())["results"]
+                if len(stored) >= len(bodies):
+                    break
+                await asyncio.sleep(0.25)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        sim.stop()
+    assert sent_by_first < len(bodies)  # the second gateway had work to take over
+    assert sorted(n["properties"]["hs_note_body"] for n in stored) == sorted(bodies)
