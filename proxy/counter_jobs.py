@@ -163,15 +163,29 @@ class CounterJobs:
     ) -> Counter[str]:
         drift: Counter[str] = Counter()
         for batch in chunks(refs):
-            linked = await self._linked_bookings(credential, rule, [r.object_id for r in batch])
+            exam_ids = [r.object_id for r in batch]
+            linked = await self._linked_bookings(credential, rule, exam_ids)
             bookings = await self._read_bookings(credential, rule, linked)
+            in_hubspot = await self._hubspot_counts(credential, rule, exam_ids)
             await self._learn_bookings(credential, rule, bookings)
             for ref in batch:
                 active = [
                     b for b in linked.get(ref.object_id, []) if _active(rule, bookings.get(b))
                 ]
-                drift += await self._fix(ref, rule, active)
+                drift += await self._fix(ref, rule, active, in_hubspot.get(ref.object_id))
         return drift
+
+    async def _hubspot_counts(
+        self, credential: str, rule: CounterRule, exam_ids: Sequence[str]
+    ) -> dict[str, Any]:
+        """HubSpot's own copy of each count, to tell whether it drifted."""
+        path = f"/crm/v3/objects/{rule.object_type}/batch/read"
+        body = {"inputs": [{"id": i} for i in exam_ids], "properties": [rule.property]}
+        answer = await self._calls.post(credential, path, body)
+        return {
+            str(obj.get("id")): (obj.get("properties") or {}).get(rule.property)
+            for obj in answer.get("results", [])
+        }
 
     async def _linked_bookings(
         self, credential: str, rule: CounterRule, exam_ids: Sequence[str]
@@ -228,7 +242,9 @@ class CounterJobs:
             trusted=True,
         )
 
-    async def _fix(self, ref: CounterRef, rule: CounterRule, active: list[str]) -> Counter[str]:
+    async def _fix(
+        self, ref: CounterRef, rule: CounterRule, active: list[str], in_hubspot: str | None
+    ) -> Counter[str]:
         base = ref.key
         keys = [base, base + ":members", base + ":pending"]
         old, new = await self._reset(keys=keys, args=[rule.ttl_ms, *active])
@@ -239,9 +255,8 @@ class CounterJobs:
                 "counter drift fixed in redis",
                 extra={"exam": ref.object_id, "was": old, "now": new},
             )
-        synced = await self._redis.hget(base, "synced")
-        if synced is None or int(synced) != int(new):
-            drift["hubspot"] += 1  # the sync sends it; clearing `synced` makes sure it does
+        if in_hubspot is None or str(in_hubspot) != str(new):
+            drift["hubspot"] += 1  # the next sync sends it; clearing `synced` makes sure it does
             await self._redis.hdel(base, "synced")
         return drift
 

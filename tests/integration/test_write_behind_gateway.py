@@ -160,6 +160,7 @@ async def test_reconcile_fixes_drift_on_both_sides_and_clears_cancelled_bookings
     await run_job(gw, "sync_counters")
 
     assert summary["drift"]["redis"] == 2  # exam A lost a booking, exam B had 42
+    assert summary["drift"]["hubspot"] == 1  # exam A says 99 there; exam B is right there
     assert await hubspot_count(world, exam_a) == "2"
     assert await hubspot_count(world, exam_b) == "1"
     path = f"/crm/v3/objects/{EXAMS}/{exam_b}?properties=total_bookings"
