@@ -144,6 +144,7 @@ async def dispatch(
         ctx.path,
         max_wait_header=ctx.headers.get(MAX_WAIT_HEADER),
         request_id=ctx.request_id,
+        classification=cls,
     )
     action = cls.action
     if (

@@ -11,10 +11,9 @@ stored token, and handle one credential at a time.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -64,8 +63,14 @@ class HubSpotJobCalls:
         token = await self._vault.token_for(credential)
         if token is None:
             raise LookupError(f"no stored token for credential {credential}")
-        plan = plan_for(self._rules.current, credential, "POST", path, priority=Priority.BACKGROUND)
-        plan = replace(plan, deadline=time.monotonic() + JOB_WAIT_S)
+        plan = plan_for(
+            self._rules.current,
+            credential,
+            "POST",
+            path,
+            priority=Priority.BACKGROUND,
+            wait_s=JOB_WAIT_S,
+        )
         headers = CIMultiDict(
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         )

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-import time
 import zlib
-from dataclasses import replace
 from typing import Any, Final
 
 import aiohttp
@@ -67,8 +65,14 @@ class OwnCalls:
         if token is None:
             return None
         path = f"/crm/v3/objects/{object_type}/search"
-        plan = plan_for(self.rules.current, cred, "POST", path, priority=Priority.BACKGROUND)
-        plan = replace(plan, deadline=time.monotonic() + BACKGROUND_WAIT_S)
+        plan = plan_for(
+            self.rules.current,
+            cred,
+            "POST",
+            path,
+            priority=Priority.BACKGROUND,
+            wait_s=BACKGROUND_WAIT_S,
+        )
         return await self.json_call(plan, "POST", path, token, body)
 
     async def counts(

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from proxy.admission import CallPlan, CallTrace, is_idempotent
 from proxy.budget import BucketSpec, Priority
-from proxy.rules import Rules
+from proxy.rules import Classification, Rules
 
 MAX_WAIT_HEADER = "X-HubSpot-Proxy-Max-Wait-Ms"
 
@@ -63,9 +63,13 @@ def plan_for(
     max_wait_header: str | None = None,
     priority: Priority | None = None,
     request_id: str = "",
+    wait_s: float | None = None,
+    classification: Classification | None = None,
 ) -> CallPlan:
-    cls = rules.classify(method, path)
-    wait_s = cls.max_wait_s
+    """The budget plan of one call. `wait_s` replaces the route's max_wait (the gateway's own
+    background calls); `classification` saves classifying a call the caller already has."""
+    cls = classification or rules.classify(method, path)
+    wait_s = cls.max_wait_s if wait_s is None else wait_s
     asked = client_max_wait_s(max_wait_header)
     if asked is not None:
         wait_s = min(wait_s, asked)
