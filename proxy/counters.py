@@ -140,10 +140,17 @@ class Counters:
 
     def forget_later(self, cred: str, rule: CounterRule, object_id: str) -> None:
         """A change could not be recorded: drop the count once Redis is back, so it re-seeds
-        from HubSpot rather than stay wrong by one for 90 days (reconciliation refines it)."""
+        from HubSpot rather than stay wrong by one for 90 days. The counter's hash stays (marked
+        `stale`), so reconciliation still finds the exam and rebuilds the count from HubSpot's
+        associations even if nobody reads the exam again."""
         base = CounterKeys.base(cred, rule, object_id)
 
         async def drop(r: aioredis.Redis) -> None:
-            await r.delete(base, base + ":members", base + ":pending")
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hdel(base, "count", "synced")
+                pipe.hset(base, "stale", "1")
+                pipe.pexpire(base, rule.ttl_ms)
+                pipe.delete(base + ":members", base + ":pending")
+                await pipe.execute()
 
         self.store.repair_later("counter:" + base, drop)
