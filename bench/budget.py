@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from bench import procs, report, rulefiles
 from tests.conftest import AUTH
-from tests.support.burst import (
+from tests.kit.burst import (
     burst_rules,
     max_in_window,
     saturated_use,

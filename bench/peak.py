@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from bench import ops, plots, procs, report
 from bench.rulefiles import scaled_default
 from tests.conftest import TOKEN
-from tests.support.booking_flow import (
+from tests.kit.booking_flow import (
     BOOKINGS,
     MOCK_EXAMS,
     SDK_RETRY,
@@ -34,7 +34,7 @@ from tests.support.booking_flow import (
     seed_portal,
     verify_portal,
 )
-from tests.support.burst import max_in_window, sim_token_calls, sim_token_stats
+from tests.kit.burst import max_in_window, sim_token_calls, sim_token_stats
 
 
 @dataclass(frozen=True)

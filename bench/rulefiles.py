@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from bench.env import REPO
-from proxy.rules_reader import parse_duration
+from proxy.rules.reader import parse_duration
 
 DEFAULT_RULES = REPO / "rules" / "default.yaml"
 EXAM_TYPE = "2-50158913"

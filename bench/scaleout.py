@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from bench import load, ops, plots, procs, report, rulefiles
 from bench.env import ensure_tool
 from tests.conftest import TOKEN
-from tests.support.burst import (
+from tests.kit.burst import (
     budget_use,
     burst_rules,
     max_in_window,

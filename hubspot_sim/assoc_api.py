@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from proxy.hubspot import canonical_object_type
+from proxy.hubspot.protocol import canonical_object_type
 
 from .assoc_store import AssocType, default_type, labeled_type
 from .responses import (

@@ -6,7 +6,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
-from proxy.hubspot import (
+from proxy.hubspot.protocol import (
     DEFAULT_ASSOCIATION_TYPES,
     HUBSPOT_DEFINED,
     USER_DEFINED,

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from proxy.hubspot import error_body, rate_limit_body
+from proxy.hubspot.protocol import error_body, rate_limit_body
 
 from .config import FAULT_STATUSES
 from .limits import KIND_GENERAL, KIND_SEARCH

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from proxy.hubspot import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
+from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
 
 from .config import SimConfig
 

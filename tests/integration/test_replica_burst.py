@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.burst import (
+from tests.kit.burst import (
     budget_use,
     burst_rules,
     max_in_window,
@@ -16,7 +16,7 @@ from tests.support.burst import (
     sim_token_calls,
     sim_token_stats,
 )
-from tests.support.processes import Process, start_gateway, start_sim
+from tests.kit.processes import Process, start_gateway, start_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 
 from proxy.metrics import Metrics
-from proxy.rules import load_rules
-from proxy.rules_holder import RulesHolder
+from proxy.rules.holder import RulesHolder
+from proxy.rules.loader import load_rules
 from tests.conftest import AUTH
-from tests.support.burst import sim_token_stats
-from tests.support.processes import REPO, start_gateway, start_sim
+from tests.kit.burst import sim_token_stats
+from tests.kit.processes import REPO, start_gateway, start_sim
 
 pytestmark = pytest.mark.timeout(60)
 

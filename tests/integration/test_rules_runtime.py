@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from proxy.actions import Actions
 from proxy.app import SERVICES
 from proxy.config import Settings
-from proxy.credentials import credential_id
+from proxy.http.credentials import credential_id
+from proxy.runtime.actions import Actions
 from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(60)

@@ -21,7 +21,7 @@ from tests.integration.test_rules_runtime import (
     search,
     world,  # noqa: F401 (fixture)
 )
-from tests.support.processes import start_valkey
+from tests.kit.processes import start_valkey
 
 pytestmark = pytest.mark.timeout(90)
 

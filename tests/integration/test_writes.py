@@ -12,18 +12,19 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
-from proxy.admission import AdmittedCaller, CallPlan
+from proxy.budget.limiter import BucketSpec, Limiter, Priority
+from proxy.budget.plans import CallPlan
 from proxy.config import Settings
 from proxy.errors import ServiceUnavailable
-from proxy.hubspot import is_association_batch, is_search
-from proxy.limiter import BucketSpec, Limiter, Priority
+from proxy.hubspot.protocol import is_association_batch, is_search
 from proxy.metrics import Metrics
-from proxy.ratelimit_headers import RateLimitRecorder
-from proxy.upstream import Upstream
-from proxy.vault import TokenVault
-from proxy.write_answers import WRITE_ID_HEADER
-from proxy.write_model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteConfig, WriteRequest
-from proxy.writes import WriteBehind
+from proxy.store.vault import TokenVault
+from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.rate_headers import RateLimitRecorder
+from proxy.upstream.transport import Upstream
+from proxy.writes.answers import WRITE_ID_HEADER
+from proxy.writes.model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteConfig, WriteRequest
+from proxy.writes.service import WriteBehind
 from tests.conftest import TOKEN, sim_url
 
 CRED = "cred0001"

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.batching import Outcome, Split, judge, merge_properties, plan
-from proxy.write_model import (
+from proxy.writes.batching import Outcome, Split, judge, merge_properties, plan
+from proxy.writes.model import (
     ASSOCIATE_DEFAULT,
     NOTE_CREATE,
     UPDATE,

@@ -8,10 +8,10 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from proxy.write_answers import WRITE_ID_HEADER, accepted, association_spec
-from proxy.write_lookup import find_created
-from proxy.write_model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteItem, WriteRequest
-from proxy.write_store import WriteStore
+from proxy.writes.answers import WRITE_ID_HEADER, accepted, association_spec
+from proxy.writes.lookup import find_created
+from proxy.writes.model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteItem, WriteRequest
+from proxy.writes.store import WriteStore
 
 
 def answer(kind: str, req: WriteRequest, **known: Any) -> Any:

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from proxy.budget import (
+from proxy.budget.model import (
     BucketSpec,
     BudgetModel,
     Priority,
@@ -21,7 +21,7 @@ from proxy.budget import (
     recovered_limit,
     recovery_step,
 )
-from proxy.hubspot import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
+from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
 
 GENERAL = BucketSpec("general", 5, 100)
 SEARCH = BucketSpec("search", 2, 50)

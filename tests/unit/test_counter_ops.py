@@ -7,11 +7,11 @@ import asyncio
 import fakeredis
 import pytest
 
-from proxy import counters as counters_module
-from proxy.counters import CounterKeys, Counters, CounterState, Op, count_value
 from proxy.metrics import Metrics
-from proxy.rule_redis import RuleRedis
-from proxy.rules import CounterRule, load_rules
+from proxy.reads import counters as counters_module
+from proxy.reads.counters import CounterKeys, Counters, CounterState, Op, count_value
+from proxy.rules.loader import CounterRule, load_rules
+from proxy.store.rule_store import RuleRedis
 
 CRED = "cred0001"
 RULE = load_rules("rules/default.yaml").rule("exam-counter")

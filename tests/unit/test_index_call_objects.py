@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.call_objects import (
+from proxy.reads.call_objects import (
     answered_objects,
     association_pairs,
     deleted_ids,

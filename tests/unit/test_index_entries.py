@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from proxy.index_entries import (
+from proxy.reads.index_entries import (
     NO_DUPLICATE,
     Record,
     active_entry,
@@ -15,7 +15,7 @@ from proxy.index_entries import (
     positive_ttl_ms,
     search_answer,
 )
-from proxy.rules import SearchIndexRule, UntilEndOf, load_rules
+from proxy.rules.loader import SearchIndexRule, UntilEndOf, load_rules
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

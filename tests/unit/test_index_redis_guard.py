@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.metrics import Metrics
-from proxy.rule_redis import UNAVAILABLE, RuleRedis, key, part
+from proxy.store.rule_store import UNAVAILABLE, RuleRedis, key, part
 
 
 class Clock:

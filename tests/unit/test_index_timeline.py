@@ -17,13 +17,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from proxy.index_entries import NO_DUPLICATE, Record
-from proxy.index_learning import IndexLearner, Sighting
-from proxy.index_loader import IndexLoader
 from proxy.metrics import Metrics
-from proxy.rule_redis import RuleRedis
-from proxy.rules import SearchIndexRule, index_key_for_search, load_rules
-from proxy.search_index import IndexKeys, Lookup, SearchIndex
+from proxy.reads.index_entries import NO_DUPLICATE, Record
+from proxy.reads.index_learning import IndexLearner, Sighting
+from proxy.reads.index_loader import IndexLoader
+from proxy.reads.search_index import IndexKeys, Lookup, SearchIndex
+from proxy.rules.loader import SearchIndexRule, index_key_for_search, load_rules
+from proxy.store.rule_store import RuleRedis
 
 CRED = "cred0001"
 BOOKINGS = "2-50158943"

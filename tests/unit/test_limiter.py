@@ -12,8 +12,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from proxy.hubspot import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
-from proxy.limiter import (
+from proxy.budget.limiter import (
     Admission,
     BucketSpec,
     BudgetExceeded,
@@ -21,6 +20,7 @@ from proxy.limiter import (
     Limiter,
     Priority,
 )
+from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
 
 GENERAL = BucketSpec("general", 4, 10_000)
 HOUR_MS = 3_600_000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.rules import (
+from proxy.rules.loader import (
     CounterRule,
     ObjectCacheRule,
     RespondRule,
@@ -18,7 +18,7 @@ from proxy.rules import (
     load_rules,
     parse_rules,
 )
-from proxy.rules_paths import canonical_segments
+from proxy.rules.paths import canonical_segments
 
 DEFAULT = Path(__file__).parent.parent.parent / "rules" / "default.yaml"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from proxy.rules import (
+from proxy.rules.loader import (
     IndexLookup,
     SearchIndexRule,
     WriteBehindRule,

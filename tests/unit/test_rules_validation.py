@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.rules import (
+from proxy.rules.loader import (
     RulesError,
     check_file,
     format_problems,

@@ -1,0 +1,181 @@
+"""In-process budget used while Redis is unreachable, and the Redis health state machine.
+
+While in fallback each replica holds `limit // expected_replicas` per bucket (its share), so the
+replicas together stay within the limit without talking to each other. Window buckets use
+aiolimiter's leaky bucket sized by `budget.fallback_rate` (a leaky bucket lets up to twice its
+capacity through one rolling window, so it holds half the share). Daily buckets keep a local
+counter of the share. Calls admitted here are unknown to Redis: a replica in fallback while the
+others still reach Redis can add its share on top of the limit for as long as that split lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+
+from proxy.budget.model import BucketSpec, BudgetExceeded, fallback_rate, fallback_share, policy_for
+
+log = logging.getLogger("proxy.limiter")
+
+
+class RedisHealth:
+    """Redis-or-fallback state: enter fallback on trouble, probe again after a back-off."""
+
+    def __init__(
+        self,
+        *,
+        available: bool,
+        clock: Callable[[], float],
+        probe_interval_s: float,
+        on_transition: Callable[[bool], None] | None,
+    ) -> None:
+        self._available = available
+        self._clock = clock
+        self._interval = probe_interval_s
+        self._on_transition = on_transition
+        self._active = not available
+        self._next_probe = -math.inf
+
+    @property
+    def fallback_active(self) -> bool:
+        return self._active
+
+    def should_try_redis(self) -> bool:
+        """True when Redis is healthy, or when a probe is due (then claims it for one caller)."""
+        if not self._available:
+            return False
+        if not self._active:
+            return True
+        now = self._clock()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + self._interval
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        self._next_probe = self._clock() + self._interval
+        if self._active:
+            return
+        self._active = True
+        log.warning("redis unavailable (%s), limiting in process", type(exc).__name__)
+        self._notify(True)
+
+    def succeeded(self) -> None:
+        if not self._active:
+            return
+        self._active = False
+        log.info("redis reachable again, back to the shared budget")
+        self._notify(False)
+
+    def _notify(self, active: bool) -> None:
+        if self._on_transition is None:
+            return
+        try:
+            self._on_transition(active)
+        except Exception:
+            log.exception("on_transition callback failed")
+
+
+@dataclass
+class _DailyCount:
+    reset_ms: int
+    used: int
+
+
+class LocalBudget:
+    """This replica's share of every bucket, kept in process."""
+
+    def __init__(
+        self,
+        *,
+        expected_replicas: int,
+        clock: Callable[[], float],
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._replicas = max(1, expected_replicas)
+        self._clock = clock
+        self._wall_ms = wall_ms
+        self._windows: dict[tuple[str, str, int, int], AsyncLimiter] = {}
+        self._daily: dict[tuple[str, str], _DailyCount] = {}
+        self._pauses: dict[tuple[str, str], float] = {}
+
+    def pause(self, cred: str, bucket: str, seconds: float) -> None:
+        key = (cred, bucket)
+        self._pauses[key] = max(self._pauses.get(key, -math.inf), self._clock() + seconds)
+
+    async def acquire(
+        self, cred: str, specs: Sequence[BucketSpec], deadline: float, reset_ms: int | None
+    ) -> int:
+        """Wait for room in every bucket (or raise BudgetExceeded); returns the wall-clock ms."""
+        self._check_daily(cred, specs, reset_ms)
+        await self._wait_pauses(cred, specs, deadline)
+        for spec in specs:
+            if spec.kind == "window":
+                await self._acquire_window(cred, spec, deadline)
+        self._take_daily(cred, specs, reset_ms)
+        return self._wall_ms()
+
+    def give_back(self, cred: str, specs: Sequence[BucketSpec]) -> None:
+        """Return daily units (leaky-bucket capacity, already spent, is not returned)."""
+        for spec in specs:
+            count = self._daily.get((cred, spec.name))
+            if spec.kind == "daily" and count is not None:
+                count.used = max(0, count.used - 1)
+
+    async def _wait_pauses(self, cred: str, specs: Sequence[BucketSpec], deadline: float) -> None:
+        for spec in specs:
+            left = self._pauses.get((cred, spec.name), -math.inf) - self._clock()
+            if left <= 0:
+                continue
+            if self._clock() + left > deadline:
+                raise BudgetExceeded(left, spec.name, policy_for(spec))
+            await asyncio.sleep(left)
+
+    async def _acquire_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
+        limiter = self._limiter(cred, spec)
+        if limiter.has_capacity():
+            await limiter.acquire()
+            return
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                await limiter.acquire()
+        except TimeoutError:
+            retry = limiter.time_period / limiter.max_rate
+            raise BudgetExceeded(retry, spec.name, policy_for(spec)) from None
+
+    def _limiter(self, cred: str, spec: BucketSpec) -> AsyncLimiter:
+        key = (cred, spec.name, spec.limit, spec.window_ms)
+        limiter = self._windows.get(key)
+        if limiter is None:
+            max_rate, period_s = fallback_rate(spec.limit, self._replicas, spec.window_ms)
+            limiter = self._windows[key] = AsyncLimiter(max_rate, period_s)
+        return limiter
+
+    def _daily_count(self, cred: str, spec: BucketSpec, reset_ms: int | None) -> _DailyCount:
+        key = (cred, spec.name)
+        count = self._daily.get(key)
+        reset = reset_ms or 0
+        if count is None or count.reset_ms != reset or self._wall_ms() >= count.reset_ms:
+            count = self._daily[key] = _DailyCount(reset, 0)
+        return count
+
+    def _check_daily(self, cred: str, specs: Sequence[BucketSpec], reset_ms: int | None) -> None:
+        for spec in specs:
+            if spec.kind != "daily":
+                continue
+            count = self._daily_count(cred, spec, reset_ms)
+            if count.used + 1 > fallback_share(spec.limit, self._replicas):
+                retry = max(0.0, (count.reset_ms - self._wall_ms()) / 1000)
+                raise BudgetExceeded(retry, spec.name, policy_for(spec))
+
+    def _take_daily(self, cred: str, specs: Sequence[BucketSpec], reset_ms: int | None) -> None:
+        self._check_daily(cred, specs, reset_ms)
+        for spec in specs:
+            if spec.kind == "daily":
+                self._daily_count(cred, spec, reset_ms).used += 1

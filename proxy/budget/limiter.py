@@ -1,0 +1,496 @@
+"""Per-credential budget admission shared by every replica.
+
+One Lua call (`lua/admit.lua`, timed by Redis `TIME`) reserves the earliest slot at which a call
+fits every bucket it needs, or reserves nothing; the caller then sleeps until that slot. Within a
+replica, callers of one (credential, bucket set) take turns talking to Redis in order of
+(priority, arrival), so higher classes go first when budget frees. Across replicas, priority comes
+from how far ahead each class may reserve (its horizon): background only takes a slot free now.
+When Redis is unreachable or slow, `fallback.LocalBudget` admits this replica's share instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, TypeVar
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from proxy.budget.fallback import LocalBudget, RedisHealth
+from proxy.budget.model import (
+    DEFAULT_HORIZONS_S,
+    LEARNED_TTL_WINDOWS,
+    Admission,
+    BucketSpec,
+    BudgetExceeded,
+    Plan,
+    PlanStatus,
+    Priority,
+    policy_for,
+)
+from proxy.store.scripts import lua_source
+
+__all__ = [
+    "Admission",
+    "BucketSpec",
+    "BudgetExceeded",
+    "KeyScheme",
+    "Limiter",
+    "LimiterStats",
+    "Priority",
+]
+
+log = logging.getLogger("proxy.limiter")
+T = TypeVar("T")
+
+# What counts as "Redis is in trouble" (go to the in-process budget) rather than a bug.
+REDIS_TROUBLE: Final = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+_STATUS: Final[dict[int, PlanStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
+_CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class KeyScheme:
+    """Redis keys; `{cred}` is the Cluster hash tag, so one call's keys share a slot."""
+
+    prefix: str = "hubspot"
+
+    def data(self, cred: str, spec: BucketSpec) -> str:
+        kind = "daily" if spec.kind == "daily" else "win"
+        return f"{self.prefix}:{{{cred}}}:{kind}:{spec.name}"
+
+    def window(self, cred: str, bucket: str) -> str:
+        return f"{self.prefix}:{{{cred}}}:win:{bucket}"
+
+    def pause(self, cred: str, bucket: str) -> str:
+        return f"{self.prefix}:{{{cred}}}:pause:{bucket}"
+
+    def learned(self, cred: str, bucket: str) -> str:
+        return f"{self.prefix}:{{{cred}}}:learned:{bucket}"
+
+
+@dataclass(frozen=True)
+class LimiterStats:
+    redis_round_trips: int
+    admitted: int
+    admitted_fallback: int
+    rejected: int
+    redis_errors: int
+    fallback_active: bool
+
+
+@dataclass(frozen=True)
+class _Reserved:
+    slot_ms: int
+    at: float  # local clock time of the slot
+    token: str | None  # None: admitted by the in-process budget
+
+
+@dataclass(frozen=True)
+class _Later:
+    at: float  # local clock time at which to ask again
+
+
+class _Lane:
+    """Callers of one (credential, bucket set) on this replica, one at a time by (priority, seq)."""
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.next_slot = -math.inf  # lower bound (local clock) of the next free slot
+        self._busy = False
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+
+    async def enter(self, priority: Priority, seq: int) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (int(priority), seq, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # the turn was handed to us: pass it on
+                self.leave()
+            raise
+
+    def leave(self) -> None:
+        while self._heap:
+            fut = heapq.heappop(self._heap)[2]
+            if not fut.done():
+                fut.set_result(None)  # the turn passes on; _busy stays set
+                return
+        self._busy = False
+
+
+class _Scripts:
+    def __init__(self, redis: Redis) -> None:
+        self.admit: AsyncScript = redis.register_script(lua_source("admit"))
+        self.release: AsyncScript = redis.register_script(lua_source("release"))
+        self.pause: AsyncScript = redis.register_script(lua_source("pause"))
+        self.learn: AsyncScript = redis.register_script(lua_source("learn"))
+
+
+def admit_request(
+    keys: KeyScheme,
+    cred: str,
+    specs: Sequence[BucketSpec],
+    max_ms: int,
+    token: str,
+    reset_ms: int | None,
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV for admit.lua (layout documented in the script)."""
+    names: list[str] = []
+    args: list[str | int] = [max_ms, token]
+    for spec in specs:
+        names += [keys.data(cred, spec), keys.pause(cred, spec.name), keys.learned(cred, spec.name)]
+        args += [spec.kind, spec.limit, spec.window_ms, reset_ms or 0]
+    return names, args
+
+
+def parse_admit(reply: Sequence[Any], specs: Sequence[BucketSpec]) -> Plan:
+    status, slot_ms, now_ms, index = (int(x) for x in reply)
+    return Plan(_STATUS[status], slot_ms, now_ms, specs[index - 1].name)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, math.ceil(seconds * 1000)) if math.isfinite(seconds) else 2**53
+
+
+class Limiter:
+    def __init__(
+        self,
+        redis: Redis | None,
+        *,
+        key_prefix: str = "hubspot",
+        redis_timeout_s: float = 0.25,
+        expected_replicas: int = 1,
+        horizons: Mapping[Priority, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_transition: Callable[[bool], None] | None = None,
+        probe_interval_s: float = 1.0,
+    ) -> None:
+        self._keys = KeyScheme(key_prefix)
+        self._timeout = redis_timeout_s
+        self._horizons = {**DEFAULT_HORIZONS_S, **(horizons or {})}
+        self._clock = clock
+        self._scripts = None if redis is None else _Scripts(redis)
+        self._health = RedisHealth(
+            available=redis is not None,
+            clock=clock,
+            probe_interval_s=probe_interval_s,
+            on_transition=on_transition,
+        )
+        self._local = LocalBudget(expected_replicas=expected_replicas, clock=clock)
+        self._lanes: dict[tuple[str, tuple[str, ...]], _Lane] = {}
+        self._seq = itertools.count()
+        self._waiting: Counter[tuple[str, str]] = Counter()
+        self._specs: dict[tuple[str, str], BucketSpec] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._counts: Counter[str] = Counter()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        cred: str,
+        buckets: Sequence[BucketSpec],
+        *,
+        priority: Priority,
+        max_wait_s: float,
+        daily_reset_ms: int | None = None,
+    ) -> Admission:
+        """Wait until the call may be sent in every bucket, or raise BudgetExceeded at once."""
+        specs = self._checked(cred, buckets, daily_reset_ms)
+        start = self._clock()
+        deadline = start + max(0.0, max_wait_s)
+        with self._waiter(cred, specs, priority) as lane:
+            try:
+                step = await self._admission(lane, cred, specs, priority, deadline, daily_reset_ms)
+            except BudgetExceeded:
+                self._counts["rejected"] += 1
+                raise
+            await self._until_slot(lane, cred, specs, step)
+        fallback = step.token is None
+        self._counts["admitted_fallback" if fallback else "admitted"] += 1
+        return Admission(step.slot_ms, self._clock() - start, fallback)
+
+    async def pause(self, cred: str, bucket: str, seconds: float) -> None:
+        """Upstream 429: no replica sends in this bucket for `seconds`."""
+        if seconds <= 0:
+            return
+        self._local.pause(cred, bucket, seconds)
+        if self._scripts is not None:
+            keys = [self._keys.pause(cred, bucket)]
+            await self._best_effort(self._scripts.pause, keys, [_ms(seconds)])
+
+    async def learn(
+        self,
+        cred: str,
+        bucket: str,
+        upstream_max: int,
+        upstream_remaining: int,
+        window_ms: int,
+        *,
+        limit: int | None = None,
+    ) -> None:
+        """Shrink `bucket`'s limit when HubSpot counted calls that were not ours (all replicas).
+
+        `limit` defaults to the one last acquired with for (cred, bucket); without either the
+        headers are ignored. The shrunk limit recovers by a tenth of `limit` per window.
+        """
+        seen = self._specs.get((cred, bucket))
+        limit = limit or (seen.limit if seen is not None and seen.kind == "window" else None)
+        if self._scripts is None or limit is None or window_ms <= 0:
+            return
+        keys = [self._keys.window(cred, bucket), self._keys.learned(cred, bucket)]
+        args = [limit, upstream_max, upstream_remaining, window_ms, LEARNED_TTL_WINDOWS]
+        await self._best_effort(self._scripts.learn, keys, args)
+
+    def waiters(self) -> dict[tuple[str, str], int]:
+        """Local callers not yet admitted, by (bucket, priority name)."""
+        return {key: n for key, n in self._waiting.items() if n > 0}
+
+    @property
+    def keys(self) -> KeyScheme:
+        return self._keys
+
+    def known_buckets(self) -> dict[tuple[str, str], BucketSpec]:
+        """The last spec acquired with, by (credential, bucket): what budget metrics report on."""
+        return dict(self._specs)
+
+    @property
+    def fallback_active(self) -> bool:
+        return self._health.fallback_active
+
+    def stats(self) -> LimiterStats:
+        c = self._counts
+        return LimiterStats(
+            redis_round_trips=c["round_trips"],
+            admitted=c["admitted"],
+            admitted_fallback=c["admitted_fallback"],
+            rejected=c["rejected"],
+            redis_errors=c["redis_errors"],
+            fallback_active=self._health.fallback_active,
+        )
+
+    async def aclose(self) -> None:
+        """Wait for Redis calls and releases still running for cancelled callers."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- admission ------------------------------------------------------------------------------
+
+    async def _admission(
+        self,
+        lane: _Lane,
+        cred: str,
+        specs: Sequence[BucketSpec],
+        priority: Priority,
+        deadline: float,
+        reset_ms: int | None,
+    ) -> _Reserved:
+        seq = next(self._seq)
+        while True:
+            await self._turn(lane, specs, priority, seq, deadline)
+            try:
+                step = await self._step(lane, cred, specs, priority, deadline, reset_ms)
+            finally:
+                lane.leave()
+            if isinstance(step, _Reserved):
+                return step
+            await asyncio.sleep(max(0.0, step.at - self._clock()))
+
+    async def _turn(
+        self,
+        lane: _Lane,
+        specs: Sequence[BucketSpec],
+        priority: Priority,
+        seq: int,
+        deadline: float,
+    ) -> None:
+        """Wait for this caller's turn; in fallback the turn ahead may outlast the deadline."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._clock()) + self._timeout):
+                await lane.enter(priority, seq)
+        except TimeoutError:
+            spec = specs[0]
+            retry = spec.window_ms / 1000 if spec.kind == "window" else 1.0
+            raise BudgetExceeded(retry, spec.name, policy_for(spec)) from None
+
+    async def _step(
+        self,
+        lane: _Lane,
+        cred: str,
+        specs: Sequence[BucketSpec],
+        priority: Priority,
+        deadline: float,
+        reset_ms: int | None,
+    ) -> _Reserved | _Later:
+        horizon = self._horizons.get(priority, 0.0)
+        wake = lane.next_slot - horizon
+        if not self._health.fallback_active and self._clock() < wake and lane.next_slot <= deadline:
+            return _Later(wake)  # a slot this class may take is not free yet: no round trip
+        if self._health.should_try_redis():
+            try:
+                step = await self._redis_step(lane, cred, specs, horizon, deadline, reset_ms)
+            except REDIS_TROUBLE as exc:
+                self._counts["redis_errors"] += 1
+                self._health.failed(exc)
+            except BudgetExceeded:
+                self._health.succeeded()  # Redis answered: it is back
+                raise
+            else:
+                self._health.succeeded()
+                return step
+        slot_ms = await self._local.acquire(cred, specs, deadline, reset_ms)
+        return _Reserved(slot_ms, self._clock(), None)
+
+    async def _redis_step(
+        self,
+        lane: _Lane,
+        cred: str,
+        specs: Sequence[BucketSpec],
+        horizon: float,
+        deadline: float,
+        reset_ms: int | None,
+    ) -> _Reserved | _Later:
+        remaining_ms = _ms(deadline - self._clock())
+        token = secrets.token_hex(8)
+        plan = await self._admit(cred, specs, min(remaining_ms, _ms(horizon)), token, reset_ms)
+        # Redis time >= plan.now_ms when the reply arrives, so this never wakes before the slot.
+        slot_at = self._clock() + plan.wait_ms / 1000
+        if plan.status == "reserved":
+            lane.next_slot = max(lane.next_slot, slot_at)
+            return _Reserved(plan.slot_ms, slot_at, token)
+        spec = next(s for s in specs if s.name == plan.bucket)
+        if plan.status == "daily_full" or plan.wait_ms > remaining_ms:
+            raise BudgetExceeded(plan.wait_ms / 1000, plan.bucket, policy_for(spec))
+        lane.next_slot = max(lane.next_slot, slot_at)
+        return _Later(slot_at - horizon)
+
+    async def _admit(
+        self,
+        cred: str,
+        specs: Sequence[BucketSpec],
+        max_ms: int,
+        token: str,
+        reset_ms: int | None,
+    ) -> Plan:
+        assert self._scripts is not None
+        keys, args = admit_request(self._keys, cred, specs, max_ms, token, reset_ms)
+        call = self._spawn(self._call(self._scripts.admit, keys, args))
+        try:
+            reply = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # the script may still run: give back what it reserves for a caller that is gone
+            call.add_done_callback(partial(self._release_orphan, cred, specs, token))
+            raise
+        return parse_admit(reply, specs)
+
+    async def _until_slot(
+        self, lane: _Lane, cred: str, specs: Sequence[BucketSpec], step: _Reserved
+    ) -> None:
+        delay = step.at - self._clock()
+        if step.token is None or delay <= 0:
+            return
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            lane.next_slot = -math.inf  # the hint may now be too late
+            await asyncio.shield(self._spawn(self._release(cred, specs, step.token)))
+            raise
+
+    # -- Redis calls ----------------------------------------------------------------------------
+
+    async def _call(self, script: AsyncScript, keys: list[str], args: Sequence[str | int]) -> Any:
+        self._counts["round_trips"] += 1
+        async with asyncio.timeout(self._timeout):
+            return await script(keys=keys, args=args)
+
+    async def _best_effort(
+        self, script: AsyncScript, keys: list[str], args: Sequence[str | int]
+    ) -> Any | None:
+        if not self._health.should_try_redis():
+            return None
+        try:
+            reply = await self._call(script, keys, args)
+        except REDIS_TROUBLE as exc:
+            self._counts["redis_errors"] += 1
+            self._health.failed(exc)
+            return None
+        self._health.succeeded()
+        return reply
+
+    async def _release(self, cred: str, specs: Sequence[BucketSpec], token: str) -> None:
+        assert self._scripts is not None
+        keys = [self._keys.data(cred, spec) for spec in specs]
+        args: list[str | int] = [token, *(spec.kind for spec in specs)]
+        try:
+            await self._call(self._scripts.release, keys, args)
+        except REDIS_TROUBLE as exc:
+            self._counts["redis_errors"] += 1
+            log.debug("could not release a reservation: %s", type(exc).__name__)
+
+    def _release_orphan(
+        self, cred: str, specs: Sequence[BucketSpec], token: str, call: asyncio.Future[Any]
+    ) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        if int(call.result()[0]) == 0:
+            self._spawn(self._release(cred, specs, token))
+
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def _checked(
+        self, cred: str, buckets: Sequence[BucketSpec], daily_reset_ms: int | None
+    ) -> tuple[BucketSpec, ...]:
+        if not _CRED.match(cred):
+            raise ValueError("credential id must be a short hash ([A-Za-z0-9_.-], <= 128 chars)")
+        specs = tuple(buckets)
+        if not specs or len({s.name for s in specs}) != len(specs):
+            raise ValueError("buckets must be a non-empty list of distinct bucket names")
+        if daily_reset_ms is None and any(s.kind == "daily" for s in specs):
+            raise ValueError("a daily bucket needs daily_reset_ms")
+        for spec in specs:
+            self._specs[(cred, spec.name)] = spec
+        return specs
+
+    @contextmanager
+    def _waiter(
+        self, cred: str, specs: Sequence[BucketSpec], priority: Priority
+    ) -> Iterator[_Lane]:
+        key = (cred, tuple(spec.name for spec in specs))
+        lane = self._lanes.setdefault(key, _Lane())
+        lane.users += 1
+        labels = [(spec.name, priority.name) for spec in specs]
+        self._waiting.update(labels)
+        try:
+            yield lane
+        finally:
+            self._waiting.subtract(labels)
+            for label in labels:
+                if self._waiting[label] <= 0:
+                    del self._waiting[label]
+            lane.users -= 1
+            if lane.users == 0:
+                del self._lanes[key]

@@ -1,0 +1,115 @@
+"""Turning a classified call into a budget plan: which buckets, what priority, which deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from proxy.budget.model import BucketSpec, Priority
+from proxy.hubspot import protocol as hubspot
+from proxy.rules.loader import Classification, Rules
+
+MAX_WAIT_HEADER = "X-HubSpot-Proxy-Max-Wait-Ms"
+
+
+@dataclass
+class CallTrace:
+    """What happened to one call on its way out, for the request log line."""
+
+    request_id: str = ""
+    waited_s: float = 0.0
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    credential: str
+    buckets: Sequence[BucketSpec]
+    priority: Priority
+    deadline: float  # time.monotonic() by which the call must have been sent
+    idempotent: bool
+    daily_reset_ms: int | None = None
+    trace: CallTrace = field(default_factory=CallTrace)
+
+    @property
+    def bucket_label(self) -> str:
+        return "+".join(b.name for b in self.buckets)
+
+
+def is_idempotent(method: str, path: str) -> bool:
+    """Calls that may be retried after an ambiguous 5xx: they cannot create a second record."""
+    return method in {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"} or hubspot.is_search(method, path)
+
+
+def next_midnight_ms(timezone: str, now: datetime | None = None) -> int:
+    """Epoch ms of the next midnight in the account's time zone, when HubSpot resets the daily."""
+    zone = ZoneInfo(timezone)
+    local = (now or datetime.now(tz=zone)).astimezone(zone)
+    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(midnight.timestamp() * 1000)
+
+
+def guarded_window_ms(window_ms: int) -> int:
+    """The window the limiter keeps: HubSpot's, plus a guard for arrival jitter.
+
+    Admission reserves slots in clusters (N calls at t, N more at t + W). Calls admitted at the
+    same instant reach HubSpot spread over the time it takes to send them; if a late arrival of
+    one cluster and an early one of the next fall within HubSpot's window, it counts both. A
+    guard of 5% of the window (at most 250 ms) keeps the clusters apart.
+    """
+    return window_ms + min(250, window_ms // 20)
+
+
+def bucket_specs(rules: Rules, names: tuple[str, ...]) -> list[BucketSpec]:
+    specs = []
+    for name in names:
+        limit, window_ms = rules.limits.effective(name)
+        if name == "daily":
+            specs.append(BucketSpec(name, limit, window_ms, "daily"))
+        else:
+            specs.append(BucketSpec(name, limit, guarded_window_ms(window_ms)))
+    return specs
+
+
+def client_max_wait_s(header: str | None) -> float | None:
+    """A client may ask to wait less than its route allows, never more."""
+    if header is None:
+        return None
+    try:
+        value = int(header)
+    except ValueError:
+        return None
+    return max(0, value) / 1000
+
+
+def plan_for(
+    rules: Rules,
+    credential: str,
+    method: str,
+    path: str,
+    *,
+    max_wait_header: str | None = None,
+    priority: Priority | None = None,
+    request_id: str = "",
+    wait_s: float | None = None,
+    classification: Classification | None = None,
+) -> CallPlan:
+    """The budget plan of one call. `wait_s` replaces the route's max_wait (the gateway's own
+    background calls); `classification` saves classifying a call the caller already has."""
+    cls = classification or rules.classify(method, path)
+    wait_s = cls.max_wait_s if wait_s is None else wait_s
+    asked = client_max_wait_s(max_wait_header)
+    if asked is not None:
+        wait_s = min(wait_s, asked)
+    return CallPlan(
+        credential=credential,
+        buckets=bucket_specs(rules, cls.buckets),
+        priority=priority if priority is not None else Priority[cls.priority.upper()],
+        deadline=time.monotonic() + wait_s,
+        idempotent=is_idempotent(method, path),
+        daily_reset_ms=next_midnight_ms(rules.limits.daily_timezone),
+        trace=CallTrace(request_id=request_id),
+    )

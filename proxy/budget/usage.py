@@ -1,0 +1,40 @@
+"""Budget use per credential and bucket, read from Redis when Prometheus scrapes.
+
+Every replica reports the same shared numbers (the alerts aggregate them with `max`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from proxy.budget.limiter import REDIS_TROUBLE, KeyScheme
+from proxy.budget.model import BucketSpec
+from proxy.metrics import Metrics
+
+
+async def refresh_budget_gauges(
+    redis: Redis, keys: KeyScheme, known: dict[tuple[str, str], BucketSpec], metrics: Metrics
+) -> None:
+    """Set used / limit / remaining; reservations already made count as used."""
+    if not known:
+        return
+    now_ms = int(time.time() * 1000)
+    items = list(known.items())
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for (cred, _bucket), spec in items:
+                if spec.kind == "daily":
+                    pipe.get(keys.data(cred, spec))
+                else:
+                    pipe.zcount(keys.data(cred, spec), now_ms - spec.window_ms, "+inf")
+            replies = await pipe.execute()
+    except REDIS_TROUBLE:
+        metrics.redis_errors.labels("budget_metrics").inc()
+        return
+    for ((cred, bucket), spec), reply in zip(items, replies, strict=True):
+        used = int(reply or 0)
+        metrics.budget_limit.labels(cred, bucket).set(spec.limit)
+        metrics.budget_used.labels(cred, bucket).set(used)
+        metrics.budget_remaining.labels(cred, bucket).set(max(0, spec.limit - used))

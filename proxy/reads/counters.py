@@ -1,0 +1,156 @@
+"""Exam booking counters kept in Redis (PRD 1C): the store and its one script.
+
+The count of an exam is authoritative here, not in HubSpot: HubSpot's copy is eventually
+consistent, and clients computing `total_bookings + 1` from a stale read would overbook. A count
+starts from HubSpot's value the first time the gateway sees the exam (seed), then moves only with
+the bookings the gateway sees linked and cancelled. Which bookings are counted is a set, so a
+booking counted twice (a retried association) or cancelled twice changes the count once.
+
+Redis layout (under the credential's hash tag; 90-day TTL by default, refreshed on change):
+
+    ctr:{type}:{id}              HASH count, capacity
+    ctr:{type}:{id}:members      SET of counted booking ids
+    ctr:{type}:{id}:pending      ZSET of seats reserved ahead of a booking (expiring)
+    ctrlink:{booking type}:{id}  the counter object a booking is counted in (for cancellations)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+
+from proxy.rules.loader import CounterRule
+from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, key, part
+from proxy.store.scripts import lua_source
+
+RESERVATION_HOLD_MS: Final = 10 * 60_000  # a reserved seat not taken by a booking comes back
+
+
+def count_value(value: Any) -> int | None:
+    """A count property as HubSpot sends it ("12", "12.0", 12); None when it is not a count."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and number >= 0 else None
+
+
+class CounterKeys:
+    @staticmethod
+    def base(cred: str, rule: CounterRule, object_id: str) -> str:
+        return key(cred, "ctr", part(rule.object_type), part(object_id))
+
+    @staticmethod
+    def link(cred: str, rule: CounterRule, booking_id: str) -> str:
+        return key(cred, "ctrlink", part(rule.booking_object_type), part(booking_id))
+
+    @classmethod
+    def all(cls, cred: str, rule: CounterRule, object_id: str, booking_id: str) -> list[str]:
+        base = cls.base(cred, rule, object_id)
+        return [base, base + ":members", base + ":pending", cls.link(cred, rule, booking_id)]
+
+
+@dataclass(frozen=True)
+class CounterState:
+    status: str  # ok | unchanged | unseeded | full | nocapacity
+    count: int | None
+    capacity: int | None
+
+
+@dataclass(frozen=True)
+class Op:
+    """One call of the script for one counter object."""
+
+    object_id: str
+    op: str = "read"
+    seed: int | None = None
+    capacity: int | None = None
+    booking_id: str = ""
+    reservation_id: str = ""
+    limit: int | None = None  # reserve: the caller's capacity for this call (not stored)
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _state(reply: Sequence[Any]) -> CounterState:
+    status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    return CounterState(status, count_value(_text(reply[1])), count_value(_text(reply[2])))
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Counters:
+    def __init__(self, store: RuleRedis) -> None:
+        self.store = store
+        client = store.client
+        self._script = client.register_script(lua_source("counter_ops")) if client else None
+
+    def _args(self, cred: str, rule: CounterRule, op: Op) -> tuple[list[str], list[str]]:
+        keys = CounterKeys.all(cred, rule, op.object_id, op.booking_id or "-")
+        args = [
+            op.op,
+            str(rule.ttl_ms),
+            _opt(op.seed),
+            _opt(op.capacity),
+            op.booking_id,
+            op.object_id,
+            op.reservation_id,
+            str(RESERVATION_HOLD_MS),
+            _opt(op.limit),
+        ]
+        return keys, args
+
+    async def apply(self, cred: str, rule: CounterRule, op: Op) -> CounterState | Unavailable:
+        found = await self.apply_many(cred, rule, [op])
+        return found if isinstance(found, Unavailable) else found[0]
+
+    async def apply_many(
+        self, cred: str, rule: CounterRule, ops: Sequence[Op]
+    ) -> list[CounterState] | Unavailable:
+        """Run the script for each op, in one round trip."""
+        script = self._script
+        if script is None:
+            return UNAVAILABLE
+
+        async def run(r: aioredis.Redis) -> list[CounterState]:
+            async with r.pipeline(transaction=False) as pipe:
+                for op in ops:
+                    keys, args = self._args(cred, rule, op)
+                    await script(keys=keys, args=args, client=pipe)
+                return [_state(reply) for reply in await pipe.execute()]
+
+        if not ops:
+            return []
+        return await self.store.run("counters", run)
+
+    async def linked(self, cred: str, rule: CounterRule, booking_id: str) -> str | None:
+        """The counter object a booking was counted in, if the gateway counted it."""
+        link = CounterKeys.link(cred, rule, booking_id)
+        got = await self.store.run("counters", lambda r: r.get(link))
+        return None if isinstance(got, Unavailable) or got is None else _text(got)
+
+    def forget_later(self, cred: str, rule: CounterRule, object_id: str) -> None:
+        """A change could not be recorded: drop the count once Redis is back, so it re-seeds
+        from HubSpot rather than stay wrong by one for 90 days. The counter's hash stays (marked
+        `stale`), so reconciliation still finds the exam and rebuilds the count from HubSpot's
+        associations even if nobody reads the exam again."""
+        base = CounterKeys.base(cred, rule, object_id)
+
+        async def drop(r: aioredis.Redis) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hdel(base, "count", "synced")
+                pipe.hset(base, "stale", "1")
+                pipe.pexpire(base, rule.ttl_ms)
+                pipe.delete(base + ":members", base + ":pending")
+                await pipe.execute()
+
+        self.store.repair_later("counter:" + base, drop)

@@ -1,0 +1,255 @@
+"""The rules model: frozen dataclasses built by `rules_schema`, matched by `Rules.classify` (pure).
+
+Durations are integer milliseconds (`*_ms`) throughout: Redis `PX` and the limiter's windows use
+them, and integers compare exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from proxy.hubspot.protocol import is_association_batch, is_search
+from proxy.rules.paths import (
+    Match,
+    canonical_segments,
+    primary_object_type,
+)
+from proxy.rules.yamlpos import Problem
+
+Priority: TypeAlias = Literal["interactive", "default", "background"]
+PRIORITIES: tuple[Priority, ...] = ("interactive", "default", "background")
+BUCKETS = ("general", "search", "daily", "associations")
+TIERS = ("starter", "professional", "enterprise", "addon")
+DAY_MS = 86_400_000
+
+# Roles that answer the call (respond, write it behind, or serve it from Redis) versus roles that
+# only watch it so an index, counter or cache stays true (`Classification.matches` lists both).
+Role: TypeAlias = Literal[
+    "respond", "write", "lookup", "read",
+    "overlay", "absorb", "create", "update", "delete", "associate", "dissociate",
+]  # fmt: skip
+ANSWERING_ROLES: frozenset[str] = frozenset({"respond", "write", "lookup", "read"})
+
+
+class RulesError(Exception):
+    """The rules file is unusable; `problems` lists everything wrong with it, in line order."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class BucketLimit:
+    limit: int
+    window_ms: int
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """HubSpot's budget for this portal: tier values with any explicit overrides applied."""
+
+    tier: str
+    safety_margin: float
+    general: BucketLimit
+    search: BucketLimit
+    daily: BucketLimit  # window is informational: the daily budget resets at midnight, not rolling
+    daily_timezone: str
+    associations: BucketLimit | None
+    expected_replicas: int
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        return tuple(b for b in BUCKETS if b != "associations" or self.associations is not None)
+
+    def raw(self, bucket: str) -> BucketLimit:
+        spec = getattr(self, bucket, None) if bucket in BUCKETS else None
+        if not isinstance(spec, BucketLimit):
+            raise KeyError(f"no {bucket!r} bucket is configured")
+        return spec
+
+    def effective(self, bucket: str) -> tuple[int, int]:
+        """(limit, window_ms) the gateway may use: HubSpot's limit times the safety margin."""
+        spec = self.raw(bucket)
+        # The epsilon keeps 100 * 0.9 at 90 despite binary floating point.
+        return max(1, int(spec.limit * self.safety_margin + 1e-9)), spec.window_ms
+
+    def local_share(self, bucket: str) -> tuple[int, int]:
+        """This replica's share when Redis is down and replicas cannot coordinate."""
+        limit, window_ms = self.effective(bucket)
+        return max(1, limit // self.expected_replicas), window_ms
+
+
+@dataclass(frozen=True)
+class Defaults:
+    priority: Priority = "default"
+    max_wait_ms: int = 20_000
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    match: Match
+    priority: Priority
+    max_wait_ms: int
+    buckets: tuple[str, ...] | None  # None: HubSpot's own rules decide (see `default_buckets`)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RuleBase:
+    name: str
+    enabled: bool = True
+    # The calls this rule concerns, each with its role; derived, so not part of equality.
+    matchers: tuple[tuple[Match, Role], ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RespondRule(_RuleBase):
+    status: int = 200
+    body: Any = None  # plain JSON-compatible value; None sends no body
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UntilEndOf:
+    """Keep an entry until the end of the date in `property` (in `timezone`), at least `min_ms`."""
+
+    property: str
+    min_ms: int
+    timezone: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchIndexRule(_RuleBase):
+    object_type: str
+    key: tuple[str, ...]
+    when: Mapping[str, str] = field(default_factory=dict)  # values as HubSpot sends them: text
+    scope: str | None = None
+    complete: bool = False
+    positive_ttl: int | UntilEndOf  # ms, or until the end of a date
+    negative_ttl_ms: int | None = None  # None: a miss is never cached
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class AssociationSource:
+    from_type: str
+    to_type: str
+
+
+@dataclass(frozen=True)
+class PropertySource:
+    object_type: str
+    property: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterRule(_RuleBase):
+    object_type: str
+    property: str
+    capacity_property: str | None = None
+    source: AssociationSource | PropertySource
+    booking_object_type: str  # the object whose records are counted (the other end of `source`)
+    active_property: str | None = None
+    cancelled_values: tuple[str, ...] = ()
+    ttl_ms: int
+    patch: Literal["absorb", "forward"] = "absorb"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectCacheRule(_RuleBase):
+    object_type: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteBehindRule(_RuleBase):
+    kind: Literal["create", "associate_default", "update"]
+    only_properties: tuple[str, ...] | None = None  # None: any body qualifies
+
+
+Rule: TypeAlias = RespondRule | SearchIndexRule | CounterRule | ObjectCacheRule | WriteBehindRule
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    rule: Rule
+    role: Role
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Classification:
+    route: Route | None
+    priority: Priority
+    max_wait_ms: int
+    buckets: tuple[str, ...]
+    action: RuleMatch | None  # the first rule (file order) that answers the call
+    matches: tuple[RuleMatch, ...]  # every enabled rule concerned, file order, action included
+    object_type: str | None = None  # canonical id of the CRM object type the path is about
+
+    @property
+    def max_wait_s(self) -> float:
+        return self.max_wait_ms / 1000
+
+    def by_role(self, *roles: Role) -> tuple[RuleMatch, ...]:
+        return tuple(m for m in self.matches if m.role in roles)
+
+
+@dataclass(frozen=True)
+class Rules:
+    version: int
+    limits: LimitsConfig
+    defaults: Defaults
+    routes: tuple[Route, ...]
+    rules: tuple[Rule, ...]
+    object_types: Mapping[str, str] = field(default_factory=dict)  # lower-case name -> id
+    source: str = "<rules>"
+
+    def default_buckets(self, method: str, path: str) -> tuple[str, ...]:
+        """HubSpot's own accounting: which budgets a call draws from."""
+        if is_search(method, path):
+            return ("search", "daily")  # search has its own per-second limit, exempt from 10 s
+        if is_association_batch(path):
+            exempt = ("associations", "daily") if self.limits.associations else ("daily",)
+            return exempt  # exempt from the 10 s bucket per HubSpot's spec annotations
+        return ("general", "daily")
+
+    def classify(self, method: str, path: str) -> Classification:
+        """Route, buckets and the rules concerned; the query string is ignored."""
+        method = method.upper()
+        path = path.split("?", 1)[0]
+        segs = canonical_segments(path, self.object_types)
+        route = next((r for r in self.routes if r.match.params(method, segs) is not None), None)
+        matches = tuple(self._rule_matches(method, segs))
+        action = next((m for m in matches if m.role in ANSWERING_ROLES), None)
+        buckets = route.buckets if route and route.buckets else None
+        return Classification(
+            route=route,
+            priority=route.priority if route else self.defaults.priority,
+            max_wait_ms=route.max_wait_ms if route else self.defaults.max_wait_ms,
+            buckets=buckets or self.default_buckets(method, path),
+            action=action,
+            matches=matches,
+            object_type=primary_object_type(segs),
+        )
+
+    def _rule_matches(self, method: str, segs: tuple[str, ...]) -> list[RuleMatch]:
+        found: list[RuleMatch] = []
+        for rule in self.rules:
+            if not rule.enabled:
+                continue
+            for match, role in rule.matchers:  # one role per rule: its first matching endpoint
+                params = match.params(method, segs)
+                if params is not None:
+                    found.append(RuleMatch(rule, role, params))
+                    break
+        return found
+
+    def rule(self, name: str) -> Rule:
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        raise KeyError(name)

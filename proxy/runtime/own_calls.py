@@ -1,0 +1,121 @@
+"""HubSpot calls the rules runtime makes on its own: scope loads and counter seeds.
+
+They go through the same AdmittedCaller as client calls, so they are inside the budget like any
+other; scope loads run at background priority with the token kept in the TokenVault (the client
+who triggered them has been answered long before the last page arrives).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from typing import Any, Final
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict
+
+from proxy.budget.model import Priority
+from proxy.budget.plans import CallPlan, plan_for
+from proxy.errors import GatewayError
+from proxy.reads.counters import count_value
+from proxy.rules.holder import RulesHolder
+from proxy.rules.loader import CounterRule
+from proxy.store.rule_store import RuleRedis, Unavailable
+from proxy.store.vault import TokenVault
+from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.transport import Outgoing
+
+log = logging.getLogger("proxy.own_calls")
+
+BACKGROUND_WAIT_S: Final = 60.0  # a load may wait behind interactive traffic, within reason
+
+
+class OwnCalls:
+    def __init__(
+        self,
+        rules: RulesHolder,
+        caller: AdmittedCaller,
+        vault: TokenVault | None,
+        store: RuleRedis,
+    ) -> None:
+        self.rules = rules
+        self.caller = caller
+        self.vault = vault
+        self.store = store
+
+    async def remember_token(self, cred: str, token: str) -> bool:
+        vault = self.vault
+        if vault is None:
+            return False
+
+        async def keep(_: Any) -> None:
+            await vault.remember(cred, token)
+
+        return not isinstance(await self.store.run("vault", keep), Unavailable)
+
+    async def search(self, cred: str, object_type: str, body: dict[str, Any]) -> Any:
+        """A background search with the credential's stored token; None when it failed."""
+        vault = self.vault
+        token = None
+        if vault is not None:
+            got = await self.store.run("vault", lambda _: vault.token_for(cred))
+            token = None if isinstance(got, Unavailable) else got
+        if token is None:
+            return None
+        path = f"/crm/v3/objects/{object_type}/search"
+        plan = plan_for(
+            self.rules.current,
+            cred,
+            "POST",
+            path,
+            priority=Priority.BACKGROUND,
+            wait_s=BACKGROUND_WAIT_S,
+        )
+        return await self.json_call(plan, "POST", path, token, body)
+
+    async def counts(
+        self, cred: str, rule: CounterRule, object_id: str, token: str
+    ) -> tuple[int | None, int | None] | None:
+        """HubSpot's (count, capacity) of one counter object, to seed Redis."""
+        props = [rule.property, *([rule.capacity_property] if rule.capacity_property else [])]
+        path = f"/crm/v3/objects/{rule.object_type}/{object_id}?properties={','.join(props)}"
+        plan = plan_for(self.rules.current, cred, "GET", path)
+        answer = await self.json_call(plan, "GET", path, token, None)
+        found = answer.get("properties") if isinstance(answer, dict) else None
+        if not isinstance(found, dict):
+            return None
+        return count_value(found.get(rule.property)), count_value(
+            found.get(rule.capacity_property or "")
+        )
+
+    async def json_call(
+        self, plan: CallPlan, method: str, path_qs: str, token: str, body: Any
+    ) -> Any:
+        """HubSpot's 200 answer parsed, or None (any failure: the caller does without)."""
+        headers = CIMultiDict({"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        out_body = orjson.dumps(body) if body is not None else b""
+        try:
+            resp = await self.caller.send(plan, Outgoing(method, path_qs, headers, out_body))
+        except GatewayError as exc:
+            log.warning("own call failed: %s", exc.proxy_error)
+            return None
+        try:
+            return await _json_answer(resp)
+        finally:
+            resp.release()
+
+
+async def _json_answer(resp: aiohttp.ClientResponse) -> Any:
+    raw = await resp.read()
+    if resp.status != 200:
+        return None
+    try:
+        if resp.headers.get("Content-Encoding", "").lower() == "gzip":
+            raw = gzip.decompress(raw)
+        return orjson.loads(raw)
+    except (OSError, EOFError, zlib.error, orjson.JSONDecodeError):
+        return None

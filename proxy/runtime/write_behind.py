@@ -1,0 +1,125 @@
+"""Write-behind at the edge: accepting a call instead of forwarding it, and the write endpoints.
+
+GET    /proxy/v1/writes/{id}                      the write's state (its own credential, or admin)
+GET    /proxy/v1/dead-letters                     admin: list
+POST   /proxy/v1/dead-letters/{ref}/retry         admin: re-enqueue
+DELETE /proxy/v1/dead-letters/{ref}               admin: drop
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.budget.plans import CallPlan
+from proxy.errors import BadRequest, NotFound, Unauthorized
+from proxy.http.admin import require_admin
+from proxy.http.context import RequestContext
+from proxy.http.credentials import bearer_token, credential_id
+from proxy.http.responses import json_response
+from proxy.rules.loader import Classification, WriteBehindRule, write_behind_accepts
+from proxy.runtime.actions import Actions
+from proxy.upstream.forward import Buffered, buffered_response
+from proxy.writes.model import (
+    ASSOCIATE_DEFAULT,
+    CREATE,
+    NOTE_CREATE,
+    UPDATE,
+    NotWritable,
+    WriteRequest,
+)
+from proxy.writes.service import WriteBehind
+
+NOTES = "0-46"
+_KINDS = {"associate_default": ASSOCIATE_DEFAULT, "update": UPDATE, "create": CREATE}
+
+
+def write_kind(rule: WriteBehindRule, object_type: str | None) -> str:
+    """The worker's kind for a rule: note creates have their own batch and replay lookup."""
+    if rule.kind == "create" and object_type == NOTES:
+        return NOTE_CREATE
+    return _KINDS[rule.kind]
+
+
+async def accept_write(
+    request: web.Request,
+    ctx: RequestContext,
+    cls: Classification,
+    plan: CallPlan,
+    rule: WriteBehindRule,
+    writes: WriteBehind,
+    actions: Actions,
+) -> web.StreamResponse | None:
+    """Accept the call for later and answer now; None means "forward it instead"."""
+    token = bearer_token(request)
+    if token is None:
+        return None  # HubSpot answers 401; the gateway must not accept what it cannot send
+    try:
+        body = orjson.loads(ctx.body) if ctx.body else None
+    except orjson.JSONDecodeError:
+        return None  # HubSpot owns the exact validation error
+    if not write_behind_accepts(rule, body):
+        return None
+    await actions.absorb_before_accept(request, ctx, cls, plan)
+    kind = write_kind(rule, cls.object_type)
+    try:
+        write = WriteRequest.from_call(kind, ctx.path_qs, ctx.body)
+    except NotWritable:
+        return None
+    accepted = await writes.accept(ctx.credential, token, kind, write)
+    ctx.outcome = "accepted"
+    headers = CIMultiDict({"Content-Type": "application/json;charset=utf-8", **accepted.headers})
+    answer = Buffered(accepted.status, None, headers, orjson.dumps(accepted.body))
+    answer = await actions.learn_from_accepted(request, ctx, cls, plan, answer)
+    return buffered_response(answer, ctx.request_id)
+
+
+class WriteEndpoints:
+    def __init__(self, writes: WriteBehind, admin_token: str | None, credential_key: str) -> None:
+        self._writes = writes
+        self._admin = admin_token
+        self._key = credential_key.encode()
+
+    def register(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/proxy/v1/writes/{id}", self.status)
+        router.add_get("/proxy/v1/dead-letters", self.dead_letters)
+        router.add_post("/proxy/v1/dead-letters/{ref}/retry", self.retry)
+        router.add_delete("/proxy/v1/dead-letters/{ref}", self.drop)
+
+    async def status(self, request: web.Request) -> web.Response:
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthorized("A bearer token is required")
+        admin = self._admin
+        is_admin = admin is not None and hmac.compare_digest(token.encode(), admin.encode())
+        credential = None if is_admin else credential_id(token, self._key)
+        found = await self._writes.status(request.match_info["id"], credential)
+        if found is None:
+            raise NotFound(f"No write {request.match_info['id']}")
+        return json_response(found)
+
+    async def dead_letters(self, request: web.Request) -> web.Response:
+        require_admin(request, self._admin)
+        raw_limit = request.query.get("limit", "100")
+        if not raw_limit.isdigit():
+            raise BadRequest(f"limit must be a whole number, got {raw_limit!r}")
+        limit = min(1000, max(1, int(raw_limit)))
+        results = await self._writes.dead_letters(limit)
+        return json_response({"total": len(results), "results": results})
+
+    async def retry(self, request: web.Request) -> web.Response:
+        require_admin(request, self._admin)
+        write_id = await self._writes.retry_dead(request.match_info["ref"])
+        if write_id is None:
+            raise NotFound(f"No dead letter {request.match_info['ref']}")
+        return json_response({"status": "QUEUED", "writeId": write_id})
+
+    async def drop(self, request: web.Request) -> web.Response:
+        require_admin(request, self._admin)
+        write_id = await self._writes.drop_dead(request.match_info["ref"])
+        if write_id is None:
+            raise NotFound(f"No dead letter {request.match_info['ref']}")
+        return web.Response(status=204)

@@ -1,0 +1,203 @@
+"""Sending one call to HubSpot inside the budget: admit, send, and absorb what HubSpot refuses.
+
+The client sees a 429 only when its own deadline cannot be met (invariant 2); HubSpot's own 429s
+pause the bucket for every replica and are retried (invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+
+import aiohttp
+import orjson
+
+from proxy.budget.limiter import Limiter
+from proxy.budget.model import BudgetExceeded
+from proxy.budget.plans import CallPlan
+from proxy.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from proxy.hubspot import protocol as hubspot
+from proxy.metrics import Metrics
+from proxy.upstream.rate_headers import RateLimitRecorder, RateLimitSnapshot, parse_headers
+from proxy.upstream.transport import Outgoing, Upstream
+
+log = logging.getLogger("proxy.admission")
+
+LOCKED_WAIT_S = 2.0
+RETRYABLE_5XX = frozenset({502, 503, 504, 524})
+MAX_5XX_ATTEMPTS = 3
+POLICY_BUCKET = {
+    hubspot.POLICY_TEN_SECONDLY: "general",
+    hubspot.POLICY_SECONDLY: "search",
+    hubspot.POLICY_DAILY: "daily",
+}
+
+
+class RateLimited(GatewayError):
+    """The call's deadline cannot be met: HubSpot's own 429 shape, with an exact Retry-After."""
+
+    status = 429
+    category = "RATE_LIMIT"
+    proxy_error = "budget-deadline"
+
+    def __init__(self, policy: str, retry_after_s: float) -> None:
+        self.policy = policy
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            hubspot.POLICY_MESSAGES.get(policy, "You have reached your rate limit."),
+            headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
+        )
+
+    def body_extra(self) -> dict[str, object]:
+        body = hubspot.rate_limit_body(self.policy)
+        del body["correlationId"], body["status"], body["message"]
+        return {**body, "category": "RATE_LIMIT"}
+
+
+def _pause_seconds(headers: dict[str, str], policy: str, window_ms: int | None) -> float:
+    retry_after = headers.get("retry-after")
+    if retry_after is not None:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            pass
+    if policy == hubspot.POLICY_SECONDLY:
+        return 1.0
+    if policy == hubspot.POLICY_DAILY:
+        return 3600.0
+    # Until the rolling window frees: every call in it is then behind us.
+    return (window_ms or 10_000) / 1000
+
+
+class AdmittedCaller:
+    """Admit -> send -> record -> retry policy, shared by forwarding and the write-behind worker."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        upstream: Upstream,
+        recorder: RateLimitRecorder,
+        metrics: Metrics,
+    ) -> None:
+        self._limiter = limiter
+        self._upstream = upstream
+        self._recorder = recorder
+        self._metrics = metrics
+        self._last_learned: dict[str, float] = {}
+
+    async def _admit(self, plan: CallPlan) -> None:
+        started = time.monotonic()
+        try:
+            await self._limiter.acquire(
+                plan.credential,
+                plan.buckets,
+                priority=plan.priority,
+                max_wait_s=max(0.0, plan.deadline - started),
+                daily_reset_ms=plan.daily_reset_ms,
+            )
+        except BudgetExceeded as exc:
+            self._metrics.rejected.labels(exc.bucket, plan.priority.name.lower()).inc()
+            raise RateLimited(exc.policy, exc.retry_after_s) from exc
+        waited = time.monotonic() - started
+        priority = plan.priority.name.lower()
+        self._metrics.queue_wait.labels(plan.bucket_label, priority).observe(waited)
+        self._metrics.admitted.labels(priority).inc()
+        plan.trace.waited_s += waited
+        plan.trace.attempts += 1
+        log.debug(
+            "admitted",
+            extra={
+                "request_id": plan.trace.request_id,
+                "credential": plan.credential,
+                "bucket": plan.bucket_label,
+                "priority": priority,
+                "wait_s": round(waited, 4),
+                "attempt": plan.trace.attempts,
+            },
+        )
+
+    async def send(self, plan: CallPlan, out: Outgoing) -> aiohttp.ClientResponse:
+        """The upstream answer to `out`, sent within budget; the caller releases it."""
+        failures_5xx = 0
+        while True:
+            await self._admit(plan)
+            try:
+                resp = await self._upstream.send(out)
+            except (UpstreamTimeout, UpstreamUnreachable):
+                failures_5xx += 1
+                delay = _backoff_delay(failures_5xx)
+                if not self._may_retry(plan, failures_5xx, delay):
+                    raise
+                self._metrics.upstream_retries.labels("unreachable").inc()
+                await asyncio.sleep(delay)
+                continue
+            self._metrics.upstream_calls.labels(plan.bucket_label, str(resp.status)).inc()
+            snapshot = parse_headers(resp.headers)
+            await self._recorder.record(plan.credential, snapshot)
+            if resp.status == 429:
+                await self._absorb_429(plan, resp, snapshot.interval_ms)
+                continue
+            if resp.status == 423 and time.monotonic() + LOCKED_WAIT_S < plan.deadline:
+                resp.release()
+                self._metrics.upstream_retries.labels("locked").inc()
+                await asyncio.sleep(LOCKED_WAIT_S)
+                continue
+            if resp.status in RETRYABLE_5XX:
+                failures_5xx += 1
+                delay = _backoff_delay(failures_5xx)
+                if self._may_retry(plan, failures_5xx, delay):
+                    resp.release()
+                    self._metrics.upstream_retries.labels(str(resp.status)).inc()
+                    await asyncio.sleep(delay)
+                    continue
+            await self._learn(plan, snapshot)
+            return resp
+
+    async def _absorb_429(
+        self, plan: CallPlan, resp: aiohttp.ClientResponse, window_ms: int | None
+    ) -> None:
+        raw = await resp.read()
+        resp.release()
+        try:
+            policy = str(orjson.loads(raw).get("policyName", hubspot.POLICY_TEN_SECONDLY))
+        except (orjson.JSONDecodeError, AttributeError):
+            policy = hubspot.POLICY_TEN_SECONDLY
+        self._metrics.upstream_429.labels(policy).inc()
+        bucket = POLICY_BUCKET.get(policy, "general")
+        pause_s = _pause_seconds({k.lower(): v for k, v in resp.headers.items()}, policy, window_ms)
+        log.warning(
+            "HubSpot answered 429; pausing bucket",
+            extra={"credential": plan.credential, "policy": policy, "pause_s": pause_s},
+        )
+        await self._limiter.pause(plan.credential, bucket, pause_s)
+        self._metrics.upstream_retries.labels("429").inc()
+
+    async def _learn(self, plan: CallPlan, snapshot: RateLimitSnapshot) -> None:
+        """Tell the limiter what HubSpot counted; at most once a second per credential."""
+        if snapshot.max is None or snapshot.remaining is None:
+            return
+        general = next((b for b in plan.buckets if b.name == "general"), None)
+        now = time.monotonic()
+        if general is None or now - self._last_learned.get(plan.credential, 0.0) < 1.0:
+            return
+        self._last_learned[plan.credential] = now
+        window_ms = snapshot.interval_ms or general.window_ms
+        await self._limiter.learn(
+            plan.credential, "general", snapshot.max, snapshot.remaining, window_ms
+        )
+
+    @staticmethod
+    def _may_retry(plan: CallPlan, attempt: int, delay: float) -> bool:
+        return (
+            plan.idempotent
+            and attempt < MAX_5XX_ATTEMPTS
+            and time.monotonic() + delay < plan.deadline
+        )
+
+
+def _backoff_delay(attempt: int) -> float:
+    """Exponential backoff with jitter, so replicas retrying together do not stay in step."""
+    return min(4.0, 0.2 * 2.0**attempt) * random.uniform(0.5, 1.0)

@@ -1,0 +1,232 @@
+"""Write-behind: accept a HubSpot write durably now, send it later in a batch (invariant 5).
+
+The app hands an accepted call to `WriteBehind.accept`; the write is in Redis (status hash and
+stream entry, one MULTI) before the app answers, and Redis trouble refuses it with a 503 instead.
+The worker (`write_worker`) sends it later within budget; `status` reports its fate; dead letters
+can be listed, retried and dropped. Where the reasoning lives:
+
+    write_model    what a write is, how it is parsed from a call and stored in the stream
+    write_answers  the HubSpot-shaped answers given at acceptance
+    write_store    Redis layout (one stream, `{writes}` hash tag) and every state change
+    write_worker   read, claim, send, record-then-ack, retry, dead-letter
+    write_order    per-object order across replicas
+    write_lookup   creates replayed after a crash are looked up, not made twice
+    write_sender   background-priority calls through the shared AdmittedCaller
+    write_dead     dead-letter admin
+    batching       coalescing into batch calls and reading per-item outcomes (pure)
+
+    writes = WriteBehind(redis, vault, config=WriteConfig(), metrics=metrics,
+                         send=caller.send, plan_for=plan_for)
+    await writes.start()                      # runs the worker (every replica)
+    answer = await writes.accept(cred, token, "associate_default",
+                                 WriteRequest.from_call("associate_default", path_qs, body))
+    ...
+    await writes.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from proxy.errors import BadRequest, ServiceUnavailable
+from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
+from proxy.metrics import Metrics
+from proxy.store.vault import TokenVault
+from proxy.writes.answers import Accepted, AssocSpec, accepted, type_pair
+from proxy.writes.dead import DeadLetters
+from proxy.writes.model import ASSOCIATE_DEFAULT, KINDS, WriteConfig, WriteItem, WriteRequest
+from proxy.writes.sender import PlanFor, Send
+from proxy.writes.store import WriteKeys, WriteStore, now_ms, text
+from proxy.writes.worker import WriteWorker
+
+__all__ = ["Accepted", "WriteBehind", "WriteConfig", "WriteRequest"]
+
+REDIS_TROUBLE = (RedisError, OSError, TimeoutError)
+LEARNED_TYPES_REFRESH_S = 60.0
+
+
+def new_write_id() -> str:
+    return uuid.uuid4().hex
+
+
+class WriteBehind:
+    """The app's one handle on write-behind: accept, status, dead letters, worker lifecycle."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        vault: TokenVault,
+        *,
+        config: WriteConfig | None = None,
+        metrics: Metrics | None = None,
+        send: Send | None = None,
+        plan_for: PlanFor | None = None,
+    ) -> None:
+        self.config = config or WriteConfig()
+        self.metrics = metrics or Metrics()
+        keys = WriteKeys(self.config.key_prefix)
+        self.store = WriteStore(
+            redis, keys, status_ttl_s=self.config.status_ttl_s, group=self.config.group
+        )
+        self.dead = DeadLetters(self.store)
+        self._vault = vault
+        self._types: dict[tuple[str, str], AssocSpec] = _configured_types(self.config)
+        self._types_read_at = -LEARNED_TYPES_REFRESH_S
+        # Bounds this path's share of the Redis pool: a burst of writes waits here (within the
+        # accept timeout) instead of exhausting the pool the limiter and caches need too.
+        self._accepting = asyncio.Semaphore(self.config.accept_concurrency)
+        self.worker: WriteWorker | None = None
+        if send is not None and plan_for is not None:
+            self.worker = WriteWorker(self.store, send, vault, plan_for, self.metrics, self.config)
+
+    # -- accepting --------------------------------------------------------------------------------
+
+    async def accept(
+        self, credential: str, token: str, kind: str, request: WriteRequest
+    ) -> Accepted:
+        """Store the write durably, then return the answer to give; 503 if Redis cannot."""
+        if kind not in KINDS:
+            raise BadRequest(f"Unknown write kind {kind!r}")
+        item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
+        try:
+            async with asyncio.timeout(self.config.accept_timeout_s), self._accepting:
+                await self._vault.remember(credential, token)
+                if kind == ASSOCIATE_DEFAULT:
+                    await self._learn_pair(request)
+                await self.store.enqueue(item)
+        except REDIS_TROUBLE as exc:
+            self.metrics.writes.labels(kind, "refused").inc()
+            self.metrics.redis_errors.labels("writes").inc()
+            raise ServiceUnavailable(
+                "The gateway could not store this write, so it was not accepted; retry later.",
+                headers={"Retry-After": "1"},
+            ) from exc
+        self.metrics.writes.labels(kind, "accepted").inc()
+        return accepted(
+            item.write_id,
+            kind,
+            request,
+            known_types=self._types,
+            fallback_type_id=self.config.fallback_association_type_id,
+            status_path=self.config.status_path.format(id=item.write_id),
+        )
+
+    async def _learn_pair(self, request: WriteRequest) -> None:
+        """For a custom type pair, the type ids the worker learned from HubSpot (once/process)."""
+        pair = type_pair(request.object_type, request.to_type or "")
+        now = time.monotonic()
+        if pair in self._types or pair in KNOWN_TYPES:
+            return
+        if now - self._types_read_at < LEARNED_TYPES_REFRESH_S:
+            return
+        self._types_read_at = now
+        for name, spec in (await self.store.learned_types()).items():
+            parsed = _parse_pair(name, spec)
+            if parsed is not None:
+                self._types.setdefault(*parsed)
+
+    # -- status and dead letters ------------------------------------------------------------------
+
+    async def status(self, write_id: str, credential: str | None) -> dict[str, Any] | None:
+        """The body of `GET /proxy/v1/writes/{id}`, or None when the write is unknown to this
+        credential (None: any credential, for the admin)."""
+        raw = await self.store.status(write_id)
+        if raw is None or (credential is not None and raw.get("credential") != credential):
+            return None
+        return public_status(raw)
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [public_dead_letter(eid, f) for eid, f in await self.dead.list(limit)]
+
+    async def retry_dead(self, ref: str) -> str | None:
+        """Re-enqueue a dead letter (by dead-letter id or write id); its write id, or None."""
+        return await self.dead.requeue(ref)
+
+    async def drop_dead(self, ref: str) -> str | None:
+        """Delete a dead letter for good; its write id, or None when there was none."""
+        return await self.dead.drop(ref)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.worker is not None:
+            await self.worker.start()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        if self.worker is not None:
+            await self.worker.stop(grace_s)
+
+
+def _configured_types(config: WriteConfig) -> dict[tuple[str, str], AssocSpec]:
+    configured: dict[tuple[str, str], AssocSpec] = {}
+    for name, (category, type_id) in config.association_types.items():
+        from_type, _, to_type = name.partition(">")
+        configured[type_pair(from_type, to_type)] = (category, int(type_id))
+    return configured
+
+
+def _parse_pair(name: str, spec: str) -> tuple[tuple[str, str], AssocSpec] | None:
+    from_type, _, to_type = name.partition(">")
+    category, _, type_id = spec.partition(":")
+    if not (from_type and to_type and type_id.isdigit()):
+        return None
+    return type_pair(from_type, to_type), (category, int(type_id))
+
+
+def _iso(ms: str | None) -> str | None:
+    if not ms or not ms.isdigit():
+        return None
+    moment = datetime.fromtimestamp(int(ms) / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def public_status(raw: Mapping[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": raw.get("id"),
+        "kind": raw.get("kind"),
+        "state": raw.get("state", "queued"),
+        "attempts": int(raw.get("attempts", "0") or 0),
+        "lastError": raw.get("error") or None,
+        "result": orjson.loads(raw["result"]) if raw.get("result") else None,
+        "acceptedAt": _iso(raw.get("accepted_at")),
+        "updatedAt": _iso(raw.get("updated_at")),
+        "sentAt": _iso(raw.get("sent_at")),
+        "inFlight": "sending" in raw,
+    }
+    if raw.get("dead_entry"):
+        body["deadLetterId"] = raw["dead_entry"]
+    if raw.get("dropped"):
+        body["droppedAt"] = _iso(raw["dropped"])
+    return body
+
+
+def public_dead_letter(dead_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    request = fields.get("r")
+    return {
+        "id": dead_id,
+        "writeId": text(fields.get("w", b"")) or None,
+        "kind": text(fields.get("k", b"")) or None,
+        "credential": text(fields.get("c", b"")) or None,
+        "error": text(fields.get("e", b"")),
+        "deadAt": _iso(text(fields.get("d", b""))),
+        "entryId": text(fields.get("x", b"")) or None,
+        "request": _loads_or_text(request),
+    }
+
+
+def _loads_or_text(raw: Any) -> Any:
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return text(raw)
