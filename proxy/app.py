@@ -1,49 +1,46 @@
-"""The aiohttp application: routes, middlewares, and the lifecycle of shared resources."""
+"""The composition root: every long-lived part is built here, once, and each resource has its
+own `cleanup_ctx`, torn down in reverse order of start even when one of them fails."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.budget.limiter import Limiter
-from proxy.budget.model import Priority
-from proxy.budget.plans import MAX_WAIT_HEADER, CallPlan, plan_for
-from proxy.budget.usage import refresh_budget_gauges
+from proxy.budget.plans import CallPlan, plan_for
 from proxy.config import Settings
-from proxy.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
-from proxy.http.context import RequestContext
-from proxy.http.credentials import bearer_token, credential_id
-from proxy.http.responses import error_response, json_response
+from proxy.http.middleware import error_middleware
 from proxy.jobs.runner import JobEndpoints, JobRunner
 from proxy.jobs.specs import build_jobs
 from proxy.metrics import Metrics
+from proxy.reads.counter_rules import CounterRuntime
+from proxy.reads.counters import Counters
+from proxy.reads.index_learning import IndexLearner
+from proxy.reads.index_loader import IndexLoader
+from proxy.reads.object_cache import ObjectCache
+from proxy.reads.search_index import SearchIndex
 from proxy.rules.holder import RulesHolder
-from proxy.rules.loader import Rules, WriteBehindRule, load_rules
+from proxy.rules.loader import Rules, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
-from proxy.runtime.write_behind import WriteEndpoints, accept_write
+from proxy.runtime.edge import ProxyHandler
+from proxy.runtime.learning import RuleLearning
+from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.probes import Probes
+from proxy.runtime.write_behind import WriteBehindAction, WriteEndpoints
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.background import BackgroundClient, PlanFor
 from proxy.upstream.rate_headers import RateLimitRecorder
-from proxy.upstream.transport import Upstream, safe_path_qs
+from proxy.upstream.transport import Upstream
 from proxy.writes.model import WriteConfig
 from proxy.writes.service import WriteBehind
-
-log = logging.getLogger("proxy.app")
-
-GATEWAY_PREFIX = "/proxy/"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -56,6 +53,7 @@ class Services:
     upstream: Upstream
     redis: aioredis.Redis | None
     limiter: Limiter
+    recorder: RateLimitRecorder
     caller: AdmittedCaller
     actions: Actions
     writes: WriteBehind | None = None
@@ -63,202 +61,6 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-REQUEST_ID = web.RequestKey("request_id", str)
-
-
-def _request_id(request: web.Request) -> str:
-    incoming = request.headers.get("X-Request-Id", "").strip()
-    if incoming and len(incoming) <= 200 and incoming.isprintable():
-        return incoming
-    return str(uuid.uuid4())
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place that turns the gateway's errors into HubSpot-shaped answers."""
-    request_id = _request_id(request)
-    request[REQUEST_ID] = request_id
-    try:
-        if request.method == "CONNECT":
-            raise MethodNotAllowed("CONNECT is not supported: this is not a forward proxy")
-        response = await handler(request)
-    except GatewayError as exc:
-        response = error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
-        response = error_response(PayloadTooLarge("Request body is larger than the gateway allows"))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = error_response(_from_http_exception(exc))
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id
-    return response
-
-
-def _from_http_exception(exc: web.HTTPException) -> GatewayError:
-    if exc.status == 404:
-        return NotFound(exc.reason)
-    if exc.status == 405:
-        return MethodNotAllowed(exc.reason)
-    error = GatewayError(exc.reason)
-    error.status = exc.status
-    return error
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds {limit}")
-    body = await request.read()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-    return body
-
-
-async def build_context(request: web.Request, settings: Settings) -> RequestContext:
-    path_qs = safe_path_qs(request.raw_path)
-    if path_qs.startswith(GATEWAY_PREFIX):
-        raise NotFound(f"No gateway endpoint at {path_qs.partition('?')[0]}")
-    token = bearer_token(request)
-    return RequestContext(
-        request_id=request[REQUEST_ID],
-        method=request.method,
-        path_qs=path_qs,
-        path=path_qs.partition("?")[0],
-        headers=CIMultiDict(request.headers),
-        body=await read_body(request, settings.max_body_bytes),
-        credential=credential_id(token, settings.credential_key.encode()),
-        has_token=token is not None,
-    )
-
-
-async def dispatch(
-    request: web.Request, ctx: RequestContext, services: Services
-) -> web.StreamResponse:
-    rules = services.rules.current
-    cls = rules.classify(ctx.method, ctx.path)
-    ctx.route = cls.route.name if cls.route else "default"
-    plan = plan_for(
-        rules,
-        ctx.credential,
-        ctx.method,
-        ctx.path,
-        max_wait_header=ctx.headers.get(MAX_WAIT_HEADER),
-        request_id=ctx.request_id,
-        classification=cls,
-    )
-    action = cls.action
-    if (
-        action is not None
-        and isinstance(action.rule, WriteBehindRule)
-        and services.writes is not None
-    ):
-        accepted = await accept_write(
-            request, ctx, cls, plan, action.rule, services.writes, services.actions
-        )
-        if accepted is not None:
-            return accepted
-    return await services.actions.handle(request, ctx, cls, plan)
-
-
-async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    started = time.monotonic()
-    ctx = await build_context(request, services.settings)
-    status = 500
-    try:
-        response = await dispatch(request, ctx, services)
-        status = response.status
-        return response
-    except GatewayError as exc:
-        ctx.outcome, status = exc.proxy_error, exc.status
-        raise
-    finally:
-        elapsed = time.monotonic() - started
-        services.metrics.requests.labels(ctx.route, ctx.method, ctx.outcome).inc()
-        services.metrics.request_duration.labels(ctx.route).observe(elapsed)
-        if services.settings.access_log:
-            log_request(ctx, status, elapsed)
-
-
-def log_request(ctx: RequestContext, status: int, elapsed_s: float) -> None:
-    """One line per request; the path without its query string, which may carry secrets."""
-    log.info(
-        "request",
-        extra={
-            "request_id": ctx.request_id,
-            "method": ctx.method,
-            "path": ctx.path,
-            "route": ctx.route,
-            "credential": ctx.credential,
-            "outcome": ctx.outcome,
-            "status": status,
-            "upstream_status": ctx.upstream_status,
-            "wait_s": round(ctx.waited_s, 4),
-            "cache": ctx.cache,
-            "duration_s": round(elapsed_s, 4),
-        },
-    )
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Ready when rules are loaded and budget can be kept: by Redis, or by the fallback.
-
-    An unreachable Redis does not make a replica unready: taking every replica out of the
-    load balancer would turn a Redis outage into a full outage, while the in-process fallback
-    keeps each replica within its share of the budget (invariant 7).
-    """
-    services = request.app[SERVICES]
-    redis_state = "absent"
-    if services.redis is not None:
-        try:
-            await asyncio.wait_for(services.redis.ping(), services.settings.redis_timeout_s * 4)
-            redis_state = "ok"
-        except Exception:  # any failure means "not reachable now"; the detail is in the logs
-            redis_state = "fallback"
-    checks = {"rules": services.rules.path, "redis": redis_state}
-    return json_response({"status": "ok", "checks": checks})
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    metrics = services.metrics
-    metrics.redis_fallback.set(1 if services.limiter.fallback_active else 0)
-    metrics.queue_waiters.clear()
-    for (bucket, priority), count in services.limiter.waiters().items():
-        metrics.queue_waiters.labels(bucket, priority).set(count)
-    if services.redis is not None and not services.limiter.fallback_active:
-        limiter = services.limiter
-        await refresh_budget_gauges(services.redis, limiter.keys, limiter.known_buckets(), metrics)
-    body = generate_latest(metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    services = app[SERVICES]
-    await services.upstream.start()
-    watcher = asyncio.create_task(services.rules.watch())
-    if services.writes is not None:
-        await services.writes.start()
-    if services.jobs is not None:
-        services.jobs.start()
-    yield
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
-    # In-flight calls are done by now (the runner drained them); stop the background work
-    # before the connections it uses close. Unfinished writes stay pending in the stream.
-    if services.jobs is not None:
-        await services.jobs.stop()
-    if services.writes is not None:
-        await services.writes.stop(grace_s=services.settings.shutdown_timeout_s / 2)
-    await services.upstream.close()
-    await services.limiter.aclose()
-    if services.redis is not None:
-        await services.redis.aclose()
 
 
 def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
@@ -269,15 +71,59 @@ def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
     return record
 
 
+def _redis_client(settings: Settings) -> aioredis.Redis | None:
+    if not settings.redis_url:
+        return None
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s * 4,
+        socket_connect_timeout=settings.redis_timeout_s * 4,
+        max_connections=settings.redis_max_connections,
+    )
+
+
+def _rules_plan(holder: RulesHolder) -> PlanFor:
+    """The budget plan of one of the gateway's own calls, by the rules in force."""
+
+    def plan(credential: str, method: str, path: str) -> CallPlan:
+        return plan_for(holder.current, credential, method, path)
+
+    return plan
+
+
+def _build_actions(
+    holder: RulesHolder,
+    caller: AdmittedCaller,
+    store: RuleRedis,
+    own: OwnCalls,
+    metrics: Metrics,
+    writes: WriteBehind | None,
+) -> Actions:
+    index = SearchIndex(store)
+    learner = IndexLearner(index)
+    counters = CounterRuntime(Counters(store))
+    cache = ObjectCache(store)
+    learning = RuleLearning(index, learner, counters, cache, own, metrics)
+    write_behind = None
+    if writes is not None:
+        write_behind = WriteBehindAction(writes, learning, rules_store=store.client is not None)
+    return Actions(
+        rules=holder,
+        caller=caller,
+        store=store,
+        metrics=metrics,
+        own=own,
+        index=index,
+        loader=IndexLoader(index, learner, own.search),
+        counters=counters,
+        cache=cache,
+        learning=learning,
+        write_behind=write_behind,
+    )
+
+
 def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
-    redis = None
-    if settings.redis_url:
-        redis = aioredis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s * 4,
-            socket_connect_timeout=settings.redis_timeout_s * 4,
-            max_connections=settings.redis_max_connections,
-        )
+    redis = _redis_client(settings)
     limiter = Limiter(
         redis,
         redis_timeout_s=settings.redis_timeout_s,
@@ -288,9 +134,15 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
     recorder = RateLimitRecorder(redis, metrics)
     holder = RulesHolder(settings.rules_path, rules, metrics)
     caller = AdmittedCaller(limiter, upstream, recorder, metrics)
+    client = BackgroundClient(caller, _rules_plan(holder))
     store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
-    actions = Actions(rules=holder, caller=caller, store=store, vault=vault, metrics=metrics)
+    writes = None
+    if redis is not None and vault is not None:
+        config = WriteConfig(claim_idle_s=settings.write_claim_idle_s)
+        writes = WriteBehind(redis, vault, config=config, metrics=metrics, client=client)
+    own = OwnCalls(client, vault, store)
+    actions = _build_actions(holder, caller, store, own, metrics, writes)
     services = Services(
         settings=settings,
         metrics=metrics,
@@ -298,31 +150,87 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         upstream=upstream,
         redis=redis,
         limiter=limiter,
+        recorder=recorder,
         caller=caller,
         actions=actions,
+        writes=writes,
     )
-    if redis is not None and vault is not None:
-        services.writes = WriteBehind(
-            redis,
-            vault,
-            config=WriteConfig(claim_idle_s=settings.write_claim_idle_s),
-            metrics=metrics,
-            send=caller.send,
-            plan_for=_background_plan(holder),
-        )
-        services.jobs = JobRunner(
-            redis, build_jobs(redis, services.rules, services.caller, services.actions), metrics
-        )
+    if redis is not None:
+        services.jobs = JobRunner(redis, build_jobs(redis, holder, client, actions), metrics)
     return services
 
 
-def _background_plan(holder: RulesHolder) -> Callable[[str, str, str], CallPlan]:
-    """The budget plan of a write-behind batch call, by the rules in force."""
+# -- lifecycle: one context per resource, in order of start --------------------------------------
 
-    def plan(credential: str, method: str, path: str) -> CallPlan:
-        return plan_for(holder.current, credential, method, path, priority=Priority.BACKGROUND)
 
-    return plan
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    yield
+    redis = app[SERVICES].redis
+    if redis is not None:
+        await redis.aclose()
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    upstream = app[SERVICES].upstream
+    await upstream.start()
+    yield
+    await upstream.close()
+
+
+async def _limiter(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[SERVICES].limiter.aclose()
+
+
+async def _rate_limit_record(app: web.Application) -> AsyncIterator[None]:
+    recorder = app[SERVICES].recorder
+    recorder.start()
+    yield
+    await recorder.stop()
+
+
+async def _actions(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[SERVICES].actions.aclose()
+
+
+async def _rules_watcher(app: web.Application) -> AsyncIterator[None]:
+    watcher = asyncio.create_task(app[SERVICES].rules.watch())
+    yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+
+
+async def _write_behind(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    if services.writes is not None:
+        await services.writes.start()
+    yield
+    # Unfinished writes stay pending in the stream for another replica (or the next start).
+    if services.writes is not None:
+        await services.writes.stop(grace_s=services.settings.shutdown_timeout_s / 2)
+
+
+async def _jobs(app: web.Application) -> AsyncIterator[None]:
+    jobs = app[SERVICES].jobs
+    if jobs is not None:
+        jobs.start()
+    yield
+    if jobs is not None:
+        await jobs.stop()
+
+
+RESOURCES = (
+    _redis,
+    _upstream,
+    _limiter,
+    _rate_limit_record,
+    _actions,
+    _rules_watcher,
+    _write_behind,
+    _jobs,
+)
 
 
 def create_app(
@@ -336,10 +244,10 @@ def create_app(
         settings, metrics or Metrics(), rules or load_rules(settings.rules_path)
     )
     app[SERVICES] = services
-    app.cleanup_ctx.append(_resources)
-    app.router.add_get("/healthz", healthz, allow_head=True)
-    app.router.add_get("/readyz", readyz, allow_head=True)
-    app.router.add_get("/metrics", metrics_handler)
+    app.cleanup_ctx.extend(RESOURCES)
+    Probes(settings, services.metrics, services.rules, services.redis, services.limiter).register(
+        app.router
+    )
     CounterEndpoints(services.actions, settings.credential_key).register(app.router)
     if services.writes is not None:
         WriteEndpoints(services.writes, settings.admin_token, settings.credential_key).register(
@@ -347,6 +255,6 @@ def create_app(
         )
     if services.jobs is not None:
         JobEndpoints(services.jobs, settings.admin_token).register(app.router)
-    app.on_cleanup.insert(0, lambda _: services.actions.aclose())  # before Redis closes
-    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    handler = ProxyHandler(settings, services.metrics, services.rules, services.actions)
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
     return app

@@ -37,9 +37,9 @@ from proxy.budget.model import (
     Admission,
     BucketSpec,
     BudgetExceeded,
-    Plan,
-    PlanStatus,
     Priority,
+    SlotReply,
+    SlotStatus,
     policy_for,
 )
 from proxy.store.scripts import lua_source
@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 # What counts as "Redis is in trouble" (go to the in-process budget) rather than a bug.
 REDIS_TROUBLE: Final = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
-_STATUS: Final[dict[int, PlanStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
+_STATUS: Final[dict[int, SlotStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -161,9 +161,9 @@ def admit_request(
     return names, args
 
 
-def parse_admit(reply: Sequence[Any], specs: Sequence[BucketSpec]) -> Plan:
+def parse_admit(reply: Sequence[Any], specs: Sequence[BucketSpec]) -> SlotReply:
     status, slot_ms, now_ms, index = (int(x) for x in reply)
-    return Plan(_STATUS[status], slot_ms, now_ms, specs[index - 1].name)
+    return SlotReply(_STATUS[status], slot_ms, now_ms, specs[index - 1].name)
 
 
 def _ms(seconds: float) -> int:
@@ -370,15 +370,15 @@ class Limiter:
     ) -> _Reserved | _Later:
         remaining_ms = _ms(deadline - self._clock())
         token = secrets.token_hex(8)
-        plan = await self._admit(cred, specs, min(remaining_ms, _ms(horizon)), token, reset_ms)
-        # Redis time >= plan.now_ms when the reply arrives, so this never wakes before the slot.
-        slot_at = self._clock() + plan.wait_ms / 1000
-        if plan.status == "reserved":
+        reply = await self._admit(cred, specs, min(remaining_ms, _ms(horizon)), token, reset_ms)
+        # Redis time >= reply.now_ms when the reply arrives, so this never wakes before the slot.
+        slot_at = self._clock() + reply.wait_ms / 1000
+        if reply.status == "reserved":
             lane.next_slot = max(lane.next_slot, slot_at)
-            return _Reserved(plan.slot_ms, slot_at, token)
-        spec = next(s for s in specs if s.name == plan.bucket)
-        if plan.status == "daily_full" or plan.wait_ms > remaining_ms:
-            raise BudgetExceeded(plan.wait_ms / 1000, plan.bucket, policy_for(spec))
+            return _Reserved(reply.slot_ms, slot_at, token)
+        spec = next(s for s in specs if s.name == reply.bucket)
+        if reply.status == "daily_full" or reply.wait_ms > remaining_ms:
+            raise BudgetExceeded(reply.wait_ms / 1000, reply.bucket, policy_for(spec))
         lane.next_slot = max(lane.next_slot, slot_at)
         return _Later(slot_at - horizon)
 
@@ -389,7 +389,7 @@ class Limiter:
         max_ms: int,
         token: str,
         reset_ms: int | None,
-    ) -> Plan:
+    ) -> SlotReply:
         assert self._scripts is not None
         keys, args = admit_request(self._keys, cred, specs, max_ms, token, reset_ms)
         call = self._spawn(self._call(self._scripts.admit, keys, args))

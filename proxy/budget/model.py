@@ -156,14 +156,14 @@ def fallback_rate(limit: int, expected_replicas: int, window_ms: int) -> tuple[i
     return share // 2, window_s
 
 
-PlanStatus = Literal["reserved", "later", "daily_full"]
+SlotStatus = Literal["reserved", "later", "daily_full"]
 
 
 @dataclass(frozen=True)
-class Plan:
+class SlotReply:
     """One admission decision, as returned by admit.lua."""
 
-    status: PlanStatus
+    status: SlotStatus
     slot_ms: int  # reserved slot, earliest possible slot, or the daily reset
     now_ms: int
     bucket: str  # the bucket that determined slot_ms
@@ -202,12 +202,12 @@ class BudgetModel:
 
     def admit(
         self, specs: Sequence[BucketSpec], now_ms: int, max_ms: int, token: str, reset_ms: int = 0
-    ) -> Plan:
+    ) -> SlotReply:
         t, binding = now_ms, specs[0].name
         for spec in specs:
             if spec.kind == "daily":
                 if self.daily.get(spec.name, 0) + 1 > spec.limit:
-                    return Plan("daily_full", reset_ms, now_ms, spec.name)
+                    return SlotReply("daily_full", reset_ms, now_ms, spec.name)
                 cand = now_ms
             else:
                 cand = self._window_slot(spec, now_ms)
@@ -215,13 +215,13 @@ class BudgetModel:
             if cand > t:
                 t, binding = cand, spec.name
         if t - now_ms > max_ms:
-            return Plan("later", t, now_ms, binding)
+            return SlotReply("later", t, now_ms, binding)
         for spec in specs:
             if spec.kind == "daily":
                 self.daily[spec.name] = self.daily.get(spec.name, 0) + 1
             else:
                 self.logs[spec.name].append((t, token))
-        return Plan("reserved", t, now_ms, binding)
+        return SlotReply("reserved", t, now_ms, binding)
 
     def release(self, specs: Sequence[BucketSpec], token: str) -> None:
         for spec in specs:

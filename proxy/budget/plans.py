@@ -99,15 +99,15 @@ def plan_for(
 ) -> CallPlan:
     """The budget plan of one call. `wait_s` replaces the route's max_wait (the gateway's own
     background calls); `classification` saves classifying a call the caller already has."""
-    cls = classification or rules.classify(method, path)
-    wait_s = cls.max_wait_s if wait_s is None else wait_s
+    classified = classification or rules.classify(method, path)
+    wait_s = classified.max_wait_s if wait_s is None else wait_s
     asked = client_max_wait_s(max_wait_header)
     if asked is not None:
         wait_s = min(wait_s, asked)
     return CallPlan(
         credential=credential,
-        buckets=bucket_specs(rules, cls.buckets),
-        priority=priority if priority is not None else Priority[cls.priority.upper()],
+        buckets=bucket_specs(rules, classified.buckets),
+        priority=priority if priority is not None else Priority[classified.priority.upper()],
         deadline=time.monotonic() + wait_s,
         idempotent=is_idempotent(method, path),
         daily_reset_ms=next_midnight_ms(rules.limits.daily_timezone),

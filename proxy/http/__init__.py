@@ -1,3 +1,3 @@
-"""The gateway's HTTP edge: request context, credentials, HubSpot-shaped responses, admin guard.
-May import: proxy.errors, proxy.hubspot, proxy.config, proxy.metrics.
+"""The gateway's HTTP edge: the one request object, credentials, HubSpot-shaped responses, the
+error middleware, the admin guard. May import: budget, rules, hubspot, errors, config, metrics.
 """

@@ -1,25 +1,65 @@
-"""What the gateway knows about one client request once it has been read and classified."""
+"""One client request as the gateway knows it: read once, its token parsed once, classified once,
+planned once, its JSON body parsed once. Every action receives this one object."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
+from aiohttp import web
 from multidict import CIMultiDict
+
+from proxy.budget.plans import CallPlan
+from proxy.hubspot.protocol import parse_json
+from proxy.rules.loader import Classification, IndexLookup, ObjectCacheRule, SearchIndexRule
 
 
 @dataclass
-class RequestContext:
+class ClientRequest:
+    web: web.Request
     request_id: str
     method: str
     path_qs: str
     path: str
     headers: CIMultiDict[str]
     body: bytes
+    token: str | None
     credential: str
-    has_token: bool
+    classification: Classification
+    plan: CallPlan
     route: str = "forward"
     outcome: str = "forwarded"
     upstream_status: int | None = None
-    waited_s: float = 0.0
     cache: str | None = None
     extra_log: dict[str, object] = field(default_factory=dict)
+    # What the rules found on the way in, for them to finish after the answer:
+    lookup: tuple[SearchIndexRule, IndexLookup] | None = None
+    cache_fill: tuple[ObjectCacheRule, str, str] | None = None  # rule, object id, generation
+
+    @property
+    def has_token(self) -> bool:
+        return self.token is not None
+
+    @cached_property
+    def json(self) -> Any:
+        """The request body as JSON; None when it is not JSON. Parsed on first use, once."""
+        return parse_json(self.body)
+
+    def replace_json(self, value: Any, raw: bytes) -> None:
+        """A rule rewrote the body (an absorbed count): what is sent and what is parsed agree."""
+        self.body = raw
+        self.__dict__["json"] = value
+
+    @property
+    def waited_s(self) -> float:
+        """Time spent waiting for budget, as the admitted caller accounted it on the plan."""
+        return self.plan.trace.waited_s
+
+    @property
+    def query(self) -> str:
+        return self.path_qs.partition("?")[2]
+
+    def index_rules(self, *roles: str) -> list[SearchIndexRule]:
+        found = [m for m in self.classification.matches if m.role in roles]
+        return [m.rule for m in found if isinstance(m.rule, SearchIndexRule)]

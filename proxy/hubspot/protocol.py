@@ -78,7 +78,6 @@ DEFAULT_ASSOCIATION_TYPES: Final[dict[tuple[str, str], int]] = {
 
 _DATE_VERSION = r"\d{4}-\d{2}"
 # /crm/v3/objects/... and /crm/objects/2026-03/... are one family; so are the association paths.
-_OBJECTS_PREFIX = re.compile(rf"^/crm/(?:v3/objects|objects/{_DATE_VERSION})/")
 _ASSOC_BATCH = re.compile(
     rf"^/crm/(?:v3/associations|v4/associations|associations/{_DATE_VERSION})/[^/]+/[^/]+/batch/"
 )
@@ -96,10 +95,6 @@ def is_search(method: str, path: str) -> bool:
 
 def is_association_batch(path: str) -> bool:
     return bool(_ASSOC_BATCH.match(path))
-
-
-def is_objects_path(path: str) -> bool:
-    return bool(_OBJECTS_PREFIX.match(path))
 
 
 def new_correlation_id() -> str:
@@ -142,3 +137,11 @@ def rate_limit_body(
 
 def dumps(body: Any) -> bytes:
     return orjson.dumps(body)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON body, or None when it is empty or not JSON (HubSpot owns the validation)."""
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None

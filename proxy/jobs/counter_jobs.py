@@ -17,12 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
-import orjson
 import redis.asyncio as aioredis
-from multidict import CIMultiDict
 
-from proxy.budget.model import Priority
-from proxy.budget.plans import plan_for
 from proxy.errors import GatewayError
 from proxy.reads.counters import CounterKeys
 from proxy.reads.index_entries import Record
@@ -34,8 +30,7 @@ from proxy.runtime.actions import Actions
 from proxy.store.rule_store import part
 from proxy.store.scripts import lua_source
 from proxy.store.vault import TokenVault
-from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.transport import Outgoing
+from proxy.upstream.background import BackgroundClient, json_body
 
 log = logging.getLogger("proxy.jobs")
 
@@ -49,40 +44,6 @@ class CounterRef:
     credential: str
     object_id: str
     key: str
-
-
-class HubSpotJobCalls:
-    """JSON calls for jobs: background priority, stored tokens, 200 and 207 both read."""
-
-    def __init__(self, rules: RulesHolder, caller: AdmittedCaller, vault: TokenVault) -> None:
-        self._rules = rules
-        self._caller = caller
-        self._vault = vault
-
-    async def post(self, credential: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        token = await self._vault.token_for(credential)
-        if token is None:
-            raise LookupError(f"no stored token for credential {credential}")
-        plan = plan_for(
-            self._rules.current,
-            credential,
-            "POST",
-            path,
-            priority=Priority.BACKGROUND,
-            wait_s=JOB_WAIT_S,
-        )
-        headers = CIMultiDict(
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        )
-        resp = await self._caller.send(plan, Outgoing("POST", path, headers, orjson.dumps(body)))
-        try:
-            raw = await resp.read()
-            if resp.status not in (200, 201, 207):
-                raise GatewayError(f"HubSpot answered {resp.status} to {path}")
-            answer: dict[str, Any] = orjson.loads(raw)
-            return answer
-        finally:
-            resp.release()
 
 
 def counter_rules(rules: RulesHolder) -> list[CounterRule]:
@@ -112,14 +73,29 @@ class CounterJobs:
         self,
         redis: aioredis.Redis,
         rules: RulesHolder,
-        calls: HubSpotJobCalls,
+        client: BackgroundClient,
+        vault: TokenVault,
         actions: Actions,
     ) -> None:
         self._redis = redis
         self._rules = rules
-        self._calls = calls
+        self._client = client
+        self._vault = vault
         self._actions = actions
         self._reset = redis.register_script(lua_source("counter_reset"))
+
+    async def _post(self, credential: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A job's JSON call with the stored token; 200 and 207 (partial batch) are both read."""
+        token = await self._vault.token_for(credential)
+        if token is None:
+            raise LookupError(f"no stored token for credential {credential}")
+        answer = await self._client.call(
+            credential, token, "POST", path, json_body(body), wait_s=JOB_WAIT_S
+        )
+        found = answer.json()
+        if answer.status not in (200, 201, 207) or not isinstance(found, dict):
+            raise GatewayError(f"HubSpot answered {answer.status} to {path}")
+        return found
 
     async def sync_counters(self) -> dict[str, Any]:
         """Batch-update every count that changed since it was last sent."""
@@ -144,7 +120,7 @@ class CounterJobs:
                 {"id": ref.object_id, "properties": {rule.property: str(count)}}
                 for ref, count in batch
             ]
-            answer = await self._calls.post(credential, path, {"inputs": inputs})
+            answer = await self._post(credential, path, {"inputs": inputs})
             updated = {str(r.get("id")) for r in answer.get("results", [])}
             for ref, count in batch:
                 if ref.object_id in updated:
@@ -186,7 +162,7 @@ class CounterJobs:
         """HubSpot's own copy of each count, to tell whether it drifted."""
         path = f"/crm/v3/objects/{rule.object_type}/batch/read"
         body = {"inputs": [{"id": i} for i in exam_ids], "properties": [rule.property]}
-        answer = await self._calls.post(credential, path, body)
+        answer = await self._post(credential, path, body)
         return {
             str(obj.get("id")): (obj.get("properties") or {}).get(rule.property)
             for obj in answer.get("results", [])
@@ -196,7 +172,7 @@ class CounterJobs:
         self, credential: str, rule: CounterRule, exam_ids: Sequence[str]
     ) -> dict[str, list[str]]:
         path = f"/crm/v4/associations/{rule.object_type}/{rule.booking_object_type}/batch/read"
-        answer = await self._calls.post(credential, path, {"inputs": [{"id": i} for i in exam_ids]})
+        answer = await self._post(credential, path, {"inputs": [{"id": i} for i in exam_ids]})
         linked: dict[str, list[str]] = {exam: [] for exam in exam_ids}
         for result in answer.get("results", []):
             exam = str(result.get("from", {}).get("id"))
@@ -212,7 +188,7 @@ class CounterJobs:
         path = f"/crm/v3/objects/{rule.booking_object_type}/batch/read"
         for batch in chunks(ids):
             body = {"inputs": [{"id": i} for i in batch], "properties": asked}
-            answer = await self._calls.post(credential, path, body)
+            answer = await self._post(credential, path, body)
             for obj in answer.get("results", []):
                 if not obj.get("archived"):
                     found[str(obj.get("id"))] = obj

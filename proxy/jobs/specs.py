@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from proxy.jobs.counter_jobs import CounterJobs, HubSpotJobCalls
+from proxy.jobs.counter_jobs import CounterJobs
 from proxy.jobs.runner import JobSpec
 from proxy.rules.holder import RulesHolder
 from proxy.runtime.actions import Actions
-from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.background import BackgroundClient
 
 SYNC_COUNTERS_PERIOD_S = 60.0
 RECONCILE_PERIOD_S = 300.0
 
 
 def build_jobs(
-    redis: Redis | None, rules: RulesHolder, caller: AdmittedCaller, actions: Actions
+    redis: Redis | None, rules: RulesHolder, client: BackgroundClient, actions: Actions
 ) -> dict[str, JobSpec]:
     vault = actions.own.vault
     if redis is None or vault is None:
         return {}
-    calls = HubSpotJobCalls(rules, caller, vault)
-    counters = CounterJobs(redis, rules, calls, actions)
+    counters = CounterJobs(redis, rules, client, vault, actions)
     return {
         "sync_counters": JobSpec("sync_counters", SYNC_COUNTERS_PERIOD_S, counters.sync_counters),
         "reconcile": JobSpec("reconcile", RECONCILE_PERIOD_S, counters.reconcile),

@@ -26,7 +26,7 @@ from proxy.rules.model import (
     Defaults,
     LimitsConfig,
     ObjectCacheRule,
-    Priority,
+    PriorityName,
     PropertySource,
     RespondRule,
     Role,
@@ -46,7 +46,7 @@ from proxy.rules.yamlpos import Problem, load
 __all__ = [
     "ANSWERING_ROLES", "BUCKETS", "PRIORITIES", "AssociationSource", "BucketLimit",
     "Classification", "CounterRule", "Defaults", "IndexLookup", "LimitsConfig",
-    "ObjectCacheRule", "Priority", "Problem", "PropertySource", "RespondRule", "Role", "Route",
+    "ObjectCacheRule", "PriorityName", "Problem", "PropertySource", "RespondRule", "Role", "Route",
     "Rule", "RuleMatch", "Rules", "RulesError", "SearchIndexRule", "UntilEndOf",
     "WriteBehindRule", "check_file", "format_problems", "index_key_for_object",
     "index_key_for_search", "load_rules", "parse_duration", "parse_rules", "select_search_index",

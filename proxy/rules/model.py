@@ -18,8 +18,8 @@ from proxy.rules.paths import (
 )
 from proxy.rules.yamlpos import Problem
 
-Priority: TypeAlias = Literal["interactive", "default", "background"]
-PRIORITIES: tuple[Priority, ...] = ("interactive", "default", "background")
+PriorityName: TypeAlias = Literal["interactive", "default", "background"]
+PRIORITIES: tuple[PriorityName, ...] = ("interactive", "default", "background")
 BUCKETS = ("general", "search", "daily", "associations")
 TIERS = ("starter", "professional", "enterprise", "addon")
 DAY_MS = 86_400_000
@@ -84,7 +84,7 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class Defaults:
-    priority: Priority = "default"
+    priority: PriorityName = "default"
     max_wait_ms: int = 20_000
 
 
@@ -92,7 +92,7 @@ class Defaults:
 class Route:
     name: str
     match: Match
-    priority: Priority
+    priority: PriorityName
     max_wait_ms: int
     buckets: tuple[str, ...] | None  # None: HubSpot's own rules decide (see `default_buckets`)
 
@@ -183,7 +183,7 @@ class RuleMatch:
 @dataclass(frozen=True)
 class Classification:
     route: Route | None
-    priority: Priority
+    priority: PriorityName
     max_wait_ms: int
     buckets: tuple[str, ...]
     action: RuleMatch | None  # the first rule (file order) that answers the call

@@ -1,3 +1,4 @@
-"""Dispatch of one classified request: respond, read, write-behind or forward; learning.
-May import: upstream, reads, writes, budget, store, rules, hubspot, http and the top modules.
+"""The top of the request path: the catch-all handler (edge), dispatch of one request to its action
+(respond, write-behind, read, forward), rule learning, probes. May import everything below it:
+upstream, reads, writes, budget, store, rules, hubspot, http and the top modules.
 """

@@ -1,10 +1,11 @@
-"""Rule actions at request time: answer from a rule, or forward and let the rules learn.
+"""Dispatch of one classified request: answer from a rule, accept it for later, or forward it.
 
-    respond   a static HubSpot-shaped answer, no upstream call
-    lookup    a search the index can answer (`search_index`); a miss is forwarded, then filled
-    read      a GET the object cache holds; a miss is forwarded, then filled
-    (others)  forwarded; the answer is buffered so the rules concerned can learn from it and
-              overlay it (counters); calls no rule learns from keep the streaming path
+    respond       a static HubSpot-shaped answer, no upstream call
+    write-behind  accepted durably now, sent later in a batch (`runtime.write_behind`)
+    lookup        a search the index can answer (`search_index`); a miss is forwarded, then filled
+    read          a GET the object cache holds; a miss is forwarded, then filled
+    (others)      forwarded; the answer is buffered so the rules concerned can learn from it and
+                  overlay it (counters); calls no rule learns from keep the streaming path
 
 Cached answers are per credential (keys carry its hash); a call without a token is never
 answered from, nor fills, a cache (invariant 4). Redis trouble means forwarding (invariant 7).
@@ -15,37 +16,33 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-import orjson
 from aiohttp import web
 
-from proxy.budget.plans import CallPlan
-from proxy.http.context import RequestContext
-from proxy.http.credentials import bearer_token
+from proxy.http.context import ClientRequest
 from proxy.http.responses import json_response
+from proxy.hubspot.protocol import parse_json
 from proxy.metrics import Metrics
 from proxy.reads.counter_rules import CounterRuntime
-from proxy.reads.counters import Counters
-from proxy.reads.index_learning import IndexLearner
 from proxy.reads.index_loader import REFRESH_AFTER_MS, IndexLoader, LoadResult, scope_group
 from proxy.reads.object_cache import CacheRead, ObjectCache
 from proxy.reads.search_index import Lookup, SearchIndex
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import (
-    Classification,
     CounterRule,
     ObjectCacheRule,
     RespondRule,
     Role,
     SearchIndexRule,
+    WriteBehindRule,
     select_search_index,
 )
 from proxy.rules.paths import canonical_type
-from proxy.runtime.learning import Call, RuleLearning, parse_json
+from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.write_behind import WriteBehindAction
 from proxy.store.rule_store import RuleRedis, Unavailable
-from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
+from proxy.upstream.forward import answer_response, forward, forward_buffered
 
 log = logging.getLogger("proxy.actions")
 
@@ -56,47 +53,54 @@ LEARNING_ROLES: Final[tuple[Role, ...]] = (
 
 
 class Actions:
+    """One per process; its collaborators are built by the composition root (`proxy.app`)."""
+
     def __init__(
         self,
         *,
         rules: RulesHolder,
         caller: AdmittedCaller,
         store: RuleRedis,
-        vault: TokenVault | None,
         metrics: Metrics,
+        own: OwnCalls,
+        index: SearchIndex,
+        loader: IndexLoader,
+        counters: CounterRuntime,
+        cache: ObjectCache,
+        learning: RuleLearning,
+        write_behind: WriteBehindAction | None,
     ) -> None:
         self.rules = rules
         self.caller = caller
         self.store = store
         self.metrics = metrics
-        self.own = OwnCalls(rules, caller, vault, store)
-        self.index = SearchIndex(store)
-        learner = IndexLearner(self.index)
-        self.loader = IndexLoader(self.index, learner, self.own.search)
-        self.counters = CounterRuntime(Counters(store))
-        self.cache = ObjectCache(store)
-        self.learning = RuleLearning(
-            self.index, learner, self.counters, self.cache, self.own, metrics
-        )
+        self.own = own
+        self.index = index
+        self.loader = loader
+        self.counters = counters
+        self.cache = cache
+        self.learning = learning
+        self.write_behind = write_behind
 
-    async def handle(
-        self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
-    ) -> web.StreamResponse:
-        action = cls.action
-        token = bearer_token(request)
-        if action is not None and isinstance(action.rule, RespondRule) and token is not None:
+    async def handle(self, req: ClientRequest) -> web.StreamResponse:
+        action = req.classification.action
+        if action is not None and isinstance(action.rule, RespondRule) and req.has_token:
             return self._respond(action.rule)  # without a token HubSpot answers 401: let it
-        if not cls.matches or token is None or self.store.client is None:
-            for match in cls.matches if token is None else ():
+        if action is not None and isinstance(action.rule, WriteBehindRule) and self.write_behind:
+            accepted = await self.write_behind.accept(req, action.rule)
+            if accepted is not None:
+                return accepted
+        if not req.classification.matches or not req.has_token or self.store.client is None:
+            for match in () if req.has_token else req.classification.matches:
                 self.learning.event(match.rule.name, "bypass")
-            return await forward(request, ctx, self.caller, plan)
-        call = Call(request, ctx, cls, plan, token, parse_json(ctx.body))
-        answered = await self._answer(call)
+            return await forward(req, self.caller)
+        answered = await self._answer(req)
         if answered is not None:
             return answered
-        if call.lookup is None and call.cache_fill is None and not cls.by_role(*LEARNING_ROLES):
-            return await forward(request, ctx, self.caller, plan)
-        return await self._forward_and_learn(call)
+        learns = req.classification.by_role(*LEARNING_ROLES)
+        if req.lookup is None and req.cache_fill is None and not learns:
+            return await forward(req, self.caller)
+        return await self._forward_and_learn(req)
 
     def _respond(self, rule: RespondRule) -> web.Response:
         self.metrics.rule_answers.labels(rule.name, "respond").inc()
@@ -104,39 +108,46 @@ class Actions:
             return web.Response(status=rule.status, headers=dict(rule.headers))
         return json_response(rule.body, status=rule.status, headers=dict(rule.headers))
 
-    async def _answer(self, call: Call) -> web.StreamResponse | None:
-        action = call.cls.action
+    async def _answer(self, req: ClientRequest) -> web.StreamResponse | None:
+        action = req.classification.action
         if action is None:
             return None
         if action.role == "lookup":
-            return await self._lookup(call)
+            return await self._lookup(req)
         if action.role == "read" and isinstance(action.rule, ObjectCacheRule):
-            return await self._cached(call, action.rule, action.params.get("objectId", ""))
+            return await self._cached(req, action.rule, action.params.get("objectId", ""))
         return None
 
-    async def _lookup(self, call: Call) -> web.StreamResponse | None:
-        selected = select_search_index(call.cls, call.body)
+    async def _lookup(self, req: ClientRequest) -> web.StreamResponse | None:
+        selected = select_search_index(req.classification, req.json)
         if selected is None:
             return None
         rule, found = selected
-        got = await self.index.lookup(call.cred, rule, found)
+        got = await self.index.lookup(req.credential, rule, found)
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
             return None
-        await self._keep_scope_fresh(call, rule, got)
+        await self._keep_scope_fresh(req, rule, got)
         if got.answer is None:
             self.learning.event(rule.name, got.event)
-            call.lookup = (rule, found)
+            req.lookup = (rule, found)
             return None
         self.learning.event(rule.name, "hit")
         self.metrics.rule_answers.labels(rule.name, "search_index").inc()
         return json_response(got.answer)
 
-    async def _keep_scope_fresh(self, call: Call, rule: SearchIndexRule, got: Lookup) -> None:
+    async def _keep_scope_fresh(
+        self, req: ClientRequest, rule: SearchIndexRule, got: Lookup
+    ) -> None:
         """First sight of a scope of a complete rule loads it; an old load is redone.
 
         Any scoped rule keeps the token in the vault: refreshes run later, without a client."""
-        remembered = rule.scope is not None and await self.own.remember_token(call.cred, call.token)
+        token = req.token
+        remembered = (
+            rule.scope is not None
+            and token is not None
+            and await self.own.remember_token(req.credential, token)
+        )
         if not rule.complete or got.scope is None:
             return
         loaded = got.loaded_at_ms
@@ -144,33 +155,33 @@ class Actions:
             return
         if remembered:
             group = scope_group(self._index_rules(), rule)
-            self.loader.ensure(call.cred, group, got.scope)
+            self.loader.ensure(req.credential, group, got.scope)
 
     async def _cached(
-        self, call: Call, rule: ObjectCacheRule, object_id: str
+        self, req: ClientRequest, rule: ObjectCacheRule, object_id: str
     ) -> web.StreamResponse | None:
-        if "idProperty" in call.query or not object_id:
+        if "idProperty" in req.query or not object_id:
             return None  # looked up by another property: invalidation by id could not reach it
-        got = await self.cache.get(call.cred, rule.object_type, object_id, call.query)
+        got = await self.cache.get(req.credential, rule.object_type, object_id, req.query)
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
             return None
         if got.body is None:
             self.learning.event(rule.name, "miss")
-            call.cache_fill = (rule, object_id, got.generation)
+            req.cache_fill = (rule, object_id, got.generation)
             return None
-        return await self._cache_hit(call, rule, got)
+        return await self._cache_hit(req, rule, got)
 
     async def _cache_hit(
-        self, call: Call, rule: ObjectCacheRule, got: CacheRead
+        self, req: ClientRequest, rule: ObjectCacheRule, got: CacheRead
     ) -> web.StreamResponse | None:
         data = parse_json(got.body or b"")
         if not isinstance(data, dict):
             return None
-        for match in call.cls.by_role("overlay"):
+        for match in req.classification.by_role("overlay"):
             counter = match.rule
             if isinstance(counter, CounterRule) and not await self.counters.overlay(
-                call.cred, counter, [data]
+                req.credential, counter, [data]
             ):
                 self.learning.event(rule.name, "bypass")
                 return None  # a count that cannot be read must not come from a cache
@@ -178,61 +189,11 @@ class Actions:
         self.metrics.rule_answers.labels(rule.name, "object_cache").inc()
         return json_response(data)
 
-    async def _forward_and_learn(self, call: Call) -> web.StreamResponse:
-        await self._absorb(call)
-        answer = await forward_buffered(call.request, call.ctx, self.caller, call.plan)
-        try:
-            await self.learning.learn(call, answer)
-        except Exception:  # a rule must never fail the request it learns from
-            log.exception("rule learning failed", extra={"route": call.ctx.route})
-        return buffered_response(answer, call.ctx.request_id)
-
-    async def _absorb(self, call: Call) -> None:
-        """Client writes of a counted property carry the authoritative count instead."""
-        for match in call.cls.by_role("absorb"):
-            rule = match.rule
-            if not isinstance(rule, CounterRule) or call.body is None:
-                continue
-            object_id = match.params.get("objectId")
-            if await self.counters.absorb(call.cred, rule, call.body, object_id):
-                call.ctx.body = orjson.dumps(call.body)
-                self.learning.event(rule.name, "absorb")
-
-    # -- for actions that answer a call themselves (write-behind accepts it for later) -----------
-
-    def _call(
-        self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
-    ) -> Call | None:
-        token = bearer_token(request)
-        if token is None or self.store.client is None:
-            return None
-        return Call(request, ctx, cls, plan, token, parse_json(ctx.body))
-
-    async def absorb_before_accept(
-        self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
-    ) -> None:
-        """Put the authoritative count in `ctx.body` before the call is accepted for later."""
-        call = self._call(request, ctx, cls, plan)
-        if call is not None:
-            await self._absorb(call)
-
-    async def learn_from_accepted(
-        self,
-        request: web.Request,
-        ctx: RequestContext,
-        cls: Classification,
-        plan: CallPlan,
-        answer: Buffered,
-    ) -> Buffered:
-        """Let the rules learn from the answer given for an accepted write, as if HubSpot had
-        given it (a booking->exam association counts now); the answer comes back overlaid."""
-        call = self._call(request, ctx, cls, plan)
-        if call is not None:
-            try:
-                await self.learning.learn(call, answer)
-            except Exception:
-                log.exception("rule learning failed", extra={"route": ctx.route})
-        return answer
+    async def _forward_and_learn(self, req: ClientRequest) -> web.StreamResponse:
+        await self.learning.before_send(req)
+        answer = await forward_buffered(req, self.caller)
+        await self.learning.after_answer_safely(req, answer)
+        return answer_response(answer, req.request_id)
 
     def _index_rules(self) -> list[SearchIndexRule]:
         return [r for r in self.rules.current.rules if isinstance(r, SearchIndexRule) and r.enabled]

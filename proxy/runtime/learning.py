@@ -1,4 +1,5 @@
-"""After a forwarded call: let every rule it concerns learn from HubSpot's answer.
+"""Around a call the rules learn from: the count a client write carries is made authoritative
+before it is sent (`before_send`); every rule it concerns learns from the answer (`after_answer`).
 
 Only 2xx answers teach anything (a refused write changed nothing). Object-cache invalidation is
 the exception: it also follows 5xx and timeouts, where the write may have landed, because
@@ -7,14 +8,12 @@ dropping a cached copy is always safe. Nothing here may fail the request: the ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-from proxy.budget.plans import CallPlan
-from proxy.http.context import RequestContext
+from proxy.http.context import ClientRequest
 from proxy.metrics import Metrics
 from proxy.reads.call_objects import (
     answered_objects,
@@ -30,50 +29,16 @@ from proxy.reads.object_cache import ObjectCache
 from proxy.reads.search_index import SearchIndex
 from proxy.rules.loader import (
     AssociationSource,
-    Classification,
     CounterRule,
-    IndexLookup,
     ObjectCacheRule,
     PropertySource,
     Role,
     RuleMatch,
-    SearchIndexRule,
 )
 from proxy.runtime.own_calls import OwnCalls
-from proxy.upstream.forward import Buffered
+from proxy.upstream.answer import Answer
 
-
-@dataclass
-class Call:
-    """One client call on its way through the rules."""
-
-    request: web.Request
-    ctx: RequestContext
-    cls: Classification
-    plan: CallPlan
-    token: str
-    body: Any  # the request body as JSON; None when it is not JSON
-    lookup: tuple[SearchIndexRule, IndexLookup] | None = None
-    cache_fill: tuple[ObjectCacheRule, str, str] | None = None  # rule, object id, generation
-
-    @property
-    def cred(self) -> str:
-        return self.ctx.credential
-
-    @property
-    def query(self) -> str:
-        return self.ctx.path_qs.partition("?")[2]
-
-    def index_rules(self, *roles: Role) -> list[SearchIndexRule]:
-        found = self.cls.by_role(*roles)
-        return [m.rule for m in found if isinstance(m.rule, SearchIndexRule)]
-
-
-def parse_json(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        return None
+log = logging.getLogger("proxy.actions")
 
 
 class RuleLearning:
@@ -96,9 +61,29 @@ class RuleLearning:
     def event(self, rule: str, event: str) -> None:
         self.metrics.cache_events.labels(rule, event).inc()
 
-    async def learn(self, call: Call, answer: Buffered) -> None:
+    async def before_send(self, call: ClientRequest) -> None:
+        """Client writes of a counted property carry the authoritative count instead (`absorb`)."""
+        for match in call.classification.by_role("absorb"):
+            rule = match.rule
+            body = call.json
+            if not isinstance(rule, CounterRule) or body is None:
+                continue
+            object_id = match.params.get("objectId")
+            if await self.counters.absorb(call.credential, rule, body, object_id):
+                call.replace_json(body, orjson.dumps(body))
+                self.event(rule.name, "absorb")
+
+    async def after_answer_safely(self, call: ClientRequest, answer: Answer) -> None:
+        """`after_answer`, logged instead of raised: a rule must never fail the request."""
+        try:
+            await self.after_answer(call, answer)
+        except Exception:
+            log.exception("rule learning failed", extra={"route": call.route})
+
+    async def after_answer(self, call: ClientRequest, answer: Answer) -> None:
+        """Everything the rules learn from `answer`; the body comes back overlaid."""
         ok = 200 <= answer.status < 300
-        data = parse_json(answer.body) if ok else None
+        data = answer.json() if ok else None
         if ok or answer.status >= 500:
             await self._invalidate(call, data)
         if not ok:
@@ -106,110 +91,118 @@ class RuleLearning:
         if call.cache_fill is not None and answer.status == 200:
             rule, object_id, generation = call.cache_fill
             if await self.cache.fill(
-                call.cred, rule.object_type, object_id, call.query, generation, answer.body,
+                call.credential, rule.object_type, object_id, call.query, generation, answer.body,
                 rule.ttl_ms,
             ):  # fmt: skip
                 self.event(rule.name, "fill")
         await self._fill_index(call, data)
         await self._index_writes(call, data)
-        for match in call.cls.matches:
+        for match in call.classification.matches:
             if isinstance(match.rule, CounterRule):
                 await self._counter_event(call, match, match.rule, data)
         if await self._overlay(call, data):
             answer.body = orjson.dumps(data)
 
-    async def _invalidate(self, call: Call, data: Any) -> None:
-        counted = {m.rule.property for m in call.cls.matches if isinstance(m.rule, CounterRule)}
-        for match in call.cls.by_role("update", "delete"):
+    async def _invalidate(self, call: ClientRequest, data: Any) -> None:
+        counted = {
+            m.rule.property for m in call.classification.matches if isinstance(m.rule, CounterRule)
+        }
+        for match in call.classification.by_role("update", "delete"):
             rule = match.rule
             if not isinstance(rule, ObjectCacheRule):
                 continue
             object_id = match.params.get("objectId")
             if match.role == "delete":
-                ids = deleted_ids(call.body, object_id)
+                ids = deleted_ids(call.json, object_id)
             else:
-                written = input_properties(call.body, object_id)
+                written = input_properties(call.json, object_id)
                 # A write of nothing but a counted property leaves the cached copy right:
                 # that property is overlaid from Redis on every answer anyway.
                 ids = [i for i, props in written.items() if not set(props) <= counted]
                 ids += [str(o["id"]) for o in answered_objects(data) if str(o["id"]) not in written]
-            if ids and await self.cache.invalidate(call.cred, rule.object_type, ids, rule.ttl_ms):
+            if ids and await self.cache.invalidate(
+                call.credential, rule.object_type, ids, rule.ttl_ms
+            ):
                 self.event(rule.name, "invalidate")
 
-    async def _fill_index(self, call: Call, data: Any) -> None:
+    async def _fill_index(self, call: ClientRequest, data: Any) -> None:
         if call.lookup is None:
             return
         rule, found = call.lookup
         rules = call.index_rules("lookup")
-        if await self.learner.fill(call.cred, rule, found, data, rules):
+        if await self.learner.fill(call.credential, rule, found, data, rules):
             self.event(rule.name, "fill")
 
-    async def _index_writes(self, call: Call, data: Any) -> None:
+    async def _index_writes(self, call: ClientRequest, data: Any) -> None:
         roles: tuple[Role, ...] = ("create", "update", "delete")
         for role in roles:
             rules = call.index_rules(role)
             if not rules:
                 continue
-            match = next(m for m in call.cls.by_role(role) if m.rule in rules)
+            match = next(m for m in call.classification.by_role(role) if m.rule in rules)
             object_id = match.params.get("objectId")
             if role == "delete":
-                ids = deleted_ids(call.body, object_id)
+                ids = deleted_ids(call.json, object_id)
                 sightings = [Sighting(Record(i, {}), deleted=True) for i in ids]
             else:
-                records = written_records(data, call.body, object_id, create=role == "create")
+                records = written_records(data, call.json, object_id, create=role == "create")
                 sightings = [Sighting(r) for r in records]
             object_type = rules[0].object_type
             learned = await self.learner.apply(
-                call.cred, object_type, sightings, rules, trusted=True
+                call.credential, object_type, sightings, rules, trusted=True
             )
             if not learned:
-                self.index.forget_scopes_later(call.cred, [r for r in rules if r.complete])
+                self.index.forget_scopes_later(call.credential, [r for r in rules if r.complete])
             for rule in rules:
                 self.event(rule.name, "learn" if learned else "bypass")
 
     async def _counter_event(
-        self, call: Call, match: RuleMatch, rule: CounterRule, data: Any
+        self, call: ClientRequest, match: RuleMatch, rule: CounterRule, data: Any
     ) -> None:
         object_id = match.params.get("objectId")
-        cred = call.cred
+        cred = call.credential
+
+        token = call.token
+        if token is None:
+            return  # answers to calls without a token are never learned from (invariant 4)
 
         async def fetch(c: str, r: CounterRule, oid: str) -> tuple[int | None, int | None] | None:
-            return await self.own.counts(c, r, oid, call.token)
+            return await self.own.counts(c, r, oid, token)
 
         if match.role in ("associate", "dissociate") and isinstance(rule.source, AssociationSource):
             exam_first = rule.source.from_type == rule.object_type
-            pairs = association_pairs(match.params, call.body)
+            pairs = association_pairs(match.params, call.json)
             links = [(to, fr) if exam_first else (fr, to) for fr, to in pairs]  # (booking, exam)
             if match.role == "associate":
                 await self.counters.link(cred, rule, links, fetch)
             else:
                 for booking_id, exam_id in links:
                     await self.counters.unlink(cred, rule, [booking_id], exam_id)
-        elif call.cls.object_type != rule.booking_object_type:
+        elif call.classification.object_type != rule.booking_object_type:
             return  # a forwarded write of the counter object itself: the count is not learned
         elif match.role == "update":
-            changes = input_properties(call.body, object_id)
-            for record in written_records(data, call.body, object_id):
+            changes = input_properties(call.json, object_id)
+            for record in written_records(data, call.json, object_id):
                 changes.setdefault(record.id, {}).update(
                     {k: v for k, v in record.properties.items() if k == rule.active_property}
                 )
             await self.counters.booking_changed(cred, rule, changes, fetch)
         elif match.role == "delete":
-            await self.counters.unlink(cred, rule, deleted_ids(call.body, object_id))
+            await self.counters.unlink(cred, rule, deleted_ids(call.json, object_id))
         elif match.role == "create" and isinstance(rule.source, PropertySource):
             prop = rule.source.property
-            records = written_records(data, call.body, None, create=True)
+            records = written_records(data, call.json, None, create=True)
             links = [(r.id, v) for r in records if (v := r.properties.get(prop))]
             await self.counters.link(cred, rule, links, fetch)
 
-    async def _overlay(self, call: Call, data: Any) -> bool:
+    async def _overlay(self, call: ClientRequest, data: Any) -> bool:
         objects = answered_objects(data)
         if not objects:
             return False
         overlaid = False
-        for match in call.cls.by_role("overlay", "absorb"):
+        for match in call.classification.by_role("overlay", "absorb"):
             if isinstance(match.rule, CounterRule):
                 seed = match.role == "overlay"  # an absorbed write's echo is the client's number
-                await self.counters.overlay(call.cred, match.rule, objects, seed=seed)
+                await self.counters.overlay(call.credential, match.rule, objects, seed=seed)
                 overlaid = True
         return overlaid

@@ -1,31 +1,22 @@
 """HubSpot calls the rules runtime makes on its own: scope loads and counter seeds.
 
-They go through the same AdmittedCaller as client calls, so they are inside the budget like any
-other; scope loads run at background priority with the token kept in the TokenVault (the client
-who triggered them has been answered long before the last page arrives).
+They go through the one `BackgroundClient`, so they are inside the budget like any other call;
+scope loads run at background priority with the token kept in the TokenVault (the client who
+triggered them has been answered long before the last page arrives).
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
-import zlib
 from typing import Any, Final
 
-import aiohttp
-import orjson
-from multidict import CIMultiDict
-
 from proxy.budget.model import Priority
-from proxy.budget.plans import CallPlan, plan_for
 from proxy.errors import GatewayError
 from proxy.reads.counters import count_value
-from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
-from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.transport import Outgoing
+from proxy.upstream.background import BackgroundClient, json_body
 
 log = logging.getLogger("proxy.own_calls")
 
@@ -34,14 +25,9 @@ BACKGROUND_WAIT_S: Final = 60.0  # a load may wait behind interactive traffic, w
 
 class OwnCalls:
     def __init__(
-        self,
-        rules: RulesHolder,
-        caller: AdmittedCaller,
-        vault: TokenVault | None,
-        store: RuleRedis,
+        self, client: BackgroundClient, vault: TokenVault | None, store: RuleRedis
     ) -> None:
-        self.rules = rules
-        self.caller = caller
+        self.client = client
         self.vault = vault
         self.store = store
 
@@ -65,24 +51,19 @@ class OwnCalls:
         if token is None:
             return None
         path = f"/crm/v3/objects/{object_type}/search"
-        plan = plan_for(
-            self.rules.current,
-            cred,
-            "POST",
-            path,
-            priority=Priority.BACKGROUND,
-            wait_s=BACKGROUND_WAIT_S,
-        )
-        return await self.json_call(plan, "POST", path, token, body)
+        return await self._json(
+            cred, token, "POST", path, json_body(body),
+            priority=Priority.BACKGROUND, wait_s=BACKGROUND_WAIT_S,
+        )  # fmt: skip
 
     async def counts(
         self, cred: str, rule: CounterRule, object_id: str, token: str
     ) -> tuple[int | None, int | None] | None:
-        """HubSpot's (count, capacity) of one counter object, to seed Redis."""
+        """HubSpot's (count, capacity) of one counter object, to seed Redis: the client waits
+        for it, so it goes at the route's own priority."""
         props = [rule.property, *([rule.capacity_property] if rule.capacity_property else [])]
         path = f"/crm/v3/objects/{rule.object_type}/{object_id}?properties={','.join(props)}"
-        plan = plan_for(self.rules.current, cred, "GET", path)
-        answer = await self.json_call(plan, "GET", path, token, None)
+        answer = await self._json(cred, token, "GET", path, b"", priority=None, wait_s=None)
         found = answer.get("properties") if isinstance(answer, dict) else None
         if not isinstance(found, dict):
             return None
@@ -90,32 +71,23 @@ class OwnCalls:
             found.get(rule.capacity_property or "")
         )
 
-    async def json_call(
-        self, plan: CallPlan, method: str, path_qs: str, token: str, body: Any
+    async def _json(
+        self,
+        cred: str,
+        token: str,
+        method: str,
+        path: str,
+        body: bytes,
+        *,
+        priority: Priority | None,
+        wait_s: float | None,
     ) -> Any:
         """HubSpot's 200 answer parsed, or None (any failure: the caller does without)."""
-        headers = CIMultiDict({"Authorization": f"Bearer {token}", "Accept": "application/json"})
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        out_body = orjson.dumps(body) if body is not None else b""
         try:
-            resp = await self.caller.send(plan, Outgoing(method, path_qs, headers, out_body))
+            answer = await self.client.call(
+                cred, token, method, path, body, priority=priority, wait_s=wait_s
+            )
         except GatewayError as exc:
             log.warning("own call failed: %s", exc.proxy_error)
             return None
-        try:
-            return await _json_answer(resp)
-        finally:
-            resp.release()
-
-
-async def _json_answer(resp: aiohttp.ClientResponse) -> Any:
-    raw = await resp.read()
-    if resp.status != 200:
-        return None
-    try:
-        if resp.headers.get("Content-Encoding", "").lower() == "gzip":
-            raw = gzip.decompress(raw)
-        return orjson.loads(raw)
-    except (OSError, EOFError, zlib.error, orjson.JSONDecodeError):
-        return None
+        return answer.json() if answer.status == 200 else None

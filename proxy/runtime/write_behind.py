@@ -1,4 +1,5 @@
-"""Write-behind at the edge: accepting a call instead of forwarding it, and the write endpoints.
+"""Write-behind at the edge: the action that accepts a call instead of forwarding it, and the
+write endpoints.
 
 GET    /proxy/v1/writes/{id}                      the write's state (its own credential, or admin)
 GET    /proxy/v1/dead-letters                     admin: list
@@ -14,15 +15,15 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.budget.plans import CallPlan
 from proxy.errors import BadRequest, NotFound, Unauthorized
 from proxy.http.admin import require_admin
-from proxy.http.context import RequestContext
+from proxy.http.context import ClientRequest
 from proxy.http.credentials import bearer_token, credential_id
 from proxy.http.responses import json_response
-from proxy.rules.loader import Classification, WriteBehindRule, write_behind_accepts
-from proxy.runtime.actions import Actions
-from proxy.upstream.forward import Buffered, buffered_response
+from proxy.rules.loader import WriteBehindRule, write_behind_accepts
+from proxy.runtime.learning import RuleLearning
+from proxy.upstream.answer import Answer
+from proxy.upstream.forward import answer_response
 from proxy.writes.model import (
     ASSOCIATE_DEFAULT,
     CREATE,
@@ -44,37 +45,39 @@ def write_kind(rule: WriteBehindRule, object_type: str | None) -> str:
     return _KINDS[rule.kind]
 
 
-async def accept_write(
-    request: web.Request,
-    ctx: RequestContext,
-    cls: Classification,
-    plan: CallPlan,
-    rule: WriteBehindRule,
-    writes: WriteBehind,
-    actions: Actions,
-) -> web.StreamResponse | None:
-    """Accept the call for later and answer now; None means "forward it instead"."""
-    token = bearer_token(request)
-    if token is None:
-        return None  # HubSpot answers 401; the gateway must not accept what it cannot send
-    try:
-        body = orjson.loads(ctx.body) if ctx.body else None
-    except orjson.JSONDecodeError:
-        return None  # HubSpot owns the exact validation error
-    if not write_behind_accepts(rule, body):
-        return None
-    await actions.absorb_before_accept(request, ctx, cls, plan)
-    kind = write_kind(rule, cls.object_type)
-    try:
-        write = WriteRequest.from_call(kind, ctx.path_qs, ctx.body)
-    except NotWritable:
-        return None
-    accepted = await writes.accept(ctx.credential, token, kind, write)
-    ctx.outcome = "accepted"
-    headers = CIMultiDict({"Content-Type": "application/json;charset=utf-8", **accepted.headers})
-    answer = Buffered(accepted.status, None, headers, orjson.dumps(accepted.body))
-    answer = await actions.learn_from_accepted(request, ctx, cls, plan, answer)
-    return buffered_response(answer, ctx.request_id)
+class WriteBehindAction:
+    def __init__(self, writes: WriteBehind, learning: RuleLearning, *, rules_store: bool) -> None:
+        self._writes = writes
+        self._learning = learning
+        self._rules_store = rules_store  # the rules runtime has Redis: counts may be learned
+
+    async def accept(self, req: ClientRequest, rule: WriteBehindRule) -> web.StreamResponse | None:
+        """Accept the call for later and answer now; None means "forward it instead"."""
+        token = req.token
+        if token is None:
+            return None  # HubSpot answers 401; the gateway must not accept what it cannot send
+        if req.body and req.json is None:
+            return None  # not JSON: HubSpot owns the exact validation error
+        if not write_behind_accepts(rule, req.json):
+            return None
+        if self._rules_store:
+            await self._learning.before_send(req)
+        kind = write_kind(rule, req.classification.object_type)
+        try:
+            write = WriteRequest.from_call(kind, req.path_qs, req.body)
+        except NotWritable:
+            return None
+        accepted = await self._writes.accept(req.credential, token, kind, write)
+        req.outcome = "accepted"
+        headers = CIMultiDict(
+            {"Content-Type": "application/json;charset=utf-8", **accepted.headers}
+        )
+        answer = Answer(accepted.status, None, headers, orjson.dumps(accepted.body))
+        if self._rules_store:
+            # The rules learn from the answer as if HubSpot had given it (a booking->exam
+            # association counts now); the answer comes back overlaid.
+            await self._learning.after_answer_safely(req, answer)
+        return answer_response(answer, req.request_id)
 
 
 class WriteEndpoints:

@@ -1,3 +1,4 @@
-"""The way out to HubSpot: pooled transport, the admitted caller, forwarding, rate-limit headers.
-May import: budget, store, hubspot, http and the top modules (errors, metrics, config).
+"""The way out to HubSpot: pooled transport, the admitted caller (one seam: a decoded answer or a
+stream), forwarding, the background client, rate-limit headers.
+May import: budget, http, hubspot and the top modules (errors, metrics, config).
 """

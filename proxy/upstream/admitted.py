@@ -11,6 +11,8 @@ import logging
 import math
 import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import orjson
@@ -21,6 +23,7 @@ from proxy.budget.plans import CallPlan
 from proxy.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 from proxy.hubspot import protocol as hubspot
 from proxy.metrics import Metrics
+from proxy.upstream.answer import Answer, read_answer
 from proxy.upstream.rate_headers import RateLimitRecorder, RateLimitSnapshot, parse_headers
 from proxy.upstream.transport import Outgoing, Upstream
 
@@ -73,7 +76,12 @@ def _pause_seconds(headers: dict[str, str], policy: str, window_ms: int | None) 
 
 
 class AdmittedCaller:
-    """Admit -> send -> record -> retry policy, shared by forwarding and the write-behind worker."""
+    """Admit -> send -> record -> retry policy: the one way out to HubSpot.
+
+    `fetch` gives the answer read whole and decoded; `stream` gives the live response for
+    relaying. The time spent waiting for admission is added to `plan.trace.waited_s` here, and
+    nowhere else.
+    """
 
     def __init__(
         self,
@@ -119,8 +127,26 @@ class AdmittedCaller:
             },
         )
 
-    async def send(self, plan: CallPlan, out: Outgoing) -> aiohttp.ClientResponse:
-        """The upstream answer to `out`, sent within budget; the caller releases it."""
+    async def fetch(self, plan: CallPlan, out: Outgoing) -> Answer:
+        """The answer to `out`, sent within budget, read whole and decoded."""
+        resp = await self._send(plan, out)
+        try:
+            return await read_answer(resp)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout("HubSpot did not finish its answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachable(f"HubSpot's answer broke off: {type(exc).__name__}") from exc
+
+    @asynccontextmanager
+    async def stream(self, plan: CallPlan, out: Outgoing) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The live answer to `out`, sent within budget, for relaying; released on exit."""
+        resp = await self._send(plan, out)
+        try:
+            yield resp
+        finally:
+            resp.release()
+
+    async def _send(self, plan: CallPlan, out: Outgoing) -> aiohttp.ClientResponse:
         failures_5xx = 0
         while True:
             await self._admit(plan)
@@ -136,9 +162,9 @@ class AdmittedCaller:
                 continue
             self._metrics.upstream_calls.labels(plan.bucket_label, str(resp.status)).inc()
             snapshot = parse_headers(resp.headers)
-            await self._recorder.record(plan.credential, snapshot)
+            self._recorder.record(plan.credential, snapshot)
             if resp.status == 429:
-                await self._absorb_429(plan, resp, snapshot.interval_ms)
+                await self._pause_after_429(plan, resp, snapshot.interval_ms)
                 continue
             if resp.status == 423 and time.monotonic() + LOCKED_WAIT_S < plan.deadline:
                 resp.release()
@@ -153,10 +179,10 @@ class AdmittedCaller:
                     self._metrics.upstream_retries.labels(str(resp.status)).inc()
                     await asyncio.sleep(delay)
                     continue
-            await self._learn(plan, snapshot)
+            await self._report_upstream_count(plan, snapshot)
             return resp
 
-    async def _absorb_429(
+    async def _pause_after_429(
         self, plan: CallPlan, resp: aiohttp.ClientResponse, window_ms: int | None
     ) -> None:
         raw = await resp.read()
@@ -175,7 +201,7 @@ class AdmittedCaller:
         await self._limiter.pause(plan.credential, bucket, pause_s)
         self._metrics.upstream_retries.labels("429").inc()
 
-    async def _learn(self, plan: CallPlan, snapshot: RateLimitSnapshot) -> None:
+    async def _report_upstream_count(self, plan: CallPlan, snapshot: RateLimitSnapshot) -> None:
         """Tell the limiter what HubSpot counted; at most once a second per credential."""
         if snapshot.max is None or snapshot.remaining is None:
             return

@@ -1,38 +1,36 @@
-"""Forwarding one request to HubSpot within budget and streaming the answer back unchanged.
+"""Forwarding one client request to HubSpot within budget.
 
-`forward_buffered` is the other path, for calls a rule learns from or rewrites: the answer is
-read whole (gunzipped, since it must be parsed) and sent back by `buffered_response`.
+`forward` streams the answer back unchanged; `forward_buffered` is the other path, for calls a
+rule learns from or rewrites: the answer is read whole and decoded (`upstream.answer`), and sent
+back by `answer_response`.
 """
 
 from __future__ import annotations
-
-import gzip
-import zlib
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.budget.plans import CallPlan
-from proxy.http.context import RequestContext
+from proxy.budget.plans import MAX_WAIT_HEADER
+from proxy.http.context import ClientRequest
 from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.answer import Answer
 from proxy.upstream.transport import Outgoing, end_to_end, response_headers
 
 STREAM_CHUNK = 64 * 1024
 
 
-def outgoing_for(request: web.BaseRequest, ctx: RequestContext) -> Outgoing:
-    headers = end_to_end(CIMultiDict(request.headers))
+def outgoing_for(req: ClientRequest) -> Outgoing:
+    headers = end_to_end(CIMultiDict(req.web.headers))
     headers.popall("Host", None)
     headers.popall("Content-Length", None)
-    headers.popall("X-HubSpot-Proxy-Max-Wait-Ms", None)
+    headers.popall(MAX_WAIT_HEADER, None)
     forwarded_for = headers.get("X-Forwarded-For")
-    peer = request.remote or "unknown"
+    peer = req.web.remote or "unknown"
     headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-    headers["X-Forwarded-Proto"] = request.scheme
-    headers["X-Request-Id"] = ctx.request_id
-    return Outgoing(method=ctx.method, path_qs=ctx.path_qs, headers=headers, body=ctx.body)
+    headers["X-Forwarded-Proto"] = req.web.scheme
+    headers["X-Request-Id"] = req.request_id
+    return Outgoing(method=req.method, path_qs=req.path_qs, headers=headers, body=req.body)
 
 
 async def stream_back(
@@ -52,56 +50,19 @@ async def stream_back(
     return response
 
 
-async def forward(
-    request: web.BaseRequest, ctx: RequestContext, caller: AdmittedCaller, plan: CallPlan
-) -> web.StreamResponse:
-    try:
-        upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
-    finally:
-        ctx.waited_s += plan.trace.waited_s
-    ctx.upstream_status = upstream_resp.status
-    try:
-        return await stream_back(request, upstream_resp, ctx.request_id)
-    finally:
-        upstream_resp.release()
+async def forward(req: ClientRequest, caller: AdmittedCaller) -> web.StreamResponse:
+    async with caller.stream(req.plan, outgoing_for(req)) as upstream_resp:
+        req.upstream_status = upstream_resp.status
+        return await stream_back(req.web, upstream_resp, req.request_id)
 
 
-@dataclass
-class Buffered:
-    """An upstream answer read whole; `body` is decoded when `Content-Encoding` was gzip."""
-
-    status: int
-    reason: str | None
-    headers: CIMultiDict[str]
-    body: bytes
+async def forward_buffered(req: ClientRequest, caller: AdmittedCaller) -> Answer:
+    answer = await caller.fetch(req.plan, outgoing_for(req))
+    req.upstream_status = answer.status
+    return answer
 
 
-def _decoded(headers: CIMultiDict[str], raw: bytes) -> bytes:
-    """The identity body; undecodable gzip is passed on as it came, with its encoding."""
-    if headers.get("Content-Encoding", "").strip().lower() != "gzip":
-        return raw
-    try:
-        body = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error):
-        return raw
-    headers.popall("Content-Encoding", None)
-    return body
-
-
-async def forward_buffered(
-    request: web.BaseRequest, ctx: RequestContext, caller: AdmittedCaller, plan: CallPlan
-) -> Buffered:
-    upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
-    ctx.upstream_status = upstream_resp.status
-    try:
-        raw = await upstream_resp.read()
-    finally:
-        upstream_resp.release()
-    headers = CIMultiDict(response_headers(upstream_resp.headers))
-    return Buffered(upstream_resp.status, upstream_resp.reason, headers, _decoded(headers, raw))
-
-
-def buffered_response(answer: Buffered, request_id: str) -> web.Response:
+def answer_response(answer: Answer, request_id: str) -> web.Response:
     """The answer with its (possibly rewritten) body; the length is computed, never copied."""
     response = web.Response(status=answer.status, reason=answer.reason, body=answer.body)
     for name, value in answer.headers.items():

@@ -1,7 +1,14 @@
-"""Recording HubSpot's X-HubSpot-RateLimit-* answers: in Redis for all replicas, gauges, logs."""
+"""Recording HubSpot's X-HubSpot-RateLimit-* answers: gauges and logs per answer, and the
+`hubspot:rate_limits:{cred}` hash in Redis for dashboards.
+
+The answer path only updates gauges and the last values in memory; a background flusher writes
+each credential's hash at most once per `flush_interval_s`, so no client waits on Redis for it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,28 +79,63 @@ class RateLimitRecorder:
         redis: aioredis.Redis | None,
         metrics: Metrics,
         thresholds: Thresholds = Thresholds(),
+        *,
+        flush_interval_s: float = 1.0,
     ) -> None:
         self._redis = redis
         self._metrics = metrics
         self._thresholds = thresholds
+        self._interval = flush_interval_s
+        self._pending: dict[str, dict[str, int]] = {}  # credential -> values not yet in Redis
+        self._flusher: asyncio.Task[None] | None = None
 
-    async def record(self, credential: str, snapshot: RateLimitSnapshot) -> None:
+    def record(self, credential: str, snapshot: RateLimitSnapshot) -> None:
+        """Gauges and logs now; Redis at the next flush (the latest values win)."""
         if not snapshot.values:
             return
         for header, value in snapshot.values.items():
             self._metrics.ratelimit_header.labels(credential, header).set(value)
         self._check("burst", credential, snapshot.remaining, snapshot.max)
         self._check("daily", credential, snapshot.daily_remaining, snapshot.daily)
-        if self._redis is None:
-            return
-        key = rate_limits_key(credential)
+        if self._redis is not None:
+            self._pending.setdefault(credential, {}).update(snapshot.values)
+
+    def start(self) -> None:
+        if self._redis is not None and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_every(), name="rate-limit-record")
+
+    async def stop(self) -> None:
+        """Stop the flusher, then write what is still pending once."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.flush()
+
+    async def _flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write every pending credential's hash in one round trip; how many were written."""
+        pending, self._pending = self._pending, {}
+        if self._redis is None or not pending:
+            return 0
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping={k: str(v) for k, v in snapshot.values.items()})
-                pipe.expire(key, RECORD_TTL_S)
+                for credential, values in pending.items():
+                    key = rate_limits_key(credential)
+                    pipe.hset(key, mapping={k: str(v) for k, v in values.items()})
+                    pipe.expire(key, RECORD_TTL_S)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError):
             self._metrics.redis_errors.labels("ratelimit_headers").inc()
+            for credential, values in pending.items():  # kept for the next flush; newer win
+                self._pending[credential] = {**values, **self._pending.get(credential, {})}
+            return 0
+        return len(pending)
 
     def _check(
         self, window: str, credential: str, remaining: int | None, limit: int | None

@@ -2,21 +2,21 @@
 
 The app hands an accepted call to `WriteBehind.accept`; the write is in Redis (status hash and
 stream entry, one MULTI) before the app answers, and Redis trouble refuses it with a 503 instead.
-The worker (`write_worker`) sends it later within budget; `status` reports its fate; dead letters
-can be listed, retried and dropped. Where the reasoning lives:
+The worker (`writes.worker`) sends it later within budget; `status` reports its fate; dead
+letters can be listed, retried and dropped. Where the reasoning lives (in `proxy/writes/`):
 
-    write_model    what a write is, how it is parsed from a call and stored in the stream
-    write_answers  the HubSpot-shaped answers given at acceptance
-    write_store    Redis layout (one stream, `{writes}` hash tag) and every state change
-    write_worker   read, claim, send, record-then-ack, retry, dead-letter
-    write_order    per-object order across replicas
-    write_lookup   creates replayed after a crash are looked up, not made twice
-    write_sender   background-priority calls through the shared AdmittedCaller
-    write_dead     dead-letter admin
-    batching       coalescing into batch calls and reading per-item outcomes (pure)
+    model      what a write is, how it is parsed from a call and stored in the stream
+    answers    the HubSpot-shaped answers given at acceptance
+    store      Redis layout (one stream, `{writes}` hash tag) and every state change
+    worker     read, claim, send, record-then-ack, retry, dead-letter
+    order      per-object order across replicas
+    lookup     creates replayed after a crash are looked up, not made twice
+    dead       dead-letter admin
+    batching   coalescing into batch calls and reading per-item outcomes (pure)
 
-    writes = WriteBehind(redis, vault, config=WriteConfig(), metrics=metrics,
-                         send=caller.send, plan_for=plan_for)
+Calls go out through `upstream.background.BackgroundClient` (background priority, one budget).
+
+    writes = WriteBehind(redis, vault, config=WriteConfig(), metrics=metrics, client=client)
     await writes.start()                      # runs the worker (every replica)
     answer = await writes.accept(cred, token, "associate_default",
                                  WriteRequest.from_call("associate_default", path_qs, body))
@@ -41,10 +41,10 @@ from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
 from proxy.store.vault import TokenVault
+from proxy.upstream.background import BackgroundClient
 from proxy.writes.answers import Accepted, AssocSpec, accepted, type_pair
 from proxy.writes.dead import DeadLetters
 from proxy.writes.model import ASSOCIATE_DEFAULT, KINDS, WriteConfig, WriteItem, WriteRequest
-from proxy.writes.sender import PlanFor, Send
 from proxy.writes.store import WriteKeys, WriteStore, now_ms, text
 from proxy.writes.worker import WriteWorker
 
@@ -68,8 +68,7 @@ class WriteBehind:
         *,
         config: WriteConfig | None = None,
         metrics: Metrics | None = None,
-        send: Send | None = None,
-        plan_for: PlanFor | None = None,
+        client: BackgroundClient | None = None,
     ) -> None:
         self.config = config or WriteConfig()
         self.metrics = metrics or Metrics()
@@ -85,8 +84,8 @@ class WriteBehind:
         # accept timeout) instead of exhausting the pool the limiter and caches need too.
         self._accepting = asyncio.Semaphore(self.config.accept_concurrency)
         self.worker: WriteWorker | None = None
-        if send is not None and plan_for is not None:
-            self.worker = WriteWorker(self.store, send, vault, plan_for, self.metrics, self.config)
+        if client is not None:
+            self.worker = WriteWorker(self.store, client, vault, self.metrics, self.config)
 
     # -- accepting --------------------------------------------------------------------------------
 

@@ -41,11 +41,11 @@ from proxy.hubspot.protocol import canonical_object_type
 from proxy.metrics import Metrics
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import RateLimited
+from proxy.upstream.background import BackgroundClient
 from proxy.writes.batching import Batch, Outcome, Split, Verdict, judge, plan
 from proxy.writes.lookup import LookupFailed, find_created
 from proxy.writes.model import OP_ASSOCIATE, OP_CREATE, WriteConfig, WriteItem
 from proxy.writes.order import Held, OrderGate
-from proxy.writes.sender import BackgroundCaller, PlanFor, Send
 from proxy.writes.store import DEAD, SENT, Entry, WriteStore, now_ms
 
 log = logging.getLogger("proxy.writes")
@@ -68,16 +68,15 @@ class WriteWorker:
     def __init__(
         self,
         store: WriteStore,
-        send: Send,
+        client: BackgroundClient,
         vault: TokenVault,
-        plan_for: PlanFor,
         metrics: Metrics,
         config: WriteConfig | None = None,
     ) -> None:
         self.store = store
         self.config = config or WriteConfig()
         self.consumer = self.config.consumer or default_consumer()
-        self._caller = BackgroundCaller(send, plan_for, self.config.send_wait_s)
+        self._client = client
         self._vault = vault
         self._metrics = metrics
         self._held: dict[str, Held] = {}
@@ -272,7 +271,7 @@ class WriteWorker:
             return {i.write_id for i in items}  # process() dead-letters them for want of a token
 
         async def call(method: str, path: str, body: bytes) -> tuple[int, Any]:
-            return await self._caller.call(credential, token, method, path, body, idempotent=True)
+            return await self._send(credential, token, method, path, body, idempotent=True)
 
         try:
             found = await find_created(call, self.store, object_type, group)
@@ -314,7 +313,7 @@ class WriteWorker:
             await self.store.mark_sending(batch.items, now_ms())
         idempotent = batch.op != OP_CREATE
         try:
-            status, body = await self._caller.call(
+            status, body = await self._send(
                 batch.credential, token, "POST", batch.path, batch.body(), idempotent=idempotent
             )
         except RateLimited as exc:
@@ -327,6 +326,21 @@ class WriteWorker:
             return [Outcome("retry", error=error, maybe_applied=True)] * len(batch.units)
         self._metrics.batch_size.labels(batch.items[0].kind).observe(len(batch.units))
         return judge(batch, status, body)
+
+    async def _send(
+        self, credential: str, token: str, method: str, path: str, body: bytes, *, idempotent: bool
+    ) -> tuple[int, Any]:
+        """(status, parsed JSON or None); raises RateLimited when no budget came in time."""
+        answer = await self._client.call(
+            credential,
+            token,
+            method,
+            path,
+            body,
+            wait_s=self.config.send_wait_s,
+            idempotent=idempotent,
+        )
+        return answer.status, answer.json()
 
     async def _conclude(self, batch: Batch, verdict: Verdict | None, token: str) -> int:
         if verdict is None:

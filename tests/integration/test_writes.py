@@ -20,6 +20,7 @@ from proxy.hubspot.protocol import is_association_batch, is_search
 from proxy.metrics import Metrics
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.background import BackgroundClient
 from proxy.upstream.rate_headers import RateLimitRecorder
 from proxy.upstream.transport import Upstream
 from proxy.writes.answers import WRITE_ID_HEADER
@@ -76,8 +77,7 @@ class Harness:
             TokenVault(redis, "test-secret"),
             config=WriteConfig(**{**FAST, **config}),
             metrics=metrics,
-            send=caller.send,
-            plan_for=plan_for,
+            client=BackgroundClient(caller, plan_for),
         )
         self.replicas.append(writes)
         self._closers += [writes.stop, limiter.aclose, upstream.close, redis.aclose]
