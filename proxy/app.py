@@ -33,6 +33,7 @@ from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
 from proxy.runtime.probes import Probes
 from proxy.runtime.write_behind import WriteBehindAction, WriteEndpoints
+from proxy.store.health import RedisHealth
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
@@ -124,23 +125,27 @@ def _build_actions(
 
 def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
     redis = _redis_client(settings)
+    # The one breaker of the one Redis client: the limiter, the rules' store and write accepts.
+    health = RedisHealth(available=redis is not None, on_transition=_fallback_transition(metrics))
     limiter = Limiter(
         redis,
         redis_timeout_s=settings.redis_timeout_s,
         expected_replicas=rules.limits.expected_replicas,
-        on_transition=_fallback_transition(metrics),
+        health=health,
     )
     upstream = Upstream(settings)
     recorder = RateLimitRecorder(redis, metrics)
     holder = RulesHolder(settings.rules_path, rules, metrics)
     caller = AdmittedCaller(limiter, upstream, recorder, metrics)
     client = BackgroundClient(caller, _rules_plan(holder))
-    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
+    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics, health=health)
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
     writes = None
     if redis is not None and vault is not None:
         config = WriteConfig(claim_idle_s=settings.write_claim_idle_s)
-        writes = WriteBehind(redis, vault, config=config, metrics=metrics, client=client)
+        writes = WriteBehind(
+            redis, vault, config=config, metrics=metrics, client=client, health=health
+        )
     own = OwnCalls(client, vault, store)
     actions = _build_actions(holder, caller, store, own, metrics, writes)
     services = Services(

@@ -1,4 +1,4 @@
-"""In-process budget used while Redis is unreachable, and the Redis health state machine.
+"""In-process budget used while Redis is unreachable (`store.health` says when).
 
 While in fallback each replica holds `limit // expected_replicas` per bucket (its share), so the
 replicas together stay within the limit without talking to each other. Window buckets use
@@ -22,64 +22,6 @@ from aiolimiter import AsyncLimiter
 from proxy.budget.model import BucketSpec, BudgetExceeded, fallback_rate, fallback_share, policy_for
 
 log = logging.getLogger("proxy.limiter")
-
-
-class RedisHealth:
-    """Redis-or-fallback state: enter fallback on trouble, probe again after a back-off."""
-
-    def __init__(
-        self,
-        *,
-        available: bool,
-        clock: Callable[[], float],
-        probe_interval_s: float,
-        on_transition: Callable[[bool], None] | None,
-    ) -> None:
-        self._available = available
-        self._clock = clock
-        self._interval = probe_interval_s
-        self._on_transition = on_transition
-        self._active = not available
-        self._next_probe = -math.inf
-
-    @property
-    def fallback_active(self) -> bool:
-        return self._active
-
-    def should_try_redis(self) -> bool:
-        """True when Redis is healthy, or when a probe is due (then claims it for one caller)."""
-        if not self._available:
-            return False
-        if not self._active:
-            return True
-        now = self._clock()
-        if now < self._next_probe:
-            return False
-        self._next_probe = now + self._interval
-        return True
-
-    def failed(self, exc: BaseException) -> None:
-        self._next_probe = self._clock() + self._interval
-        if self._active:
-            return
-        self._active = True
-        log.warning("redis unavailable (%s), limiting in process", type(exc).__name__)
-        self._notify(True)
-
-    def succeeded(self) -> None:
-        if not self._active:
-            return
-        self._active = False
-        log.info("redis reachable again, back to the shared budget")
-        self._notify(False)
-
-    def _notify(self, active: bool) -> None:
-        if self._on_transition is None:
-            return
-        try:
-            self._on_transition(active)
-        except Exception:
-            log.exception("on_transition callback failed")
 
 
 @dataclass

@@ -27,10 +27,8 @@ from typing import Any, Final, TypeVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from proxy.budget.fallback import LocalBudget, RedisHealth
+from proxy.budget.fallback import LocalBudget
 from proxy.budget.model import (
     DEFAULT_HORIZONS_S,
     LEARNED_TTL_WINDOWS,
@@ -42,7 +40,9 @@ from proxy.budget.model import (
     SlotStatus,
     policy_for,
 )
-from proxy.store.scripts import lua_source
+from proxy.store.health import REDIS_TROUBLE, RedisHealth
+from proxy.store.keys import PREFIX, tagged
+from proxy.store.scripts import script
 
 __all__ = [
     "Admission",
@@ -57,8 +57,6 @@ __all__ = [
 log = logging.getLogger("proxy.limiter")
 T = TypeVar("T")
 
-# What counts as "Redis is in trouble" (go to the in-process budget) rather than a bug.
-REDIS_TROUBLE: Final = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 _STATUS: Final[dict[int, SlotStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -67,20 +65,20 @@ _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 class KeyScheme:
     """Redis keys; `{cred}` is the Cluster hash tag, so one call's keys share a slot."""
 
-    prefix: str = "hubspot"
+    prefix: str = PREFIX
 
     def data(self, cred: str, spec: BucketSpec) -> str:
         kind = "daily" if spec.kind == "daily" else "win"
-        return f"{self.prefix}:{{{cred}}}:{kind}:{spec.name}"
+        return tagged(cred, kind, spec.name, prefix=self.prefix)
 
     def window(self, cred: str, bucket: str) -> str:
-        return f"{self.prefix}:{{{cred}}}:win:{bucket}"
+        return tagged(cred, "win", bucket, prefix=self.prefix)
 
     def pause(self, cred: str, bucket: str) -> str:
-        return f"{self.prefix}:{{{cred}}}:pause:{bucket}"
+        return tagged(cred, "pause", bucket, prefix=self.prefix)
 
     def learned(self, cred: str, bucket: str) -> str:
-        return f"{self.prefix}:{{{cred}}}:learned:{bucket}"
+        return tagged(cred, "learned", bucket, prefix=self.prefix)
 
 
 @dataclass(frozen=True)
@@ -138,10 +136,10 @@ class _Lane:
 
 class _Scripts:
     def __init__(self, redis: Redis) -> None:
-        self.admit: AsyncScript = redis.register_script(lua_source("admit"))
-        self.release: AsyncScript = redis.register_script(lua_source("release"))
-        self.pause: AsyncScript = redis.register_script(lua_source("pause"))
-        self.learn: AsyncScript = redis.register_script(lua_source("learn"))
+        self.admit = script(redis, "admit")
+        self.release = script(redis, "release")
+        self.pause = script(redis, "pause")
+        self.learn = script(redis, "learn")
 
 
 def admit_request(
@@ -175,20 +173,23 @@ class Limiter:
         self,
         redis: Redis | None,
         *,
-        key_prefix: str = "hubspot",
+        key_prefix: str = PREFIX,
         redis_timeout_s: float = 0.25,
         expected_replicas: int = 1,
         horizons: Mapping[Priority, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_transition: Callable[[bool], None] | None = None,
         probe_interval_s: float = 1.0,
+        health: RedisHealth | None = None,
     ) -> None:
+        """`health` is the breaker shared with every other user of the same Redis client;
+        without it the limiter keeps its own (from `on_transition` and `probe_interval_s`)."""
         self._keys = KeyScheme(key_prefix)
         self._timeout = redis_timeout_s
         self._horizons = {**DEFAULT_HORIZONS_S, **(horizons or {})}
         self._clock = clock
         self._scripts = None if redis is None else _Scripts(redis)
-        self._health = RedisHealth(
+        self._health = health or RedisHealth(
             available=redis is not None,
             clock=clock,
             probe_interval_s=probe_interval_s,
@@ -274,7 +275,7 @@ class Limiter:
 
     @property
     def fallback_active(self) -> bool:
-        return self._health.fallback_active
+        return self._health.is_open
 
     def stats(self) -> LimiterStats:
         c = self._counts
@@ -284,7 +285,7 @@ class Limiter:
             admitted_fallback=c["admitted_fallback"],
             rejected=c["rejected"],
             redis_errors=c["redis_errors"],
-            fallback_active=self._health.fallback_active,
+            fallback_active=self._health.is_open,
         )
 
     async def aclose(self) -> None:
@@ -342,9 +343,9 @@ class Limiter:
     ) -> _Reserved | _Later:
         horizon = self._horizons.get(priority, 0.0)
         wake = lane.next_slot - horizon
-        if not self._health.fallback_active and self._clock() < wake and lane.next_slot <= deadline:
+        if not self._health.is_open and self._clock() < wake and lane.next_slot <= deadline:
             return _Later(wake)  # a slot this class may take is not free yet: no round trip
-        if self._health.should_try_redis():
+        if self._health.should_try():
             try:
                 step = await self._redis_step(lane, cred, specs, horizon, deadline, reset_ms)
             except REDIS_TROUBLE as exc:
@@ -424,7 +425,7 @@ class Limiter:
     async def _best_effort(
         self, script: AsyncScript, keys: list[str], args: Sequence[str | int]
     ) -> Any | None:
-        if not self._health.should_try_redis():
+        if not self._health.should_try():
             return None
         try:
             reply = await self._call(script, keys, args)

@@ -9,9 +9,10 @@ import time
 
 from redis.asyncio import Redis
 
-from proxy.budget.limiter import REDIS_TROUBLE, KeyScheme
+from proxy.budget.limiter import KeyScheme
 from proxy.budget.model import BucketSpec
 from proxy.metrics import Metrics
+from proxy.store.health import REDIS_TROUBLE
 
 
 async def refresh_budget_gauges(

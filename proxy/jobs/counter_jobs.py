@@ -27,8 +27,8 @@ from proxy.reads.search_index import GATEWAY_SCOPE
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule, SearchIndexRule
 from proxy.runtime.actions import Actions
-from proxy.store.rule_store import part
-from proxy.store.scripts import lua_source
+from proxy.store.keys import any_credential, part
+from proxy.store.scripts import script
 from proxy.store.vault import TokenVault
 from proxy.upstream.background import BackgroundClient, json_body
 
@@ -36,7 +36,7 @@ log = logging.getLogger("proxy.jobs")
 
 BATCH: Final = 100  # HubSpot's limit for object batch calls
 JOB_WAIT_S: Final = 120.0  # a job call may queue this long behind interactive traffic
-_COUNTER_KEY: Final = "hubspot:{*}:ctr:*"
+_COUNTER_KEY: Final = any_credential("ctr", "*")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class CounterJobs:
         self._client = client
         self._vault = vault
         self._actions = actions
-        self._reset = redis.register_script(lua_source("counter_reset"))
+        self._reset = script(redis, "counter_reset")
 
     async def _post(self, credential: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A job's JSON call with the stored token; 200 and 207 (partial batch) are both read."""
@@ -243,7 +243,7 @@ class CounterJobs:
 
     async def _refresh_scopes(self) -> int:
         refreshed = 0
-        pattern = "hubspot:{*}:idxscope:*:loaded"
+        pattern = any_credential("idxscope", "*", "loaded")
         async for raw in self._redis.scan_iter(match=pattern, count=1000):
             found = raw.decode() if isinstance(raw, bytes) else str(raw)
             credential = found.split("{", 1)[1].split("}", 1)[0]

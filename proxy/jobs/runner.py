@@ -19,12 +19,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from proxy.budget.limiter import REDIS_TROUBLE
 from proxy.errors import Conflict, NotFound
 from proxy.http.admin import require_admin
 from proxy.http.responses import json_response
 from proxy.metrics import Metrics
-from proxy.store.scripts import lua_source
+from proxy.store.health import REDIS_TROUBLE
+from proxy.store.keys import tagged
+from proxy.store.scripts import script
 
 log = logging.getLogger("proxy.jobs")
 
@@ -66,11 +67,11 @@ class JobResult:
 class Lease:
     def __init__(self, redis: aioredis.Redis, name: str, ttl_s: float) -> None:
         self._redis = redis
-        self.key = f"hubspot:{{jobs}}:lease:{name}"
+        self.key = tagged("jobs", "lease", name)
         self._ttl_ms = int(ttl_s * 1000)
         self._owner = secrets.token_hex(8)
-        self._release = redis.register_script(lua_source("lease_release"))
-        self._renew = redis.register_script(lua_source("lease_renew"))
+        self._release = script(redis, "lease_release")
+        self._renew = script(redis, "lease_renew")
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
@@ -149,7 +150,7 @@ class JobRunner:
 
     async def _claim_period(self, spec: JobSpec) -> bool:
         """One replica per period: every replica wakes each period, the first to claim it runs."""
-        key = f"hubspot:{{jobs}}:period:{spec.name}"
+        key = tagged("jobs", "period", spec.name)
         ttl_ms = int(spec.period_s * 900)
         return bool(await self._redis.set(key, "1", nx=True, px=ttl_ms))
 

@@ -23,8 +23,9 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 from proxy.rules.loader import CounterRule
-from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, key, part
-from proxy.store.scripts import lua_source
+from proxy.store.keys import key, part
+from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable
+from proxy.store.scripts import script
 
 RESERVATION_HOLD_MS: Final = 10 * 60_000  # a reserved seat not taken by a booking comes back
 
@@ -92,7 +93,7 @@ class Counters:
     def __init__(self, store: RuleRedis) -> None:
         self.store = store
         client = store.client
-        self._script = client.register_script(lua_source("counter_ops")) if client else None
+        self._script = script(client, "counter_ops") if client else None
 
     def _args(self, cred: str, rule: CounterRule, op: Op) -> tuple[list[str], list[str]]:
         keys = CounterKeys.all(cred, rule, op.object_id, op.booking_id or "-")

@@ -21,7 +21,8 @@ from typing import Final
 import orjson
 import redis.asyncio as aioredis
 
-from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, key, part, s
+from proxy.store.keys import key, part
+from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, s
 
 # A generation outlives the entries filled under the one before it by a wide margin (a fill
 # may land up to an upstream timeout after its read), so an expired generation never revives

@@ -30,7 +30,8 @@ from redis.exceptions import WatchError
 
 from proxy.reads.index_entries import NO_DUPLICATE, Record, active_id, scope_value, search_answer
 from proxy.rules.loader import IndexLookup, SearchIndexRule
-from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, key, part, s
+from proxy.store.keys import key, part
+from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, s
 
 # The scope of a `complete` rule without one (e.g. idempotency keys): every record carrying the
 # key is created through the gateway, which learns each create, so a miss means "none" for as

@@ -1,12 +1,13 @@
 """Redis for the rules runtime: credential-scoped keys, short timeouts, "unavailable" as a value.
 
 A cache that cannot be read must never answer and must never fail a request (invariant 7), so
-every call here returns its result or UNAVAILABLE within `timeout_s`. An error, or a few
-timeouts in a row, rest Redis for `cooldown_s`, so an outage costs each request nothing rather
-than a timeout each; one slow reply only sends its own request to HubSpot (a busy event loop
-is no evidence that Redis is down). At most `concurrency` calls are in flight: a burst of
-requests queues for a connection instead of opening hundreds at once, which is what made
-replies slow in the first place.
+every call here returns its result or UNAVAILABLE within `timeout_s`, waiting for a connection
+included. The first error or timeout opens the breaker shared with the limiter
+(`store.health`), so an outage, or a hung Redis, costs each request nothing rather than a
+timeout each, until a probe finds Redis answering again. At most `concurrency` calls are in
+flight: a burst of requests queues for a connection instead of opening hundreds at once, which
+is what made replies slow in the first place; a call that cannot get one in time does without
+Redis, and does not open the breaker (a busy pool is no evidence that Redis is down).
 
 Writes that could not be made while Redis was away can leave state that says more than it knows
 (a complete index that missed a booking, a count that missed a cancellation). Such writes
@@ -20,20 +21,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from proxy.metrics import Metrics
+from proxy.store.health import REDIS_TROUBLE, RedisHealth
 
 log = logging.getLogger("proxy.rule_redis")
 
 T = TypeVar("T")
-PREFIX: Final = "hubspot"
-TROUBLE: Final = (RedisError, OSError, TimeoutError)
 MAX_REPAIRS: Final = 10_000  # bounded: an endless outage must not grow memory without limit
-TIMEOUTS_TO_REST: Final = 3
 
 
 class Unavailable:
@@ -60,16 +57,6 @@ def s(value: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def part(value: str) -> str:
-    """A key segment from any text: ':' and '{' can never split or re-tag a key."""
-    return quote(value, safe="-_.@")
-
-
-def key(cred: str, *parts: str) -> str:
-    """`hubspot:{cred}:...`: the hash tag keeps one credential's keys in one Cluster slot."""
-    return ":".join((PREFIX, "{" + cred + "}", *parts))
-
-
 Repair = Callable[[aioredis.Redis], Awaitable[object]]
 
 
@@ -83,51 +70,51 @@ class RuleRedis:
         cooldown_s: float = 1.0,
         concurrency: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        health: RedisHealth | None = None,
     ) -> None:
+        """`health` is the breaker shared with the limiter; without it, one of its own that
+        probes every `cooldown_s`."""
         self.client = client
         self._timeout = timeout_s
         self._metrics = metrics
-        self._cooldown = cooldown_s
-        self._clock = clock
-        self._down_until = 0.0
-        self._timeouts = 0
+        self._health = health or RedisHealth(
+            available=client is not None, clock=clock, probe_interval_s=cooldown_s
+        )
         self._slots = asyncio.Semaphore(concurrency)
         self._repairs: dict[str, Repair] = {}
 
     @property
     def usable(self) -> bool:
-        return self.client is not None and self._clock() >= self._down_until
+        return self.client is not None and not self._health.is_open
 
     async def run(
         self, component: str, op: Callable[[aioredis.Redis], Awaitable[T]]
     ) -> T | Unavailable:
-        """`op(client)` within the timeout, or UNAVAILABLE (counted, and Redis rested a while)."""
+        """`op(client)` within the timeout, or UNAVAILABLE (counted; trouble opens the breaker)."""
         client = self.client
-        if client is None or not self.usable:
+        if client is None or not self._health.should_try():
             return UNAVAILABLE
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._timeout * 4)
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
         except TimeoutError:
             self._metrics.redis_errors.labels(component).inc()
             return UNAVAILABLE
         try:
-            if self._repairs:
-                await asyncio.wait_for(self._repair(client), self._timeout * 4)
-            result = await asyncio.wait_for(op(client), self._timeout)
-        except TROUBLE as exc:
-            self._failed(component, exc)
+            async with asyncio.timeout_at(deadline):
+                if self._repairs:
+                    await self._repair(client)
+                result = await op(client)
+        except REDIS_TROUBLE as exc:
+            self._metrics.redis_errors.labels(component).inc()
+            self._health.failed(exc)
+            log.warning("redis unavailable for %s: %s", component, type(exc).__name__)
             return UNAVAILABLE
         finally:
             self._slots.release()
-        self._timeouts = 0
+        self._health.succeeded()
         return result
-
-    def _failed(self, component: str, exc: BaseException) -> None:
-        self._metrics.redis_errors.labels(component).inc()
-        self._timeouts = self._timeouts + 1 if isinstance(exc, TimeoutError) else TIMEOUTS_TO_REST
-        if self._timeouts >= TIMEOUTS_TO_REST:
-            self._down_until = self._clock() + self._cooldown
-            log.warning("redis unavailable for %s: %s", component, type(exc).__name__)
 
     def repair_later(self, name: str, repair: Repair) -> None:
         """Run `repair` once Redis answers again; one per name (the latest wins)."""

@@ -13,6 +13,8 @@ import hashlib
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet, InvalidToken
 
+from proxy.store.keys import key
+
 TOKEN_TTL_S = 30 * 24 * 3600
 
 
@@ -22,7 +24,7 @@ def _fernet(secret: str) -> Fernet:
 
 
 def vault_key(credential: str) -> str:
-    return f"hubspot:{{{credential}}}:token"
+    return key(credential, "token")
 
 
 class TokenVault:

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from proxy.hubspot.protocol import RATE_LIMIT_HEADER_PREFIX
 from proxy.metrics import Metrics
+from proxy.store.health import REDIS_TROUBLE
+from proxy.store.keys import rate_limits_key
 
 log = logging.getLogger("proxy.ratelimit")
 
@@ -61,10 +62,6 @@ def parse_headers(headers: Mapping[str, str]) -> RateLimitSnapshot:
             except ValueError:
                 continue
     return RateLimitSnapshot(values)
-
-
-def rate_limits_key(credential: str) -> str:
-    return f"hubspot:rate_limits:{{{credential}}}"
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ class RateLimitRecorder:
                     pipe.hset(key, mapping={k: str(v) for k, v in values.items()})
                     pipe.expire(key, RECORD_TTL_S)
                 await pipe.execute()
-        except (RedisError, OSError, TimeoutError):
+        except REDIS_TROUBLE:
             self._metrics.redis_errors.labels("ratelimit_headers").inc()
             for credential, values in pending.items():  # kept for the next flush; newer win
                 self._pending[credential] = {**values, **self._pending.get(credential, {})}

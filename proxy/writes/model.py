@@ -16,6 +16,7 @@ from typing import Any, Final
 import orjson
 
 from proxy.hubspot.protocol import canonical_object_type
+from proxy.store.keys import PREFIX
 
 NOTE_CREATE: Final = "note_create"
 ASSOCIATE_DEFAULT: Final = "associate_default"
@@ -207,7 +208,7 @@ def entry_sort_key(entry_id: str) -> tuple[int, int]:
 class WriteConfig:
     """Write-behind settings; every duration is configurable so tests can shrink them."""
 
-    key_prefix: str = "hubspot"
+    key_prefix: str = PREFIX
     group: str = "writers"
     consumer: str | None = None  # None: host-pid-random, unique per process
     linger_s: float = 0.1  # lets concurrent writes gather into one batch

@@ -35,11 +35,11 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
+from proxy.store.health import REDIS_TROUBLE, RedisHealth
 from proxy.store.vault import TokenVault
 from proxy.upstream.background import BackgroundClient
 from proxy.writes.answers import Accepted, AssocSpec, accepted, type_pair
@@ -50,7 +50,6 @@ from proxy.writes.worker import WriteWorker
 
 __all__ = ["Accepted", "WriteBehind", "WriteConfig", "WriteRequest"]
 
-REDIS_TROUBLE = (RedisError, OSError, TimeoutError)
 LEARNED_TYPES_REFRESH_S = 60.0
 
 
@@ -69,6 +68,7 @@ class WriteBehind:
         config: WriteConfig | None = None,
         metrics: Metrics | None = None,
         client: BackgroundClient | None = None,
+        health: RedisHealth | None = None,
     ) -> None:
         self.config = config or WriteConfig()
         self.metrics = metrics or Metrics()
@@ -78,6 +78,7 @@ class WriteBehind:
         )
         self.dead = DeadLetters(self.store)
         self._vault = vault
+        self._health = health or RedisHealth()  # shared with the limiter in the gateway
         self._types: dict[tuple[str, str], AssocSpec] = _configured_types(self.config)
         self._types_read_at = -LEARNED_TYPES_REFRESH_S
         # Bounds this path's share of the Redis pool: a burst of writes waits here (within the
@@ -96,6 +97,8 @@ class WriteBehind:
         if kind not in KINDS:
             raise BadRequest(f"Unknown write kind {kind!r}")
         item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
+        if not self._health.should_try():
+            raise self._refused(kind)  # Redis is known to be away: do not wait to find out
         try:
             async with asyncio.timeout(self.config.accept_timeout_s), self._accepting:
                 await self._vault.remember(credential, token)
@@ -103,12 +106,9 @@ class WriteBehind:
                     await self._learn_pair(request)
                 await self.store.enqueue(item)
         except REDIS_TROUBLE as exc:
-            self.metrics.writes.labels(kind, "refused").inc()
-            self.metrics.redis_errors.labels("writes").inc()
-            raise ServiceUnavailable(
-                "The gateway could not store this write, so it was not accepted; retry later.",
-                headers={"Retry-After": "1"},
-            ) from exc
+            self._health.failed(exc)
+            raise self._refused(kind) from exc
+        self._health.succeeded()
         self.metrics.writes.labels(kind, "accepted").inc()
         return accepted(
             item.write_id,
@@ -117,6 +117,14 @@ class WriteBehind:
             known_types=self._types,
             fallback_type_id=self.config.fallback_association_type_id,
             status_path=self.config.status_path.format(id=item.write_id),
+        )
+
+    def _refused(self, kind: str) -> ServiceUnavailable:
+        self.metrics.writes.labels(kind, "refused").inc()
+        self.metrics.redis_errors.labels("writes").inc()
+        return ServiceUnavailable(
+            "The gateway could not store this write, so it was not accepted; retry later.",
+            headers={"Retry-After": "1"},
         )
 
     async def _learn_pair(self, request: WriteRequest) -> None:

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
+from proxy.store.keys import PREFIX, tagged
 from proxy.writes.model import WriteItem
 
 GROUP: Final = "writers"
@@ -53,8 +54,8 @@ def now_ms() -> int:
 
 
 class WriteKeys:
-    def __init__(self, prefix: str = "hubspot") -> None:
-        self.base = f"{prefix}:{{writes}}"
+    def __init__(self, prefix: str = PREFIX) -> None:
+        self.base = tagged("writes", prefix=prefix)
         self.stream = self.base
         self.dead = f"{self.base}:dead"
         self.assoc_types = f"{self.base}:assoc-types"

@@ -34,11 +34,12 @@ from typing import Any, Final
 
 import aiohttp
 import orjson
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from proxy.errors import GatewayError
 from proxy.hubspot.protocol import canonical_object_type
 from proxy.metrics import Metrics
+from proxy.store.health import REDIS_TROUBLE
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import RateLimited
 from proxy.upstream.background import BackgroundClient
@@ -52,7 +53,6 @@ log = logging.getLogger("proxy.writes")
 
 
 CONSUMER_FORGET_MS: Final = 24 * 3600 * 1000
-TROUBLE: Final = (RedisError, OSError, TimeoutError)
 
 
 def default_consumer() -> str:
@@ -142,7 +142,7 @@ class WriteWorker:
             raise asyncio.CancelledError from exc
         if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
             self._group_ready = False  # the stream was deleted: recreate the group and go on
-        if isinstance(exc, TROUBLE):
+        if isinstance(exc, REDIS_TROUBLE):
             self._metrics.redis_errors.labels("writes").inc()
             log.warning("write worker: Redis trouble", extra={"where": where, "error": repr(exc)})
         else:

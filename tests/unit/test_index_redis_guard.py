@@ -10,7 +10,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.metrics import Metrics
-from proxy.store.rule_store import UNAVAILABLE, RuleRedis, key, part
+from proxy.store.keys import key, part
+from proxy.store.rule_store import UNAVAILABLE, RuleRedis
 
 
 class Clock:
@@ -45,10 +46,16 @@ async def test_no_client_is_unavailable() -> None:
     assert await store.run("t", lambda r: r.get("k")) is UNAVAILABLE
 
 
-async def test_one_slow_reply_fails_only_its_own_call(store: RuleRedis) -> None:
+async def test_the_first_timeout_opens_the_breaker_until_a_probe_succeeds(
+    store: RuleRedis, clock: Clock
+) -> None:
+    """A hung Redis costs one call its timeout, not every call (issue 13, defect 15)."""
     assert await store.run("t", slow) is UNAVAILABLE
+    assert not store.usable
+    assert await store.run("t", lambda r: r.set("k", "v")) is UNAVAILABLE  # not even tried
+    clock.now += 1.5
+    assert await store.run("t", lambda r: r.set("k", "v")) is True  # the probe closes it
     assert store.usable
-    assert await store.run("t", lambda r: r.set("k", "v")) is True
 
 
 async def test_timeouts_in_a_row_or_an_error_rest_redis_a_while(

@@ -1,0 +1,126 @@
+"""One breaker for the one Redis client, against a real Valkey server that hangs (SIGSTOP).
+
+A hung Redis used to cost every call 1.5 s and every write accept 1.0 s (issue 13, defect 15).
+The breaker opens on the first timeout; until a probe finds Redis answering again no call of
+the limiter, the rules' store or the write accept touches Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.budget.limiter import BucketSpec, Limiter, Priority
+from proxy.errors import ServiceUnavailable
+from proxy.metrics import Metrics
+from proxy.store.health import RedisHealth
+from proxy.store.rule_store import UNAVAILABLE, RuleRedis
+from proxy.store.vault import TokenVault
+from proxy.writes.model import UPDATE, WriteRequest
+from proxy.writes.service import WriteBehind
+from tests.kit.processes import start_valkey
+
+pytestmark = pytest.mark.timeout(60)
+
+TIMEOUT_S = 0.25  # the documented bound (HUBSPOT_PROXY_REDIS_TIMEOUT_S)
+SLOW_S = 0.75  # generous: a call this slow waited for Redis, whatever the machine's load
+CALLS = 10
+SPEC = BucketSpec("general", 1000, 10_000)
+
+
+class Clock:
+    """The breaker's clock: no probe is due until the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Parts:
+    def __init__(self, client: aioredis.Redis, clock: Clock) -> None:
+        self.metrics = Metrics()
+        self.health = RedisHealth(clock=clock, probe_interval_s=1.0)
+        self.limiter = Limiter(client, redis_timeout_s=TIMEOUT_S, health=self.health)
+        self.store = RuleRedis(
+            client, timeout_s=TIMEOUT_S, metrics=self.metrics, health=self.health
+        )
+        self.writes = WriteBehind(
+            client, TokenVault(client, "test-secret"), metrics=self.metrics, health=self.health
+        )
+
+    async def call(self) -> tuple[float, bool, object]:
+        """What a forwarded call asks of Redis: admission, then a cache read."""
+        started = time.monotonic()
+        admitted = await self.limiter.acquire(
+            "cred0001", [SPEC], priority=Priority.DEFAULT, max_wait_s=5
+        )
+        cached = await self.store.run("index", lambda r: r.get("cached"))
+        return time.monotonic() - started, admitted.fallback, cached
+
+    async def refused_accept(self) -> float:
+        started = time.monotonic()
+        write = WriteRequest.from_call(
+            UPDATE, "/crm/v3/objects/contacts/1", b'{"properties":{"a":"1"}}'
+        )
+        with pytest.raises(ServiceUnavailable):  # not durable: not accepted (invariant 5)
+            await self.writes.accept("cred0001", "token-not-real", UPDATE, write)
+        return time.monotonic() - started
+
+    def redis_errors(self) -> float:
+        return sum(
+            s.value
+            for m in self.metrics.registry.collect()
+            if m.name == "hubspot_proxy_redis_errors"
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+
+
+@pytest.fixture
+async def hung_redis() -> AsyncIterator[tuple[aioredis.Redis, int]]:
+    server = start_valkey()
+    client = aioredis.from_url(str(server.connection_url))
+    pid = int((await client.info("server"))["process_id"])
+    try:
+        yield client, pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await client.aclose()
+        server.stop()
+
+
+async def test_a_hung_redis_costs_one_timeout_then_nothing_until_it_answers(
+    hung_redis: tuple[aioredis.Redis, int],
+) -> None:
+    client, pid = hung_redis
+    clock = Clock()
+    parts = Parts(client, clock)
+    await client.set("cached", "1")
+    assert (await parts.call())[1:] == (False, b"1")  # through Redis
+
+    os.kill(pid, signal.SIGSTOP)
+    first = await parts.call()
+    assert parts.health.is_open  # the first timeout opened it
+    assert first[1:] == (True, UNAVAILABLE)  # admitted in process, no cached answer
+    round_trips, errors = parts.limiter.stats().redis_round_trips, parts.redis_errors()
+
+    later = [await parts.call() for _ in range(CALLS)]
+    accepts = [await parts.refused_accept() for _ in range(CALLS)]
+    assert all(c[1:] == (True, UNAVAILABLE) for c in later)
+    assert parts.limiter.stats().redis_round_trips == round_trips  # Redis not touched
+    assert parts.redis_errors() == errors + CALLS  # each refused accept counted, none tried
+    assert [c[0] for c in later if c[0] > SLOW_S] == []
+    assert [s for s in accepts if s > SLOW_S] == []
+
+    os.kill(pid, signal.SIGCONT)
+    assert (await parts.call())[1:] == (True, UNAVAILABLE)  # no probe due yet
+    clock.now += 1.5
+    assert (await parts.call())[1:] == (False, b"1")  # the probe found Redis: closed
+    assert not parts.health.is_open
