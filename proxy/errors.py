@@ -67,6 +67,10 @@ class UpstreamUnreachable(GatewayError):
     proxy_error = "upstream-unreachable"
 
 
+class UpstreamNotReached(UpstreamUnreachable):
+    """No connection could be made: the request never left, so HubSpot did not count it."""
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     category = "SERVICE_UNAVAILABLE"

@@ -229,6 +229,13 @@ class Limiter:
         self._counts["admitted_fallback" if fallback else "admitted"] += 1
         return Admission(step.slot_ms, self._clock() - start, fallback)
 
+    def give_back(self, cred: str, buckets: Sequence[BucketSpec], admission: Admission) -> None:
+        """An admitted call that never left (no connection could be made): in fallback its
+        daily units go back to this replica's share. A Redis admission keeps its slot: the
+        window is short, and the shared log cannot tell this call's entry from a sent one."""
+        if admission.fallback:
+            self._local.give_back(cred, buckets)
+
     async def pause(self, cred: str, bucket: str, seconds: float) -> None:
         """Upstream 429: no replica sends in this bucket for `seconds`."""
         if seconds <= 0:

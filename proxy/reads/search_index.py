@@ -3,7 +3,7 @@
 A search `select_search_index` accepts is looked up here. Found `{id}:Active` with its record:
 answer it. `NO_DUPLICATE`: answer "none". Nothing, but the rule is `complete` and its scope
 (e.g. the exam date) was loaded: answer "none" too, without HubSpot. Anything else is a miss and
-goes to HubSpot, whose answer teaches the index (`index_learning`).
+goes to HubSpot, whose answer teaches the index (`reads.index_learning`).
 
 Redis layout (every key under the credential's hash tag, so a token only sees its own):
 

@@ -3,7 +3,7 @@
 Rules that keep state (an index, a counter, a cache) must see every call that can change that
 state, in every path family; listing the endpoints here, once, keeps rule files short and keeps
 ops from forgetting one. Templates are written in the v3/v4 families and match the date-versioned
-family too (see `rules_paths`).
+family too (see `rules.paths`).
 """
 
 from __future__ import annotations

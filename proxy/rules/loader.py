@@ -2,9 +2,10 @@
 
 What each rule type DOES at runtime lives with its action (cache, writes); this module only says
 which rule a call concerns and what the rule's parameters are. `rules/default.yaml` documents the
-file format. Implementation is split across `yamlpos` (YAML with line numbers), `rules_reader` and
-`rules_types`/`rules_schema` (validation), `rules_paths` (path families), `rules_endpoints` (the
-calls each rule type watches) and `rules_model` (the dataclasses); import from here.
+file format. Implementation is split across `rules.yamlpos` (YAML with line numbers),
+`rules.reader` and `rules.kinds`/`rules.schema` (validation), `rules.paths` (path families),
+`rules.endpoints` (the calls each rule type watches) and `rules.model` (the dataclasses); import
+from here.
 """
 
 from __future__ import annotations

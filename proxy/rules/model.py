@@ -1,4 +1,4 @@
-"""The rules model: frozen dataclasses built by `rules_schema`, matched by `Rules.classify` (pure).
+"""The rules model: frozen dataclasses built by `rules.schema`, matched by `Rules.classify` (pure).
 
 Durations are integer milliseconds (`*_ms`) throughout: Redis `PX` and the limiter's windows use
 them, and integers compare exactly.
@@ -75,11 +75,6 @@ class LimitsConfig:
         spec = self.raw(bucket)
         # The epsilon keeps 100 * 0.9 at 90 despite binary floating point.
         return max(1, int(spec.limit * self.safety_margin + 1e-9)), spec.window_ms
-
-    def local_share(self, bucket: str) -> tuple[int, int]:
-        """This replica's share when Redis is down and replicas cannot coordinate."""
-        limit, window_ms = self.effective(bucket)
-        return max(1, limit // self.expected_replicas), window_ms
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from proxy.metrics import Metrics
 from proxy.store.health import REDIS_TROUBLE, RedisHealth
 
-log = logging.getLogger("proxy.rule_redis")
+log = logging.getLogger("proxy.rule_store")
 
 T = TypeVar("T")
 MAX_REPAIRS: Final = 10_000  # bounded: an endless outage must not grow memory without limit

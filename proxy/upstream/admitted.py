@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 
 from proxy.budget.limiter import Limiter
-from proxy.budget.model import BudgetExceeded
+from proxy.budget.model import Admission, BudgetExceeded
 from proxy.budget.plans import CallPlan
-from proxy.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import GatewayError, UpstreamNotReached, UpstreamTimeout, UpstreamUnreachable
 from proxy.hubspot import protocol as hubspot
 from proxy.metrics import Metrics
 from proxy.upstream.answer import Answer, read_answer
@@ -96,10 +96,10 @@ class AdmittedCaller:
         self._metrics = metrics
         self._last_learned: dict[str, float] = {}
 
-    async def _admit(self, plan: CallPlan) -> None:
+    async def _admit(self, plan: CallPlan) -> Admission:
         started = time.monotonic()
         try:
-            await self._limiter.acquire(
+            admission = await self._limiter.acquire(
                 plan.credential,
                 plan.buckets,
                 priority=plan.priority,
@@ -126,6 +126,7 @@ class AdmittedCaller:
                 "attempt": plan.trace.attempts,
             },
         )
+        return admission
 
     async def fetch(self, plan: CallPlan, out: Outgoing) -> Answer:
         """The answer to `out`, sent within budget, read whole and decoded."""
@@ -149,10 +150,12 @@ class AdmittedCaller:
     async def _send(self, plan: CallPlan, out: Outgoing) -> aiohttp.ClientResponse:
         failures_5xx = 0
         while True:
-            await self._admit(plan)
+            admission = await self._admit(plan)
             try:
                 resp = await self._upstream.send(out)
-            except (UpstreamTimeout, UpstreamUnreachable):
+            except (UpstreamTimeout, UpstreamUnreachable) as exc:
+                if isinstance(exc, UpstreamNotReached):
+                    self._limiter.give_back(plan.credential, plan.buckets, admission)
                 failures_5xx += 1
                 delay = _backoff_delay(failures_5xx)
                 if not self._may_retry(plan, failures_5xx, delay):

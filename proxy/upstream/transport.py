@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.config import Settings
-from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import BadRequest, UpstreamNotReached, UpstreamTimeout, UpstreamUnreachable
 
 # RFC 9110 section 7.6.1 plus the Proxy-* family; never forwarded in either direction.
 HOP_BY_HOP = frozenset(
@@ -129,6 +129,8 @@ class Upstream:
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout("HubSpot did not answer in time") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamNotReached(f"HubSpot could not be reached: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(
                 f"HubSpot could not be reached: {type(exc).__name__}"

@@ -9,7 +9,7 @@ Every replica runs one, as a member of one consumer group. The rules it keeps:
 - Replays are idempotent: a write already recorded `sent` or `dead` is just acked; associations
   are idempotent in HubSpot; updates are re-applied only while no later update of the object was
   sent (see ordering); creates marked `sending` are looked up before being sent again
-  (`write_lookup`).
+  (`writes.lookup`).
 - Per-object order: an update is sent only when no earlier entry of the same object is pending
   anywhere in the group (XPENDING is the group-wide list of unfinished entries; stream order is
   delivery order). A failing update therefore holds back the later ones of its object, and a

@@ -373,8 +373,6 @@ def test_safety_margin_and_overrides() -> None:
     assert limits.effective("search") == (3, 1_000)  # floor(4 * 0.9), never rounded up
     assert limits.effective("daily") == (900, 86_400_000)
     assert limits.daily_timezone == "America/New_York"
-    assert limits.local_share("general") == (22, 5_000)
-    assert limits.local_share("search") == (1, 1_000)  # at least one call
     assert limits.buckets == ("general", "search", "daily")
     with pytest.raises(KeyError):
         limits.effective("associations")
