@@ -353,11 +353,12 @@ class Limiter:
         if not self._health.is_open and self._clock() < wake and lane.next_slot <= deadline:
             return _Later(wake)  # a slot this class may take is not free yet: no round trip
         if self._health.should_try():
+            answers_before = self._health.answers
             try:
                 step = await self._redis_step(lane, cred, specs, horizon, deadline, reset_ms)
             except REDIS_TROUBLE as exc:
                 self._counts["redis_errors"] += 1
-                self._health.failed(exc)
+                self._health.failed(exc, answers_before=answers_before)
             except BudgetExceeded:
                 self._health.succeeded()  # Redis answered: it is back
                 raise
@@ -434,11 +435,12 @@ class Limiter:
     ) -> Any | None:
         if not self._health.should_try():
             return None
+        answers_before = self._health.answers
         try:
             reply = await self._call(script, keys, args)
         except REDIS_TROUBLE as exc:
             self._counts["redis_errors"] += 1
-            self._health.failed(exc)
+            self._health.failed(exc, answers_before=answers_before)
             return None
         self._health.succeeded()
         return reply

@@ -1,8 +1,11 @@
 """What "Redis trouble" is, and the one breaker that guards the one Redis client.
 
-The breaker opens on the first error or timeout: a Redis that does not answer (down, or hung
-as under SIGSTOP) would otherwise cost every call its full timeout. While it is open no caller
-touches Redis, except one probe per `probe_interval_s`; the first call that succeeds closes it.
+The breaker opens on the first error, and on the first timeout during which Redis answered no
+other call: a Redis that does not answer (down, or hung as under SIGSTOP) would otherwise cost
+every call its full timeout. A timeout while Redis kept answering others is a busy event loop or
+a long queue for a connection, no evidence that Redis is down: it fails only its own call.
+While the breaker is open no caller touches Redis, except one probe per `probe_interval_s`; the
+first call that succeeds closes it.
 The limiter falls back to its in-process budget and the rules runtime forwards instead of
 answering from Redis (invariant 7) while it is open.
 """
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from typing import Final
 
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Under the limiter's name: its switch to the in-process budget is what operators alert on.
 log = logging.getLogger("proxy.limiter")
@@ -40,6 +44,12 @@ class RedisHealth:
         self._on_transition = on_transition
         self._open = not available
         self._next_probe = -math.inf
+        self._answers = 0
+
+    @property
+    def answers(self) -> int:
+        """How many calls Redis has answered: read before a call, given to `failed` after."""
+        return self._answers
 
     @property
     def is_open(self) -> bool:
@@ -58,7 +68,11 @@ class RedisHealth:
         self._next_probe = now + self._interval
         return True
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, *, answers_before: int | None = None) -> None:
+        """A call failed; `answers_before` is `answers` as it was when that call started."""
+        timed_out = isinstance(exc, TimeoutError | RedisTimeoutError)
+        if timed_out and answers_before is not None and self._answers > answers_before:
+            return  # Redis answered others meanwhile: this call was slow, Redis is not down
         self._next_probe = self._clock() + self._interval
         if self._open:
             return
@@ -67,6 +81,7 @@ class RedisHealth:
         self._notify(True)
 
     def succeeded(self) -> None:
+        self._answers += 1
         if not self._open:
             return
         self._open = False

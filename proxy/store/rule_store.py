@@ -94,6 +94,7 @@ class RuleRedis:
         client = self.client
         if client is None or not self._health.should_try():
             return UNAVAILABLE
+        answers_before = self._health.answers
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
@@ -108,7 +109,7 @@ class RuleRedis:
                 result = await op(client)
         except REDIS_TROUBLE as exc:
             self._metrics.redis_errors.labels(component).inc()
-            self._health.failed(exc)
+            self._health.failed(exc, answers_before=answers_before)
             log.warning("redis unavailable for %s: %s", component, type(exc).__name__)
             return UNAVAILABLE
         finally:

@@ -99,6 +99,7 @@ class WriteBehind:
         item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
         if not self._health.should_try():
             raise self._refused(kind)  # Redis is known to be away: do not wait to find out
+        answers_before = self._health.answers
         try:
             async with asyncio.timeout(self.config.accept_timeout_s), self._accepting:
                 await self._vault.remember(credential, token)
@@ -106,7 +107,7 @@ class WriteBehind:
                     await self._learn_pair(request)
                 await self.store.enqueue(item)
         except REDIS_TROUBLE as exc:
-            self._health.failed(exc)
+            self._health.failed(exc, answers_before=answers_before)
             raise self._refused(kind) from exc
         self._health.succeeded()
         self.metrics.writes.labels(kind, "accepted").inc()

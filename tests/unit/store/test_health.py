@@ -1,0 +1,52 @@
+"""The one Redis breaker (pure: an injected clock, no Redis)."""
+
+from __future__ import annotations
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from proxy.store.health import RedisHealth
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_timeout_while_redis_answered_no_one_opens_it_until_a_probe_succeeds() -> None:
+    clock = Clock()
+    transitions: list[bool] = []
+    health = RedisHealth(clock=clock, probe_interval_s=1.0, on_transition=transitions.append)
+    before = health.answers
+    health.failed(TimeoutError(), answers_before=before)
+    assert health.is_open
+    assert [health.should_try() for _ in range(5)] == [False] * 5  # nobody touches Redis
+    clock.now += 1.0
+    assert [health.should_try() for _ in range(3)] == [True, False, False]  # one probe
+    health.succeeded()
+    assert not health.is_open
+    assert transitions == [True, False]
+
+
+def test_a_timeout_while_redis_answered_others_fails_only_its_own_call() -> None:
+    health = RedisHealth(clock=Clock())
+    before = health.answers
+    health.succeeded()  # another call got its answer meanwhile: Redis is up, this one was slow
+    health.failed(TimeoutError(), answers_before=before)
+    assert not health.is_open
+
+
+def test_an_error_opens_it_whatever_else_was_answered() -> None:
+    health = RedisHealth(clock=Clock())
+    before = health.answers
+    health.succeeded()
+    health.failed(RedisConnectionError("refused"), answers_before=before)
+    assert health.is_open
+
+
+def test_without_redis_it_is_open_and_never_probes() -> None:
+    health = RedisHealth(available=False, clock=Clock())
+    assert health.is_open
+    assert not health.should_try()
