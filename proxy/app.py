@@ -142,7 +142,10 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
     writes = None
     if redis is not None and vault is not None:
-        config = WriteConfig(claim_idle_s=settings.write_claim_idle_s)
+        config = WriteConfig(
+            claim_idle_s=settings.write_claim_idle_s,
+            accept_probe_timeout_s=settings.redis_timeout_s,
+        )
         writes = WriteBehind(
             redis, vault, config=config, metrics=metrics, client=client, health=health
         )

@@ -225,6 +225,8 @@ class WriteConfig:
     send_wait_s: float = 30.0  # how long one batch call may wait for budget
     status_ttl_s: int = 7 * 24 * 3600
     accept_timeout_s: float = 1.0  # Redis must have stored the write by then, or 503
+    # An accept that probes a Redis the breaker holds as away: it must not cost more than this.
+    accept_probe_timeout_s: float = 0.25
     accept_concurrency: int = 32  # accepts talking to Redis at once, per process
     metrics_interval_s: float = 5.0
     status_path: str = "/proxy/v1/writes/{id}"
@@ -239,6 +241,7 @@ class WriteConfig:
             "backoff_base_s",
             "send_wait_s",
             "accept_timeout_s",
+            "accept_probe_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"writes.{name} must be > 0")

@@ -97,11 +97,13 @@ class WriteBehind:
         if kind not in KINDS:
             raise BadRequest(f"Unknown write kind {kind!r}")
         item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
+        probing = self._health.is_open
         if not self._health.should_try():
             raise self._refused(kind)  # Redis is known to be away: do not wait to find out
+        timeout_s = self.config.accept_probe_timeout_s if probing else self.config.accept_timeout_s
         answers_before = self._health.answers
         try:
-            async with asyncio.timeout(self.config.accept_timeout_s), self._accepting:
+            async with asyncio.timeout(timeout_s), self._accepting:
                 await self._vault.remember(credential, token)
                 if kind == ASSOCIATE_DEFAULT:
                     await self._learn_pair(request)

@@ -12,9 +12,11 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from proxy.app import SERVICES
 from proxy.budget.limiter import BucketSpec, Limiter, Priority
 from proxy.errors import ServiceUnavailable
 from proxy.metrics import Metrics
@@ -23,6 +25,7 @@ from proxy.store.rule_store import UNAVAILABLE, RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.writes.model import UPDATE, WriteRequest
 from proxy.writes.service import WriteBehind
+from tests.conftest import AUTH, GatewayFactory, SimFactory, sim_url
 from tests.kit.processes import start_valkey
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,6 +34,8 @@ TIMEOUT_S = 0.25  # the documented bound (HUBSPOT_PROXY_REDIS_TIMEOUT_S)
 SLOW_S = 0.75  # generous: a call this slow waited for Redis, whatever the machine's load
 CALLS = 10
 SPEC = BucketSpec("general", 1000, 10_000)
+EXAMS = "2-50158913"
+NOTE = {"properties": {"hs_note_body": "x", "hs_timestamp": "2030-01-01T00:00:00Z"}}
 
 
 class Clock:
@@ -124,3 +129,46 @@ async def test_a_hung_redis_costs_one_timeout_then_nothing_until_it_answers(
     clock.now += 1.5
     assert (await parts.call())[1:] == (False, b"1")  # the probe found Redis: closed
     assert not parts.health.is_open
+
+
+async def test_through_the_gateway_a_hung_redis_slows_one_call_not_every_call(
+    hung_redis: tuple[aioredis.Redis, int],
+    sim_factory: SimFactory,
+    gateway_factory: GatewayFactory,
+) -> None:
+    """Exam reads (object cache and counter overlay in Redis) and notes accepted for
+    write-behind: each used to wait on Redis (1.5 s a read, 1.0 s an accept) while it hung."""
+    client, pid = hung_redis
+    sim = await sim_factory()
+    port = client.get_connection_kwargs()["port"]  # type: ignore[no-untyped-call]
+    gw = await gateway_factory(sim_url(sim), redis_url=f"redis://127.0.0.1:{port}")
+    assert gw.app is not None
+    services = gw.app[SERVICES]
+    seeded = await gw_sim_seed(sim_url(sim), EXAMS, {"capacity": "10", "total_bookings": "0"})
+    read = f"/crm/v3/objects/{EXAMS}/{seeded}"
+
+    async def timed(method: str, path: str, body: object = None) -> tuple[float, int]:
+        started = time.monotonic()
+        resp = await gw.request(method, path, json=body, headers=AUTH)
+        await resp.read()
+        return time.monotonic() - started, resp.status
+
+    assert (await timed("GET", read))[1] == 200  # warm: Redis answers
+    os.kill(pid, signal.SIGSTOP)
+    reads = [await timed("GET", read) for _ in range(CALLS)]
+    assert services.limiter.fallback_active  # the breaker opened
+    notes = [await timed("POST", "/crm/v3/objects/notes", NOTE) for _ in range(CALLS)]
+    assert [status for _, status in reads] == [200] * CALLS  # forwarded, within budget
+    assert [status for _, status in notes] == [503] * CALLS  # not durable, not accepted
+    slow = [s for s, _ in reads + notes if s > SLOW_S]
+    assert len(slow) <= 1, (reads, notes)  # at most the call that met the hang first
+
+
+async def gw_sim_seed(url: str, type_id: str, properties: dict[str, str]) -> str:
+    objects = [{"type": type_id, "properties": properties}]
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url + "/__sim/seed", json={"objects": objects}) as r,
+    ):
+        answer = await r.json()
+    return str(answer["objects"][0]["id"])
