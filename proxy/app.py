@@ -123,6 +123,21 @@ def _build_actions(
     )
 
 
+def _build_write_behind(
+    settings: Settings,
+    metrics: Metrics,
+    redis: aioredis.Redis,
+    vault: TokenVault,
+    client: BackgroundClient,
+    health: RedisHealth,
+) -> WriteBehind:
+    config = WriteConfig(
+        claim_idle_s=settings.write_claim_idle_s,
+        accept_probe_timeout_s=settings.redis_timeout_s,
+    )
+    return WriteBehind(redis, vault, config=config, metrics=metrics, client=client, health=health)
+
+
 def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
     redis = _redis_client(settings)
     # The one breaker of the one Redis client: the limiter, the rules' store and write accepts.
@@ -142,13 +157,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
     writes = None
     if redis is not None and vault is not None:
-        config = WriteConfig(
-            claim_idle_s=settings.write_claim_idle_s,
-            accept_probe_timeout_s=settings.redis_timeout_s,
-        )
-        writes = WriteBehind(
-            redis, vault, config=config, metrics=metrics, client=client, health=health
-        )
+        writes = _build_write_behind(settings, metrics, redis, vault, client, health)
     own = OwnCalls(client, vault, store)
     actions = _build_actions(holder, caller, store, own, metrics, writes)
     services = Services(
