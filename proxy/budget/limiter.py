@@ -359,6 +359,10 @@ class Limiter:
             except REDIS_TROUBLE as exc:
                 self._counts["redis_errors"] += 1
                 self._health.failed(exc, answers_before=answers_before)
+                if not self._health.is_open:
+                    # Slow, not down: the script may have reserved a slot we never heard of, so
+                    # sending now could overfill a window. Ask Redis again (the slot is wasted).
+                    return _Later(self._clock())
             except BudgetExceeded:
                 self._health.succeeded()  # Redis answered: it is back
                 raise
