@@ -134,7 +134,7 @@ async def run(quick: bool, facts: dict[str, Any], results: Path) -> dict[str, An
         "window); the ceiling is safety_margin x window / (window + 5% guard) = 90.5%.",
         "Redis commands per call counts every command Valkey executed, those inside the Lua "
         "admission script and the rate-limit header record included; the round trips per "
-        "admitted call are fewer (one EVALSHA admits a call; see tests/integration/"
+        "admitted call are fewer (one EVALSHA admits a call; see tests/integration/budget/"
         "test_limiter_contract.py).",
     ]
     if quick:

@@ -23,7 +23,7 @@ from hubspot.crm.objects import (
 )
 
 from tests.conftest import TOKEN, GatewayFactory
-from tests.integration.test_rules_runtime import (
+from tests.integration.reads.test_rules_runtime import (
     BOOKINGS,
     DATE,
     EXAMS,

@@ -35,7 +35,7 @@ import pytest
 
 from proxy.app import SERVICES
 from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory
-from tests.integration.test_rules_runtime import Sim
+from tests.integration.reads.test_rules_runtime import Sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

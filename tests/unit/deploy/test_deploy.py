@@ -24,7 +24,7 @@ import yaml
 from proxy.config import ENV_NAMES, Settings
 from proxy.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 PROMETHEUS = DEPLOY / "prometheus"

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 EXAMS, BOOKINGS = "2-50158913", "2-50158943"
 DATE = "2030-03-15"
-DEFAULT_RULES = pathlib.Path(__file__).parents[2] / "rules" / "default.yaml"
+DEFAULT_RULES = pathlib.Path(__file__).parents[3] / "rules" / "default.yaml"
 Client = TestClient[Any, Any]
 
 

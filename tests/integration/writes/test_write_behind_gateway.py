@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from hubspot import HubSpot
 
 from tests.conftest import AUTH, TOKEN, GatewayFactory
-from tests.integration.test_rules_runtime import (
+from tests.integration.reads.test_rules_runtime import (
     BOOKINGS,
     DATE,
     EXAMS,

@@ -16,8 +16,8 @@ from proxy.rules.loader import (
     parse_rules,
 )
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "rules"
-DEFAULT = Path(__file__).parent.parent.parent / "rules" / "default.yaml"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "rules"
+DEFAULT = Path(__file__).parents[3] / "rules" / "default.yaml"
 
 
 def problems(text: str) -> list[str]:

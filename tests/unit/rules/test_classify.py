@@ -20,7 +20,7 @@ from proxy.rules.loader import (
 )
 from proxy.rules.paths import canonical_segments
 
-DEFAULT = Path(__file__).parent.parent.parent / "rules" / "default.yaml"
+DEFAULT = Path(__file__).parents[3] / "rules" / "default.yaml"
 
 TEXT = """
 version: 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AUTH, GatewayFactory
-from tests.integration.test_rules_runtime import (
+from tests.integration.reads.test_rules_runtime import (
     BOOKINGS,
     EXAMS,
     Client,

