@@ -20,7 +20,6 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench import procs, report, rulefiles
-from tests.conftest import AUTH
 from tests.kit.burst import (
     burst_rules,
     max_in_window,
@@ -29,6 +28,7 @@ from tests.kit.burst import (
     sim_token_calls,
     sim_token_stats,
 )
+from tests.kit.gateway import AUTH
 
 GENERAL_LIMIT, GENERAL_WINDOW_S = 100, 2.0
 MARGIN = 0.95

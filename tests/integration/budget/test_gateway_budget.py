@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.burst import burst_rules, seed_objects, sim_token_calls, sim_token_stats
+from tests.kit.gateway import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.processes import start_valkey
 
 pytestmark = pytest.mark.timeout(60)

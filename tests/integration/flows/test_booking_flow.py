@@ -34,8 +34,8 @@ import aiohttp
 import pytest
 
 from proxy.app import SERVICES
-from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory
-from tests.integration.reads.test_rules_runtime import Sim
+from tests.kit.gateway import AUTH, TOKEN, GatewayFactory, SimFactory
+from tests.kit.sim_client import Sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -24,7 +24,7 @@ from hubspot.crm.objects import (
 )
 from hubspot.crm.objects.exceptions import ApiException
 
-from tests.conftest import TOKEN, GatewayFactory, SimFactory, sim_url
+from tests.kit.gateway import TOKEN, GatewayFactory, SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,45 +7,27 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AUTH, GatewayFactory
-from tests.integration.reads.test_rules_runtime import (
+from tests.kit.gateway import AUTH, GatewayFactory
+from tests.kit.read_side import (
     BOOKINGS,
     EXAMS,
-    Client,
-    Sim,
+    RELEASE,
+    RESERVE,
     book,
-    gateway_factory,  # noqa: F401 (read-side rules)
+    exam,
+    exam_reads,
+    link,
     post,
-    world,
 )
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(60)
-__all__ = ["world"]  # the fixture, re-used
-
-RESERVE = "/proxy/v1/counters/mock_exams/{}/reserve"
-RELEASE = "/proxy/v1/counters/mock_exams/{}/release"
-
-
-async def exam(gw: Client, exam_id: str, query: str = "?properties=capacity,total_bookings") -> Any:
-    resp = await gw.get(f"/crm/v3/objects/{EXAMS}/{exam_id}{query}", headers=AUTH)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-async def link(gw: Client, booking_id: str, exam_id: str) -> None:
-    path = f"/crm/v4/objects/{BOOKINGS}/{booking_id}/associations/default/{EXAMS}/{exam_id}"
-    resp = await gw.put(path, headers=AUTH)
-    assert resp.status == 200, await resp.text()
-
-
-def exam_reads(calls: list[tuple[str, str]]) -> int:
-    return sum(1 for method, path in calls if method == "GET" and f"/{EXAMS}/" in path)
 
 
 async def test_exam_reads_are_cached_and_carry_the_gateways_count(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "3"})
     assert (await exam(gw, exam_id))["properties"]["total_bookings"] == "3"  # seeded
     booking = await book(gw, "c1")
@@ -66,9 +48,9 @@ async def test_exam_reads_are_cached_and_carry_the_gateways_count(
 
 
 async def test_a_stale_client_patch_is_absorbed_and_hubspot_gets_the_count(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "5"})
     await exam(gw, exam_id)
     for i in range(2):
@@ -89,9 +71,9 @@ async def test_a_stale_client_patch_is_absorbed_and_hubspot_gets_the_count(
 
 
 async def test_exams_in_search_results_are_overlaid(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     ids = await world.seed(
         EXAMS,
         {"capacity": "10", "total_bookings": "1", "exam_date": "2030-03-15"},
@@ -110,18 +92,18 @@ async def test_exams_in_search_results_are_overlaid(
 
 
 async def test_an_unseen_exam_is_seeded_from_hubspot_before_counting(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "8"})
     await link(gw, (await book(gw, "c1"))["id"], exam_id)
     assert (await exam(gw, exam_id))["properties"]["total_bookings"] == "9"
 
 
 async def test_fifty_concurrent_reservations_on_ten_seats_take_exactly_ten(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gws = [await gateway_factory(world.url) for _ in range(2)]  # two replicas, one Valkey
+    gws = [await read_side_gateway(world.url) for _ in range(2)]  # two replicas, one Valkey
     (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
 
     async def reserve(i: int) -> Any:
@@ -141,9 +123,9 @@ async def test_fifty_concurrent_reservations_on_ten_seats_take_exactly_ten(
 
 
 async def test_release_gives_seats_back_never_below_zero(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     (exam_id,) = await world.seed(EXAMS, {"total_bookings": "0"})
     resp = await gw.post(RESERVE.format(exam_id), json={"capacity": 1}, headers=AUTH)
     assert resp.status == 200 and (await resp.json())["count"] == 1
@@ -156,9 +138,9 @@ async def test_release_gives_seats_back_never_below_zero(
 
 
 async def test_a_reserved_seat_is_taken_by_its_booking_not_counted_twice(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     (exam_id,) = await world.seed(EXAMS, {"capacity": "2", "total_bookings": "0"})
     resp = await gw.post(RESERVE.format(exam_id), headers=AUTH)  # capacity from HubSpot
     assert (await resp.json())["count"] == 1 and "reservationId" in await resp.json()
@@ -167,9 +149,9 @@ async def test_a_reserved_seat_is_taken_by_its_booking_not_counted_twice(
 
 
 async def test_counter_endpoints_need_a_token_and_a_configured_counter(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     resp = await gw.post(RESERVE.format("1"))
     assert resp.status == 401 and (await resp.json())["category"] == "INVALID_AUTHENTICATION"
     resp = await gw.post("/proxy/v1/counters/contacts/1/reserve", headers=AUTH)

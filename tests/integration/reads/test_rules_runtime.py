@@ -10,129 +10,37 @@ import asyncio
 import pathlib
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.app import SERVICES
 from proxy.config import Settings
 from proxy.http.credentials import credential_id
-from proxy.runtime.actions import Actions
-from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
+from tests.kit.gateway import AUTH, TOKEN, GatewayFactory
+from tests.kit.read_side import (
+    BOOKINGS,
+    DATE,
+    EXAMS,
+    actions_of,
+    book,
+    dup_search,
+    eq,
+    post,
+    rules_file,
+    search,
+    searches,
+)
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(60)
-
-EXAMS, BOOKINGS = "2-50158913", "2-50158943"
-DATE = "2030-03-15"
-DEFAULT_RULES = pathlib.Path(__file__).parents[3] / "rules" / "default.yaml"
-Client = TestClient[Any, Any]
-
-
-def rules_file(tmp_path: pathlib.Path, *, complete: bool = False) -> str:
-    """default.yaml as the read side alone: writes forwarded synchronously, indexes partial
-    (or, with `complete`, the duplicate check complete per exam date)."""
-    text = DEFAULT_RULES.read_text().replace("    enabled: true\n", "    enabled: false\n")
-    duplicate, idempotency = text.split("  - name: booking-idempotency\n", 1)
-    if not complete:
-        duplicate = duplicate.replace("    complete: true\n", "    complete: false\n")
-    idempotency = idempotency.replace("    complete: true\n", "    complete: false\n", 1)
-    path = tmp_path / "rules.yaml"
-    path.write_text(duplicate + "  - name: booking-idempotency\n" + idempotency)
-    return str(path)
-
-
-@pytest.fixture
-def gateway_factory(gateway_factory: GatewayFactory, tmp_path: pathlib.Path) -> GatewayFactory:
-    """Gateways on the read-side rules unless a test names its own."""
-    read_side = rules_file(tmp_path)
-
-    async def start(upstream: str, **overrides: Any) -> Client:
-        overrides.setdefault("rules_path", read_side)
-        return await gateway_factory(upstream, **overrides)
-
-    return start
-
-
-class Sim:
-    def __init__(self, server: TestServer) -> None:
-        self.url = sim_url(server)
-
-    async def _json(self, method: str, path: str, body: Any = None) -> Any:
-        async with aiohttp.ClientSession() as s, s.request(method, self.url + path, json=body) as r:
-            return await r.json()
-
-    async def seed(self, type_id: str, *props: dict[str, Any]) -> list[str]:
-        objects = [{"type": type_id, "properties": p} for p in props]
-        answer = await self._json("POST", "/__sim/seed", {"objects": objects})
-        return [o["id"] for o in answer["objects"]]
-
-    async def calls(self, token: str = TOKEN) -> list[tuple[str, str]]:
-        answer = await self._json("GET", f"/__sim/calls?token={token}")
-        return [(c["method"], c["path"]) for c in answer["calls"]]
-
-    async def direct(self, method: str, path: str, body: Any = None, token: str = TOKEN) -> Any:
-        """HubSpot's own answer, bypassing the gateway (an admin, or the reference answer)."""
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            aiohttp.ClientSession() as s,
-            s.request(method, self.url + path, json=body, headers=headers) as r,
-        ):
-            return await r.json() if r.status != 204 else None
-
-    async def objects(self, type_id: str) -> list[dict[str, Any]]:
-        return list((await self._json("GET", f"/__sim/objects/{type_id}"))["results"])
-
-    async def associations(self, from_type: str, from_id: str, to_type: str) -> list[str]:
-        found = await self._json("GET", f"/__sim/associations/{from_type}/{from_id}/{to_type}")
-        return [str(r["toObjectId"]) for r in found["results"]]
-
-
-def actions_of(gw: Client) -> Actions:
-    assert gw.app is not None
-    return gw.app[SERVICES].actions
-
-
-def eq(name: str, value: str) -> dict[str, str]:
-    return {"propertyName": name, "operator": "EQ", "value": value}
-
-
-def dup_search(contact: str, date: str = DATE, **extra: Any) -> dict[str, Any]:
-    filters = [eq("contact_id", contact), eq("exam_date", date), eq("is_active", "Active")]
-    return {"filterGroups": [{"filters": filters}], **extra}
 
 
 ASKED = ["contact_id", "exam_date", "is_active", "booking_id", "mock_exam_id"]
 
 
-async def post(gw: Client, path: str, body: Any, headers: dict[str, str] = AUTH) -> Any:
-    resp = await gw.post(path, json=body, headers=headers)
-    assert resp.status in (200, 201), await resp.text()
-    assert resp.headers["Content-Type"].startswith("application/json")
-    return await resp.json()
-
-
-async def search(gw: Client, body: Any, headers: dict[str, str] = AUTH) -> Any:
-    return await post(gw, f"/crm/v3/objects/{BOOKINGS}/search", body, headers)
-
-
-async def book(gw: Client, contact: str, date: str = DATE, **props: str) -> dict[str, Any]:
-    properties = {"contact_id": contact, "exam_date": date, "is_active": "Active", **props}
-    return dict(await post(gw, f"/crm/v3/objects/{BOOKINGS}", {"properties": properties}))
-
-
-def searches(calls: list[tuple[str, str]]) -> int:
-    return sum(1 for method, path in calls if path.endswith("/search"))
-
-
-@pytest.fixture
-async def world(sim_factory: SimFactory) -> Sim:
-    return Sim(await sim_factory())
-
-
 async def test_respond_answers_the_enrollment_search_without_hubspot(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     body = {"filterGroups": [{"filters": [eq("contact_id", "1")]}]}
     resp = await gw.post("/crm/v3/objects/2-41701559/search", json=body, headers=AUTH)
     assert resp.status == 200
@@ -142,9 +50,9 @@ async def test_respond_answers_the_enrollment_search_without_hubspot(
 
 
 async def test_duplicate_search_fills_then_answers_from_redis(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     first = await search(gw, dup_search("c1", properties=ASKED))
     second = await search(gw, dup_search("c1", properties=ASKED))
     assert first == second == {"total": 0, "results": []}
@@ -152,9 +60,9 @@ async def test_duplicate_search_fills_then_answers_from_redis(
 
 
 async def test_a_booking_through_the_gateway_files_its_keys(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     await search(gw, dup_search("c1"))  # NO_DUPLICATE, overwritten by the booking below
     made = await book(gw, "c1", idempotency_key="k-1", booking_id="B-1")
     cached = await search(gw, dup_search("c1", properties=ASKED, limit=1))
@@ -171,9 +79,9 @@ async def test_a_booking_through_the_gateway_files_its_keys(
 
 
 async def test_cancelling_through_the_gateway_drops_the_entry(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     first, second = await book(gw, "c1"), await book(gw, "c2")
     patch = {"properties": {"is_active": "Cancelled"}}
     resp = await gw.patch(f"/crm/v3/objects/{BOOKINGS}/{first['id']}", json=patch, headers=AUTH)
@@ -187,14 +95,14 @@ async def test_cancelling_through_the_gateway_drops_the_entry(
 
 
 async def test_a_complete_scope_is_loaded_once_then_misses_cost_nothing(
-    world: Sim, gateway_factory: GatewayFactory, tmp_path: pathlib.Path
+    world: Sim, read_side_gateway: GatewayFactory, tmp_path: pathlib.Path
 ) -> None:
     seeded = await world.seed(
         BOOKINGS,
         {"contact_id": "old", "exam_date": DATE, "is_active": "Active", "booking_id": "B-0"},
         {"contact_id": "gone", "exam_date": DATE, "is_active": "Cancelled"},
     )
-    gw = await gateway_factory(world.url, rules_path=rules_file(tmp_path, complete=True))
+    gw = await read_side_gateway(world.url, rules_path=rules_file(tmp_path, complete=True))
     await search(gw, dup_search("first-sight", properties=ASKED))  # forwarded; starts a load
     await actions_of(gw).loader.wait_idle()
     before = searches(await world.calls())
@@ -210,9 +118,9 @@ async def test_a_complete_scope_is_loaded_once_then_misses_cost_nothing(
 
 
 async def test_requests_without_a_token_are_never_served_from_cache(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     await book(gw, "c1")
     await search(gw, dup_search("c1"))
     resp = await gw.post(f"/crm/v3/objects/{BOOKINGS}/search", json=dup_search("c1"))
@@ -220,9 +128,9 @@ async def test_requests_without_a_token_are_never_served_from_cache(
 
 
 async def test_another_token_never_sees_cached_entries(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     other = {"Authorization": "Bearer other-token"}
     await book(gw, "c1")
     assert (await search(gw, dup_search("c1")))["total"] == 1
@@ -243,10 +151,10 @@ async def concurrently(n: int, make: Any) -> list[Any]:
 
 
 async def test_prd_timeline_through_the_gateway(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
     """Book, blocked, an admin cancels in HubSpot, still blocked, reconciliation, allowed."""
-    gw = await gateway_factory(world.url)  # default.yaml: the duplicate index is partial
+    gw = await read_side_gateway(world.url)  # default.yaml: the duplicate index is partial
     assert (await search(gw, dup_search("c1")))["total"] == 0  # NO_DUPLICATE
     booking = await book(gw, "c1")
     assert (await search(gw, dup_search("c1")))["total"] == 1  # blocked, from Redis
@@ -264,9 +172,9 @@ async def test_prd_timeline_through_the_gateway(
 
 
 async def test_hits_misses_fills_and_answers_are_counted(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     await search(gw, dup_search("c1"))
     await search(gw, dup_search("c1"))
     await post(gw, "/crm/v3/objects/2-41701559/search", {})

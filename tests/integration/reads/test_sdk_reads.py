@@ -22,21 +22,11 @@ from hubspot.crm.objects import (
     SimplePublicObjectInputForCreate,
 )
 
-from tests.conftest import TOKEN, GatewayFactory
-from tests.integration.reads.test_rules_runtime import (
-    BOOKINGS,
-    DATE,
-    EXAMS,
-    Client,
-    Sim,
-    actions_of,
-    gateway_factory,  # noqa: F401 (read-side rules)
-    rules_file,
-    world,
-)
+from tests.kit.gateway import TOKEN, Client, GatewayFactory
+from tests.kit.read_side import BOOKINGS, DATE, EXAMS, actions_of, rules_file
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(60)
-__all__ = ["world"]
 T = TypeVar("T")
 ASKED = ["contact_id", "exam_date", "is_active", "booking_id", "never_set"]
 
@@ -72,9 +62,9 @@ async def search_both(via: HubSpot, hubspot: HubSpot, contact: str) -> tuple[Any
 
 
 async def test_index_answers_parse_like_hubspots(
-    world: Sim, gateway_factory: GatewayFactory, tmp_path: pathlib.Path
+    world: Sim, read_side_gateway: GatewayFactory, tmp_path: pathlib.Path
 ) -> None:
-    gw = await gateway_factory(world.url, rules_path=rules_file(tmp_path, complete=True))
+    gw = await read_side_gateway(world.url, rules_path=rules_file(tmp_path, complete=True))
     via, hubspot = sdk(gateway_url(gw)), sdk(world.url)
     ours, theirs = await search_both(via, hubspot, "c0")  # first sight: forwarded
     assert ours == theirs and ours["total"] == 0
@@ -99,9 +89,9 @@ async def test_index_answers_parse_like_hubspots(
 
 
 async def test_cached_objects_and_absorbed_writes_parse_like_hubspots(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(world.url)
+    gw = await read_side_gateway(world.url)
     via, hubspot = sdk(gateway_url(gw)), sdk(world.url)
     (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "4"})
     get = via.crm.objects.basic_api.get_by_id

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import AUTH
 from tests.kit.burst import seed_objects
+from tests.kit.gateway import AUTH
 from tests.kit.processes import REPO, start_gateway, start_sim
 
 pytestmark = pytest.mark.timeout(90)

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from tests.conftest import AUTH, GatewayFactory
+from tests.kit.gateway import AUTH, GatewayFactory
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,19 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 from hubspot import HubSpot
 
-from tests.conftest import AUTH, TOKEN, GatewayFactory
-from tests.integration.reads.test_rules_runtime import (
-    BOOKINGS,
-    DATE,
-    EXAMS,
-    Client,
-    Sim,
-    book,
-    dup_search,
-    search,
-    world,  # noqa: F401 (fixture)
-)
+from tests.kit.gateway import AUTH, TOKEN, Client, GatewayFactory
 from tests.kit.processes import start_valkey
+from tests.kit.read_side import BOOKINGS, DATE, EXAMS, book, dup_search, search
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(90)
 
