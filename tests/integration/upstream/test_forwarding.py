@@ -8,7 +8,6 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -18,6 +17,8 @@ from multidict import CIMultiDict
 from tests.kit.gateway import AUTH, GatewayFactory
 
 pytestmark = pytest.mark.timeout(30)
+
+POOL = 4  # upstream connections the gateway may hold open
 
 
 class EchoUpstream:
@@ -46,6 +47,7 @@ class EchoUpstream:
                 "headers": CIMultiDict(request.headers),
                 "header_names": [k.lower() for k in request.headers],
                 "body": body,
+                "peer": request.transport.get_extra_info("peername") if request.transport else None,
             }
         )
         status = int(request.query.get("status", "200"))
@@ -318,10 +320,14 @@ async def test_unknown_gateway_route_is_hubspot_shaped(
 async def test_connection_reuse_uses_one_pool(
     upstream: EchoUpstream, gateway_factory: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(upstream.url)
-    results = await asyncio.gather(
-        *(gw.get("/crm/v3/objects/contacts", headers=AUTH) for _ in range(50))
-    )
-    assert all(r.status == 200 for r in results)
+    gw = await gateway_factory(upstream.url, pool_size=POOL)
+    for _ in range(2):
+        results = await asyncio.gather(
+            *(gw.get("/crm/v3/objects/contacts", headers=AUTH) for _ in range(25))
+        )
+        assert all(r.status == 200 for r in results)
     assert len(upstream.seen) == 50
-    assert isinstance(gw.app, aiohttp.web.Application)
+    connections = {seen["peer"] for seen in upstream.seen}
+    assert None not in connections
+    # 50 calls, 25 at a time, went over at most POOL kept-alive connections: one bounded pool.
+    assert 1 <= len(connections) <= POOL
