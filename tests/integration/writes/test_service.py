@@ -452,15 +452,27 @@ async def test_status_follows_a_write_from_queued_to_sent(harness: Harness) -> N
     assert sent["result"]["properties"]["hs_note_body"] == "tracked" and sent["sentAt"]
 
 
+async def server_time(redis: aioredis.Redis) -> float:
+    seconds, micros = await redis.time()
+    return float(seconds + micros / 1e6)
+
+
 async def test_metrics_report_backlog_and_dead_letters(harness: Harness) -> None:
     writes = await harness.replica()
     assert writes.worker is not None
     await writes.store.ensure_group()
     await writes.accept(CRED, TOKEN, ASSOCIATE_DEFAULT, assoc_req("1", "2"))
+    [(entry_id, _)] = await writes.store.redis.xrange(writes.store.keys.stream)
+    born_s = int(entry_id.split(b"-")[0]) / 1000
+    before_s = await server_time(writes.store.redis)
     await writes.worker.update_metrics()
+    after_s = await server_time(writes.store.redis)
     sample = writes.metrics.registry.get_sample_value
     assert sample("hubspot_proxy_write_pending", {}) == 1
-    assert (sample("hubspot_proxy_write_lag_seconds", {}) or 0) >= 0
+    lag = sample("hubspot_proxy_write_lag_seconds", {})
+    assert lag is not None
+    # the age of the oldest entry by Redis's clock, as it was while the metrics were read
+    assert before_s - born_s <= lag <= after_s - born_s
     await writes.worker.drain()  # both records are missing: dead
     await writes.worker.update_metrics()
     assert sample("hubspot_proxy_write_pending", {}) == 0
