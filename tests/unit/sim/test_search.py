@@ -137,4 +137,13 @@ def test_missing_value_is_a_validation_error(operator: str) -> None:
 
 
 def test_at_most_limits_are_accepted() -> None:
-    parse_search({"filterGroups": many(3, 6), "limit": 200, "after": "9999"})
+    req = parse_search({"filterGroups": many(3, 6), "limit": 200, "after": "9999"})
+    assert ([len(group) for group in req.groups], req.limit, req.after) == ([6, 6, 6], 200, 9999)
+    store = ObjectStore()
+    for score in range(250):
+        store.create("2-123", {"score": score})
+    total, page, after = run_search(
+        store.live("2-123"), parse_search({"filterGroups": many(3, 6), "limit": 200})
+    )
+    assert (total, len(page), after) == (250, 200, "200")
+    assert run_search(store.live("2-123"), req) == (250, [], None)
