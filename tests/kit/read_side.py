@@ -32,7 +32,8 @@ def rules_file(tmp_path: pathlib.Path, *, complete: bool = False) -> str:
 
 def actions_of(gw: Client) -> Actions:
     assert gw.app is not None
-    return gw.app[SERVICES].actions
+    actions: Actions = gw.app[SERVICES].actions
+    return actions
 
 
 def eq(name: str, value: str) -> dict[str, str]:

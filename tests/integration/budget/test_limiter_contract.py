@@ -20,11 +20,11 @@ from proxy.budget.limiter import (
     Limiter,
     Priority,
     admit_request,
-    lua_source,
     parse_admit,
 )
 from proxy.budget.model import BudgetModel
 from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
+from proxy.store.scripts import lua_source
 
 HOUR_MS = 3_600_000
 KEYS = KeyScheme()

@@ -47,14 +47,14 @@ def make_sim(aiohttp_client: AiohttpClient) -> MakeSim:
 async def statuses(client: Client, n: int, method: str = "GET", path: str = GET_ONE) -> list[int]:
     out = []
     for _ in range(n):
-        body = {"inputs": []} if method == "POST" else None
+        body: dict[str, Any] | None = {"inputs": []} if method == "POST" else None
         async with client.request(method, path, headers=AUTH, json=body) as resp:
             out.append(resp.status)
     return out
 
 
 async def assert_rate_limited(client: Client, method: str, path: str, policy: str) -> None:
-    body = {"inputs": []} if method == "POST" else None
+    body: dict[str, Any] | None = {"inputs": []} if method == "POST" else None
     resp = await client.request(method, path, headers=AUTH, json=body)
     assert resp.status == 429
     data = await resp.json()

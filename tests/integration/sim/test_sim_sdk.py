@@ -76,11 +76,8 @@ async def test_missing_object_raises_api_exception(sdk: tuple[HubSpot, SimServer
 
 async def test_search(sdk: tuple[HubSpot, SimServer]) -> None:
     client, sim = sdk
-    seeded = [
-        {"type": BOOKINGS, "properties": {"key": f"k{i}", "is_active": "Active"}} for i in range(3)
-    ]
-    for item in seeded:
-        sim.state.objects.create(item["type"], item["properties"])
+    for i in range(3):
+        sim.state.objects.create(BOOKINGS, {"key": f"k{i}", "is_active": "Active"})
     request = PublicObjectSearchRequest(
         filter_groups=[{"filters": [{"propertyName": "key", "operator": "EQ", "value": "k1"}]}],
         properties=["key", "is_active"],

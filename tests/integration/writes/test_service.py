@@ -462,7 +462,8 @@ async def test_metrics_report_backlog_and_dead_letters(harness: Harness) -> None
     assert writes.worker is not None
     await writes.store.ensure_group()
     await writes.accept(CRED, TOKEN, ASSOCIATE_DEFAULT, assoc_req("1", "2"))
-    [(entry_id, _)] = await writes.store.redis.xrange(writes.store.keys.stream)
+    [(entry_id, _)] = await writes.store.redis.xrange(writes.store.keys.stream) or []
+    assert isinstance(entry_id, bytes)
     born_s = int(entry_id.split(b"-")[0]) / 1000
     before_s = await server_time(writes.store.redis)
     await writes.worker.update_metrics()
@@ -511,7 +512,7 @@ async def test_a_worker_backing_off_keeps_its_entries_from_other_replicas(
     await b.start()
     answer = await a.accept(CRED, TOKEN, ASSOCIATE_DEFAULT, assoc_req("1", "9"))
     await wait_states(a, [answer.write_id], {"failed"})
-    owners: set[bytes] = set()
+    owners: set[object] = set()
     for _ in range(75):  # many of b's claim rounds, over several idle timeouts
         await asyncio.sleep(0.02)
         rows = await a.store.redis.xpending_range(a.store.keys.stream, "writers", "-", "+", 10)

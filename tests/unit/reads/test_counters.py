@@ -12,10 +12,10 @@ from proxy.reads import counters as counters_module
 from proxy.reads.counters import CounterKeys, Counters, CounterState, Op, count_value
 from proxy.rules.loader import CounterRule, load_rules
 from proxy.store.rule_store import RuleRedis
+from tests.kit.rules import rule_of
 
 CRED = "cred0001"
-RULE = load_rules("rules/default.yaml").rule("exam-counter")
-assert isinstance(RULE, CounterRule)
+RULE = rule_of(load_rules("rules/default.yaml"), "exam-counter", CounterRule)
 DAY_MS = 86_400_000
 
 

@@ -16,13 +16,13 @@ from proxy.reads.index_entries import (
     search_answer,
 )
 from proxy.rules.loader import SearchIndexRule, UntilEndOf, load_rules
+from tests.kit.rules import rule_of
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 RULES = load_rules("rules/default.yaml")
-DUP = RULES.rule("booking-duplicate")
-IDEM = RULES.rule("booking-idempotency")
-assert isinstance(DUP, SearchIndexRule) and isinstance(IDEM, SearchIndexRule)
+DUP = rule_of(RULES, "booking-duplicate", SearchIndexRule)
+IDEM = rule_of(RULES, "booking-idempotency", SearchIndexRule)
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:

@@ -24,15 +24,15 @@ from proxy.reads.index_loader import IndexLoader
 from proxy.reads.search_index import IndexKeys, Lookup, SearchIndex
 from proxy.rules.loader import SearchIndexRule, index_key_for_search, load_rules
 from proxy.store.rule_store import RuleRedis
+from tests.kit.rules import rule_of
 
 CRED = "cred0001"
 BOOKINGS = "2-50158943"
 EXAM_DATE = "2030-03-20"
 HOUR_MS = 3_600_000
 RULES = load_rules("rules/default.yaml")
-DUP = RULES.rule("booking-duplicate")
-IDEM = RULES.rule("booking-idempotency")
-assert isinstance(DUP, SearchIndexRule) and isinstance(IDEM, SearchIndexRule)
+DUP = rule_of(RULES, "booking-duplicate", SearchIndexRule)
+IDEM = rule_of(RULES, "booking-idempotency", SearchIndexRule)
 INDEXES = [DUP, IDEM]
 
 

@@ -14,9 +14,9 @@ from proxy.writes.model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteItem
 from proxy.writes.store import WriteStore
 
 
-def answer(kind: str, req: WriteRequest, **known: Any) -> Any:
+def answer(kind: str, req: WriteRequest) -> Any:
     return accepted(
-        "w1", kind, req, known_types=known, fallback_type_id=0, status_path="/proxy/v1/writes/w1"
+        "w1", kind, req, known_types={}, fallback_type_id=0, status_path="/proxy/v1/writes/w1"
     )
 
 
