@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from tests.kit.gateway import TOKEN, sim_url
+
+SimTestClient = TestClient[web.Request, web.Application]
+MakeSim = Callable[..., Awaitable[SimTestClient]]
 
 
 class Sim:

@@ -4,36 +4,24 @@ from __future__ import annotations
 
 import base64
 import gzip
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
 
-from hubspot_sim import SimConfig, create_app, token_hash
+from hubspot_sim import SimConfig, token_hash
 from hubspot_sim.fixtures_api import large_body
 from hubspot_sim.testing import SimServer
+from tests.kit.clock import ManualClock
+from tests.kit.sim_client import MakeSim
 
 pytestmark = pytest.mark.timeout(30)
 
 Client = TestClient[web.Request, web.Application]
-MakeSim = Callable[..., Awaitable[Client]]
 TOKEN = "sim-introspection-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 OBJECTS = "/crm/v3/objects/2-50158913"
-
-
-@pytest.fixture
-def make_sim(aiohttp_client: AiohttpClient) -> MakeSim:
-    async def make(**config: Any) -> Client:
-        client: Client = await aiohttp_client(create_app(SimConfig(**config)))
-        return client
-
-    return make
 
 
 async def test_stats_show_tokens_only_as_hashes(make_sim: MakeSim) -> None:
@@ -91,22 +79,25 @@ async def test_faults_are_deterministic_per_seed(make_sim: MakeSim) -> None:
 
 
 async def test_timeout_fault_sleeps_then_completes(make_sim: MakeSim) -> None:
-    client = await make_sim(fault_timeout_rate=1.0, timeout_s=0.2)
-    start = time.monotonic()
+    clock = ManualClock()
+    client = await make_sim(clock=clock, fault_timeout_rate=1.0, timeout_s=0.2)
     resp = await client.post(OBJECTS, headers=AUTH, json={"properties": {}})
-    assert resp.status == 201 and time.monotonic() - start >= 0.2
+    assert resp.status == 201 and clock.slept == [0.2]
+    waiting = await make_sim(fault_timeout_rate=1.0, timeout_s=0.2)  # sleeps for real
     with pytest.raises(TimeoutError):
-        await client.post(OBJECTS, headers=AUTH, json={}, timeout=aiohttp.ClientTimeout(total=0.05))
+        await waiting.post(
+            OBJECTS, headers=AUTH, json={}, timeout=aiohttp.ClientTimeout(total=0.05)
+        )
 
 
 async def test_latency_range_applies_to_hubspot_paths_only(make_sim: MakeSim) -> None:
-    client = await make_sim(latency_ms=(60, 80), seed=3)
-    start = time.monotonic()
+    clock = ManualClock()
+    client = await make_sim(clock=clock, latency_ms=(60, 80), seed=3)
     await client.get(f"{OBJECTS}/1", headers=AUTH)
-    assert 0.06 <= time.monotonic() - start < 1.0
-    start = time.monotonic()
+    [latency] = clock.slept
+    assert 0.06 <= latency <= 0.08
     await client.get("/__sim/stats")
-    assert time.monotonic() - start < 0.05
+    assert clock.slept == [latency]
     config = await (await client.get("/__sim/config")).json()
     assert config["latency_ms"] == [60.0, 80.0]
     bad = await client.post("/__sim/config", json={"latency_ms": [5, 1]})
@@ -165,11 +156,11 @@ async def test_large_streams_exact_bytes_in_chunks(make_sim: MakeSim) -> None:
 
 
 async def test_slow_endpoint(make_sim: MakeSim) -> None:
-    client = await make_sim()
-    start = time.monotonic()
+    clock = ManualClock()
+    client = await make_sim(clock=clock)
     resp = await client.get("/__sim/slow", params={"ms": "150"})
     assert (await resp.json()) == {"slept_ms": 150.0}
-    assert time.monotonic() - start >= 0.15
+    assert clock.slept == [0.15]
 
 
 async def test_sim_server_on_a_real_port() -> None:

@@ -1,26 +1,23 @@
 """The simulator's limits over HTTP: each 429 at exactly the right call, with HubSpot's body.
 
-Windows are shrunk (0.3-0.5 s) so recovery is checked with short sleeps.
+Windows are checked on a ManualClock: the test moves the simulator's time to each edge.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
 
-from hubspot_sim import SimConfig, create_app, token_hash
+from hubspot_sim import token_hash
+from tests.kit.clock import ManualClock
+from tests.kit.sim_client import MakeSim
 
 pytestmark = pytest.mark.timeout(30)
 
 Client = TestClient[web.Request, web.Application]
-MakeSim = Callable[..., Awaitable[Client]]
 TOKEN = "sim-limits-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GET_ONE = "/crm/v3/objects/contacts/1"
@@ -33,15 +30,6 @@ RATE_HEADERS = (
     "X-HubSpot-RateLimit-Daily",
     "X-HubSpot-RateLimit-Daily-Remaining",
 )
-
-
-@pytest.fixture
-def make_sim(aiohttp_client: AiohttpClient) -> MakeSim:
-    async def make(**config: Any) -> Client:
-        client: Client = await aiohttp_client(create_app(SimConfig(**config)))
-        return client
-
-    return make
 
 
 async def statuses(client: Client, n: int, method: str = "GET", path: str = GET_ONE) -> list[int]:
@@ -105,25 +93,29 @@ async def test_rate_limit_headers_count_down(make_sim: MakeSim) -> None:
 
 
 async def test_window_is_rolling_and_recovers(make_sim: MakeSim) -> None:
-    client = await make_sim(general_limit=5, general_window_s=0.5)
-    start = time.monotonic()
+    clock = ManualClock()
+    client = await make_sim(clock=clock, general_limit=5, general_window_s=0.5)
     assert await statuses(client, 3) == [404] * 3
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     assert await statuses(client, 3) == [404, 404, 429]
+    clock.advance(0.2499)  # still inside the window of the first three
+    assert await statuses(client, 1) == [429]
     # The first three leave the window 0.5 s after they arrived; the last two stay in it.
-    await asyncio.sleep(max(0.0, start + 0.55 - time.monotonic()))
+    clock.advance(0.0001)
     assert await statuses(client, 4) == [404, 404, 404, 429]
 
 
 async def test_refused_calls_do_not_count(make_sim: MakeSim) -> None:
-    client = await make_sim(general_limit=2, general_window_s=0.3)
+    clock = ManualClock()
+    client = await make_sim(clock=clock, general_limit=2, general_window_s=0.3)
     assert await statuses(client, 12) == [404, 404] + [429] * 10
-    await asyncio.sleep(0.35)
+    clock.advance(0.3)
     assert await statuses(client, 3) == [404, 404, 429]
 
 
 async def test_search_is_five_per_second_without_headers(make_sim: MakeSim) -> None:
-    client = await make_sim(search_window_s=0.5)
+    clock = ManualClock()
+    client = await make_sim(clock=clock, search_window_s=0.5)
     for _ in range(5):
         resp = await client.post(SEARCH, headers=AUTH, json={})
         assert resp.status == 200
@@ -131,7 +123,7 @@ async def test_search_is_five_per_second_without_headers(make_sim: MakeSim) -> N
     await assert_rate_limited(client, "POST", SEARCH, "SECONDLY")
     resp = await client.post(SEARCH, headers=AUTH, json={})
     assert not any(h in resp.headers for h in RATE_HEADERS)
-    await asyncio.sleep(0.55)
+    clock.advance(0.5)
     assert (await client.post(SEARCH, headers=AUTH, json={})).status == 200
 
 
@@ -150,7 +142,8 @@ async def test_search_and_association_batches_are_exempt_from_the_general_bucket
 
 
 async def test_daily_limit_counts_search_and_resets(make_sim: MakeSim) -> None:
-    client = await make_sim(daily_limit=4, daily_window_s=0.5)
+    clock = ManualClock()
+    client = await make_sim(clock=clock, daily_limit=4, daily_window_s=0.5)
     assert await statuses(client, 2) == [404, 404]
     assert await statuses(client, 2, "POST", SEARCH) == [200, 200]
     await assert_rate_limited(client, "GET", GET_ONE, "DAILY")
@@ -158,7 +151,7 @@ async def test_daily_limit_counts_search_and_resets(make_sim: MakeSim) -> None:
     await assert_rate_limited(client, "POST", ASSOC_READ, "DAILY")
     stats = await (await client.get("/__sim/stats", params={"token": TOKEN})).json()
     assert stats["rate_limited"] == {"DAILY": 3}
-    await asyncio.sleep(0.5)
+    clock.advance(0.5)
     assert await statuses(client, 1) == [404]
 
 
@@ -185,10 +178,11 @@ async def test_missing_token_is_401(make_sim: MakeSim, header: str | None) -> No
 
 
 async def test_peak_window_and_call_log(make_sim: MakeSim) -> None:
-    client = await make_sim(general_limit=4, general_window_s=0.3)
-    before = time.monotonic()
+    clock = ManualClock()
+    client = await make_sim(clock=clock, general_limit=4, general_window_s=0.3)
+    first = clock()
     assert await statuses(client, 5) == [404] * 4 + [429]
-    await asyncio.sleep(0.35)
+    clock.advance(0.3)
     assert await statuses(client, 2) == [404, 404]
     await statuses(client, 2, "POST", SEARCH)
     stats = await (await client.get("/__sim/stats", params={"token": TOKEN})).json()
@@ -198,7 +192,7 @@ async def test_peak_window_and_call_log(make_sim: MakeSim) -> None:
     calls = (await (await client.get("/__sim/calls", params={"token": TOKEN})).json())["calls"]
     assert [c["kind"] for c in calls] == ["general"] * 6 + ["search"] * 2
     times = [c["t"] for c in calls if c["kind"] == "general"]
-    assert before <= times[0] <= times[-1] <= time.monotonic()
+    assert times == [first] * 4 + [first + 0.3] * 2
     assert all(sum(1 for u in times if t - 0.3 < u <= t) <= 4 for t in times)
     assert calls[0] == {
         "t": times[0],
