@@ -21,19 +21,11 @@ from proxy.budget.limiter import (
     Priority,
 )
 from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
+from tests.kit.clock import ManualClock
+from tests.kit.waiting import eventually
 
 GENERAL = BucketSpec("general", 4, 10_000)
 HOUR_MS = 3_600_000
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand (only for the Redis probe back-off here)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
 
 
 @pytest.fixture
@@ -84,12 +76,14 @@ async def run_in_order(
 
 
 async def test_deadline_that_cannot_be_met_raises_at_once(redis: Any, cred: str) -> None:
-    limiter = Limiter(redis)
+    clock = ManualClock()
+    limiter = Limiter(redis, clock=clock, sleep=clock.sleep)
     await fill(limiter, cred, GENERAL)
-    started = time.monotonic()
+    trips = limiter.stats().redis_round_trips
     with pytest.raises(BudgetExceeded) as err:
         await limiter.acquire(cred, [GENERAL], priority=Priority.INTERACTIVE, max_wait_s=2)
-    assert time.monotonic() - started < 1.5  # raised without waiting for the deadline
+    # raised on Redis's first answer, without waiting for the deadline
+    assert (limiter.stats().redis_round_trips - trips, clock.slept) == (1, [])
     assert 8 < err.value.retry_after_s <= 10
     assert (err.value.bucket, err.value.policy) == ("general", POLICY_TEN_SECONDLY)
     assert limiter.stats().rejected == 1
@@ -110,7 +104,7 @@ async def test_waiters_counts_callers_by_bucket_and_priority(redis: Any, cred: s
         )
         for p in (Priority.DEFAULT, Priority.DEFAULT, Priority.BACKGROUND)
     ]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: sum(limiter.waiters().values()) == 2 * len(tasks))
     assert limiter.waiters() == {
         ("search", "DEFAULT"): 2,
         ("daily", "DEFAULT"): 2,
@@ -154,7 +148,9 @@ async def test_cancelled_while_queued_leaves_the_queue(redis: Any, cred: str) ->
         )
         for _ in range(3)
     ]
-    await asyncio.sleep(0.02)
+    # all three queued, and the head has asked Redis for its slot
+    await eventually(lambda: limiter.stats().redis_round_trips > 1)
+    assert limiter.waiters() == {("search", "BACKGROUND"): 3}
     for task in waiting:
         task.cancel()
     results = await asyncio.gather(*waiting, return_exceptions=True)
@@ -238,16 +234,18 @@ async def test_fallback_daily_share(cred: str) -> None:
 
 
 async def test_fallback_honours_pauses(cred: str) -> None:
-    limiter = Limiter(None)
+    clock = ManualClock()
+    limiter = Limiter(None, clock=clock, sleep=clock.sleep)
     await limiter.pause(cred, "general", 30)
     with pytest.raises(BudgetExceeded) as err:
         await limiter.acquire(cred, [GENERAL], priority=Priority.INTERACTIVE, max_wait_s=1)
-    assert 29 < err.value.retry_after_s <= 30
+    assert err.value.retry_after_s == 30
     await limiter.pause(cred, "search", 0.2)
     got = await limiter.acquire(
         cred, [BucketSpec("search", 5, 1000)], priority=Priority.INTERACTIVE, max_wait_s=5
     )
-    assert got.waited_s >= 0.15
+    assert clock.slept == [pytest.approx(0.2)]
+    assert got.waited_s == pytest.approx(0.2)
 
 
 async def test_priority_in_fallback(cred: str) -> None:
@@ -264,7 +262,7 @@ async def test_priority_in_fallback(cred: str) -> None:
 async def test_redis_down_falls_back_and_recovers(
     redis: Any, server: fakeredis.FakeServer, cred: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     transitions: list[bool] = []
     limiter = Limiter(redis, clock=clock, on_transition=transitions.append, probe_interval_s=5)
     spec = BucketSpec("general", 20, 10_000)
@@ -284,7 +282,7 @@ async def test_redis_down_falls_back_and_recovers(
 
     server.connected = True
     assert (await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)).fallback
-    clock.offset += 6  # the probe is due
+    clock.advance(6)  # the probe is due
     assert not (
         await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
     ).fallback
@@ -296,8 +294,15 @@ async def test_redis_down_falls_back_and_recovers(
 
 async def test_slow_redis_times_out_into_fallback(cred: str) -> None:
     class SlowScript:
+        calls = cancelled = 0
+
         async def __call__(self, keys: Any = None, args: Any = None) -> Any:
-            await asyncio.sleep(10)
+            SlowScript.calls += 1
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                SlowScript.cancelled += 1
+                raise
 
     class SlowRedis:
         def register_script(self, source: str) -> SlowScript:
@@ -311,7 +316,7 @@ async def test_slow_redis_times_out_into_fallback(cred: str) -> None:
     )
     got = await limiter.acquire(cred, [GENERAL], priority=Priority.DEFAULT, max_wait_s=1)
     assert got.fallback
-    assert got.waited_s < 1
+    assert (SlowScript.calls, SlowScript.cancelled) == (1, 1)  # given up, not waited for
     assert transitions == [True]
     await limiter.pause(cred, "general", 0.01)  # best effort: no Redis call while in fallback
     await limiter.learn(cred, "general", 100, 10, 10_000)
@@ -327,7 +332,7 @@ async def test_fallback_queue_respects_each_deadline(cred: str) -> None:
     head = asyncio.create_task(
         limiter.acquire(cred, [spec], priority=Priority.INTERACTIVE, max_wait_s=30)
     )
-    await asyncio.sleep(0.01)
+    await eventually(lambda: limiter.waiters() == {("search", "INTERACTIVE"): 1})
     with pytest.raises(BudgetExceeded) as err:
         await limiter.acquire(cred, [spec], priority=Priority.INTERACTIVE, max_wait_s=0.1)
     assert (err.value.bucket, err.value.policy) == ("search", POLICY_SECONDLY)
