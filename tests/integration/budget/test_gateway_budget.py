@@ -13,9 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from proxy.app import SERVICES
 from tests.kit.burst import burst_rules, seed_objects, sim_token_calls, sim_token_stats
 from tests.kit.gateway import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.processes import start_valkey
+from tests.kit.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,7 +111,8 @@ async def test_interactive_calls_go_before_background_ones(stack: StackFactory) 
     await asyncio.gather(*(gw.get(contact_path, headers=AUTH) for _ in range(4)))
 
     background = [asyncio.create_task(gw.get(company_path, headers=AUTH)) for _ in range(4)]
-    await asyncio.sleep(0.05)  # the background calls are queued first
+    limiter = gw.app[SERVICES].limiter
+    await eventually(lambda: limiter.waiters().get(("general", "BACKGROUND")) == 4)  # queued first
     interactive = [asyncio.create_task(gw.get(contact_path, headers=AUTH)) for _ in range(4)]
     answers = await asyncio.gather(*background, *interactive)
 
