@@ -1,6 +1,6 @@
 """Helpers for the read side through a gateway: the read-side rules, bookings, searches, exams.
 
-The read side is default.yaml with write-behind off; the gateways of tests/integration/reads run it.
+The read side is default.yaml with write-behind off; the `read_side_gateway` fixture runs it.
 """
 
 from __future__ import annotations
