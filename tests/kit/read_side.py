@@ -10,7 +10,8 @@ from typing import Any
 
 from proxy.app import SERVICES
 from proxy.runtime.actions import Actions
-from tests.kit.gateway import AUTH, Client
+from tests.kit.credentials import AUTH
+from tests.kit.factories import Client
 
 EXAMS, BOOKINGS = "2-50158913", "2-50158943"
 DATE = "2030-03-15"

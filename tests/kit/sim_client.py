@@ -9,7 +9,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.kit.gateway import TOKEN, sim_url
+from tests.kit.credentials import TOKEN
+from tests.kit.factories import sim_url
 
 SimTestClient = TestClient[web.Request, web.Application]
 MakeSim = Callable[..., Awaitable[SimTestClient]]

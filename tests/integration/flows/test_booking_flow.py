@@ -34,7 +34,8 @@ import aiohttp
 import pytest
 
 from proxy.app import SERVICES
-from tests.kit.gateway import AUTH, TOKEN, GatewayFactory, SimFactory
+from tests.kit.credentials import AUTH, TOKEN
+from tests.kit.factories import GatewayFactory, SimFactory
 from tests.kit.sim_client import Sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.kit.gateway import AUTH, GatewayFactory
+from tests.kit.credentials import AUTH
+from tests.kit.factories import GatewayFactory
 from tests.kit.read_side import (
     BOOKINGS,
     EXAMS,

@@ -14,7 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from tests.kit.gateway import AUTH, GatewayFactory
+from tests.kit.credentials import AUTH
+from tests.kit.factories import GatewayFactory
 
 pytestmark = pytest.mark.timeout(30)
 

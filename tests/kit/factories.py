@@ -1,4 +1,4 @@
-"""What a test needs to talk to a gateway: the client token and the types of the fixtures."""
+"""Types of the fixtures that start simulators and gateways, and the URL of a started one."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-
-TOKEN = "test-token-not-real"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 Client = TestClient[Any, Any]
 SimFactory = Callable[..., Awaitable[TestServer]]
