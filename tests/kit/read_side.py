@@ -10,8 +10,7 @@ from typing import Any
 
 from proxy.app import SERVICES
 from proxy.runtime.actions import Actions
-from tests.kit.credentials import AUTH
-from tests.kit.factories import Client
+from tests.kit.harness import AUTH, Client
 
 EXAMS, BOOKINGS = "2-50158913", "2-50158943"
 DATE = "2030-03-15"

@@ -9,8 +9,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.kit.credentials import TOKEN
-from tests.kit.factories import sim_url
+from tests.kit.harness import TOKEN, sim_url
 
 SimTestClient = TestClient[web.Request, web.Application]
 MakeSim = Callable[..., Awaitable[SimTestClient]]

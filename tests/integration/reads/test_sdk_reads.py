@@ -22,8 +22,7 @@ from hubspot.crm.objects import (
     SimplePublicObjectInputForCreate,
 )
 
-from tests.kit.credentials import TOKEN
-from tests.kit.factories import Client, GatewayFactory
+from tests.kit.harness import TOKEN, Client, GatewayFactory
 from tests.kit.read_side import BOOKINGS, DATE, EXAMS, actions_of, rules_file
 from tests.kit.sim_client import Sim
 

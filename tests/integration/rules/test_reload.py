@@ -14,7 +14,7 @@ from proxy.metrics import Metrics
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import load_rules
 from tests.kit.burst import sim_token_stats
-from tests.kit.credentials import AUTH
+from tests.kit.harness import AUTH
 from tests.kit.processes import REPO, start_gateway, start_sim
 
 pytestmark = pytest.mark.timeout(60)

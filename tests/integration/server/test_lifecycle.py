@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.kit.burst import seed_objects
-from tests.kit.credentials import AUTH
+from tests.kit.harness import AUTH
 from tests.kit.processes import REPO, start_gateway, start_sim
 
 pytestmark = pytest.mark.timeout(90)

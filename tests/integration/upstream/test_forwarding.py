@@ -14,8 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from tests.kit.credentials import AUTH
-from tests.kit.factories import GatewayFactory
+from tests.kit.harness import AUTH, GatewayFactory
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.kit.credentials import AUTH, TOKEN
+from tests.kit.harness import AUTH, TOKEN
 from tests.kit.processes import Process, start_gateway, start_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

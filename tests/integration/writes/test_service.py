@@ -25,8 +25,7 @@ from proxy.upstream.transport import Upstream
 from proxy.writes.answers import WRITE_ID_HEADER
 from proxy.writes.model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteConfig, WriteRequest
 from proxy.writes.service import WriteBehind
-from tests.kit.credentials import TOKEN
-from tests.kit.factories import sim_url
+from tests.kit.harness import TOKEN, sim_url
 
 CRED = "cred0001"
 EXAM_TYPE = "2-50158913"

@@ -9,8 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from hubspot import HubSpot
 
-from tests.kit.credentials import AUTH, TOKEN
-from tests.kit.factories import Client, GatewayFactory
+from tests.kit.harness import AUTH, TOKEN, Client, GatewayFactory
 from tests.kit.processes import start_valkey
 from tests.kit.read_side import BOOKINGS, DATE, EXAMS, book, dup_search, search
 from tests.kit.sim_client import Sim

@@ -1,4 +1,7 @@
-"""Types of the fixtures that start simulators and gateways, and the URL of a started one."""
+"""What tests share with their fixtures: the token clients send, and the fixtures' types.
+
+(Formerly exported by tests/conftest.py, which now only defines fixtures.)
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
+TOKEN = "test-token-not-real"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 Client = TestClient[Any, Any]
 SimFactory = Callable[..., Awaitable[TestServer]]
