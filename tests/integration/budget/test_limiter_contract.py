@@ -125,7 +125,7 @@ async def slots(redis: Redis, cred: str, bucket: str) -> list[int]:
 # -- every backend --------------------------------------------------------------------------------
 
 
-async def test_a_full_window_refuses_at_once_naming_the_bucket(limiter: Limiter, cred: str) -> None:
+async def test_a_full_window_refuses_naming_the_bucket(limiter: Limiter, cred: str) -> None:
     spec = BucketSpec("general", 5, 10_000)
     admitted, err = await fill_until_refused(limiter, cred, [spec])
     assert 1 <= admitted <= spec.limit
