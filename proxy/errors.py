@@ -31,6 +31,16 @@ class BadRequest(GatewayError):
     proxy_error = "bad-request"
 
 
+class BadEncoding(BadRequest):
+    proxy_error = "bad-encoding"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    category = "TIMEOUT"
+    proxy_error = "body-timeout"
+
+
 class Unauthorized(GatewayError):
     status = 401
     category = "INVALID_AUTHENTICATION"

@@ -23,7 +23,8 @@ STREAM_CHUNK = 64 * 1024
 
 
 def outgoing_for(request: web.BaseRequest, ctx: RequestContext) -> Outgoing:
-    headers = end_to_end(CIMultiDict(request.headers))
+    # The context's headers: a decoded body has lost its Content-Encoding there.
+    headers = end_to_end(ctx.headers)
     headers.popall("Host", None)
     headers.popall("Content-Length", None)
     headers.popall("X-HubSpot-Proxy-Max-Wait-Ms", None)

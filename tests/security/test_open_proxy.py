@@ -1,4 +1,4 @@
-"""The gateway is not an open proxy: only the configured upstream is ever contacted (invariant 9)."""
+"""Not an open proxy: only the configured upstream is ever contacted (invariant 9)."""
 
 from __future__ import annotations
 
