@@ -77,6 +77,10 @@ class UpstreamUnreachable(GatewayError):
     proxy_error = "upstream-unreachable"
 
 
+class UpstreamCutShort(UpstreamUnreachable):
+    proxy_error = "upstream-cut-short"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     category = "SERVICE_UNAVAILABLE"
