@@ -105,6 +105,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _gateway_error(exc: Exception, request_id: str) -> GatewayError:
     if isinstance(exc, GatewayError):
+        _log_refusal(exc, request_id)
         return exc
     fault = {"request_id": request_id, "fault": type(exc).__name__}
     if isinstance(exc, RedisError):
@@ -115,6 +116,16 @@ def _gateway_error(exc: Exception, request_id: str) -> GatewayError:
     log.error("request failed", extra=fault)
     log.debug("request failure detail", exc_info=exc)
     return GatewayError("The gateway failed to handle this request")
+
+
+def _log_refusal(exc: GatewayError, request_id: str) -> None:
+    """One line per answer the gateway makes up for a fault; 429s are counted, not logged, since
+    a burst makes thousands of them on purpose."""
+    if exc.status == 429:
+        return
+    level = logging.WARNING if exc.status >= 500 else logging.INFO
+    extra = {"request_id": request_id, "status": exc.status, "proxy_error": exc.proxy_error}
+    log.log(level, exc.message, extra=extra)
 
 
 def _from_http_exception(exc: web.HTTPException) -> GatewayError:

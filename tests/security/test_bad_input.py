@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 
 import pytest
 
@@ -72,18 +73,29 @@ async def test_unparseable_requests_get_json_400_that_echoes_nothing(
     assert upstream.seen == []
 
 
-async def test_non_utf8_authorization_is_a_400(
-    upstream: EchoUpstream, gateway_factory: GatewayFactory
+@pytest.mark.parametrize("header", [b"Authorization: Bearer tok", b"X-Custom: val"])
+async def test_non_utf8_header_values_are_a_400_with_one_log_line(
+    upstream: EchoUpstream,
+    gateway_factory: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+    header: bytes,
 ) -> None:
     gw = await gateway_factory(upstream.url)
     assert gw.server.port is not None
     payload = (
         b"GET /crm/v3/objects/contacts HTTP/1.1\r\nHost: x\r\n"
-        b"Authorization: Bearer tok\xff\xfeen\r\n" + CLOSE + b"\r\n"
+        + header
+        + b"\xff\xfeen\r\n"
+        + CLOSE
+        + b"\r\n"
     )
-    answer = await raw_exchange(gw.server.port, payload)
+    with caplog.at_level(logging.INFO, logger="proxy"):
+        answer = await raw_exchange(gw.server.port, payload)
     assert_gateway_error(answer, 400, "bad-request")
     assert upstream.seen == []
+    lines = [r for r in caplog.records if r.name.startswith("proxy")]
+    assert len(lines) == 1
+    assert lines[0].levelno == logging.INFO and lines[0].exc_info is None
 
 
 async def test_invalid_gzip_body_is_a_400(
