@@ -51,6 +51,8 @@ log = logging.getLogger("proxy.app")
 
 GATEWAY_PREFIX = "/proxy/"
 FORWARD_ROUTE = "forward"
+# Where the gateway's own routes live (create_app): never forwarded, whatever the method.
+OWN_PATHS = ("/healthz", "/readyz", "/metrics", GATEWAY_PREFIX)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -164,6 +166,8 @@ async def build_context(request: web.Request, settings: Settings) -> RequestCont
 async def refuse_other_methods(request: web.Request) -> None:
     """405 when the path is one of the gateway's own (health, metrics, admin) under another
     method: those paths are never forwarded, whatever the method."""
+    if not request.path.startswith(OWN_PATHS):
+        return  # the common case: a HubSpot path, checked without walking the routes
     allowed: set[str] = set()
     for resource in request.app.router.resources():
         if resource.name != FORWARD_ROUTE:
