@@ -35,15 +35,19 @@ class RedactSecrets(logging.Filter):
     """Rewrites a record's message, traceback and string fields with secrets redacted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call must not raise where it logged
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg, record.args = redact(message), None
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, redact(value))
+            if key not in _STANDARD and isinstance(value, str | bytes):
+                setattr(record, key, redact(value if isinstance(value, str) else repr(value)))
         return True
 
 

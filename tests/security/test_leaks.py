@@ -38,7 +38,11 @@ def test_the_filter_redacts_messages_arguments_tracebacks_and_fields() -> None:
     stream = io.StringIO()
     log = _logger(stream)
     log.error("bad header %r", f"Authorization : Bearer {OPAQUE}".encode())
-    log.info("token %s seen", SECRET, extra={"detail": f"authorization={OPAQUE}"})
+    log.info(
+        "token %s seen",
+        SECRET,
+        extra={"detail": f"authorization={OPAQUE}", "raw": f"Bearer {OPAQUE}".encode()},
+    )
     try:
         raise ValueError(f"b'Authorization: Basic {OPAQUE}\\r\\n'")
     except ValueError:
@@ -47,14 +51,19 @@ def test_the_filter_redacts_messages_arguments_tracebacks_and_fields() -> None:
     assert OPAQUE not in text and SECRET not in text
     lines = [orjson.loads(line) for line in text.splitlines()]
     assert len(lines) == 3
+    assert "[redacted]" in lines[1]["raw"]
     assert "[redacted]" in lines[0]["msg"] and "[redacted]" in lines[1]["detail"]
     assert "ValueError" in lines[2]["exc"]
 
 
-def test_ordinary_words_are_left_alone() -> None:
+def test_ordinary_words_are_left_alone_and_a_bad_call_does_not_raise() -> None:
     stream = io.StringIO()
-    _logger(stream).info("Admin endpoints need the admin bearer token")
-    assert orjson.loads(stream.getvalue())["msg"] == "Admin endpoints need the admin bearer token"
+    log = _logger(stream)
+    log.info("Admin endpoints need the admin bearer token")
+    log.info("two %s %s", "args but one")
+    first, second = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert first["msg"] == "Admin endpoints need the admin bearer token"
+    assert second["msg"].startswith("two %s %s")
 
 
 @pytest.mark.slow
