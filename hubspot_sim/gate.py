@@ -7,7 +7,6 @@ toward the windows (the conservative reading for a client that must never exceed
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -56,7 +55,7 @@ def maybe_gzip(request: web.Request, response: web.StreamResponse, min_bytes: in
 async def _sleep_latency(state: SimState) -> None:
     lo, hi = state.config.latency_ms
     if hi > 0:
-        await asyncio.sleep(state.rng.uniform(lo, hi) / 1000)
+        await state.sleep(state.rng.uniform(lo, hi) / 1000)
 
 
 async def _fault(state: SimState) -> web.Response | None:
@@ -75,7 +74,7 @@ async def _fault(state: SimState) -> web.Response | None:
         return json_response(body, status=423)
     if roll - cfg.fault_423_rate < cfg.fault_timeout_rate:
         # The call still completes afterwards: a client that gave up never learns a write landed.
-        await asyncio.sleep(cfg.timeout_s)
+        await state.sleep(cfg.timeout_s)
     return None
 
 

@@ -28,7 +28,7 @@ from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import Rules, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
-from proxy.runtime.edge import ProxyHandler
+from proxy.runtime.edge import FORWARD_ROUTE, ProxyHandler
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
 from proxy.runtime.probes import Probes
@@ -265,7 +265,9 @@ def create_app(
     Probes(settings, services.metrics, services.rules, services.redis, services.limiter).register(
         app.router
     )
-    CounterEndpoints(services.actions, settings.credential_key).register(app.router)
+    CounterEndpoints(
+        services.actions, settings.credential_key, body_timeout_s=settings.body_timeout_s
+    ).register(app.router)
     if services.writes is not None:
         WriteEndpoints(services.writes, settings.admin_token, settings.credential_key).register(
             app.router
@@ -273,5 +275,5 @@ def create_app(
     if services.jobs is not None:
         JobEndpoints(services.jobs, settings.admin_token).register(app.router)
     handler = ProxyHandler(settings, services.metrics, services.rules, services.actions)
-    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    app.router.add_route("*", "/{tail:.*}", handler.handle, name=FORWARD_ROUTE)
     return app

@@ -19,7 +19,36 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--upstream", help="HubSpot base URL (HUBSPOT_PROXY_UPSTREAM)")
     run.add_argument("--rules", dest="rules_path", help="rules file (HUBSPOT_PROXY_RULES)")
     run.add_argument("--redis-url", help="Redis URL (REDIS_URL); embedded Valkey when unset")
+    run.add_argument(
+        "--header-timeout",
+        type=float,
+        dest="header_timeout_s",
+        help="seconds a request head may take to arrive (HUBSPOT_PROXY_HEADER_TIMEOUT_S, 10)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=float,
+        dest="body_timeout_s",
+        help="seconds a request body may take to arrive (HUBSPOT_PROXY_BODY_TIMEOUT_S, 30)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        help="open client connections served at once (HUBSPOT_PROXY_MAX_CONNECTIONS, 1000)",
+    )
     run.add_argument("--print-config", action="store_true", help="print effective settings, exit")
+
+
+RUN_FLAGS = (
+    "host",
+    "port",
+    "upstream",
+    "rules_path",
+    "redis_url",
+    "header_timeout_s",
+    "body_timeout_s",
+    "max_connections",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_run(ns: argparse.Namespace) -> int:
     from proxy.server import serve
 
-    overrides = {k: getattr(ns, k) for k in ("host", "port", "upstream", "rules_path", "redis_url")}
+    overrides = {k: getattr(ns, k) for k in RUN_FLAGS}
     settings = load_settings(overrides)
     if ns.print_config:
         print(json.dumps(masked(settings), indent=2))

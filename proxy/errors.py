@@ -31,6 +31,16 @@ class BadRequest(GatewayError):
     proxy_error = "bad-request"
 
 
+class BadEncoding(BadRequest):
+    proxy_error = "bad-encoding"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    category = "TIMEOUT"
+    proxy_error = "body-timeout"
+
+
 class Unauthorized(GatewayError):
     status = 401
     category = "INVALID_AUTHENTICATION"
@@ -69,6 +79,10 @@ class UpstreamUnreachable(GatewayError):
 
 class UpstreamNotReached(UpstreamUnreachable):
     """No connection could be made: the request never left, so HubSpot did not count it."""
+
+
+class UpstreamCutShort(UpstreamUnreachable):
+    proxy_error = "upstream-cut-short"
 
 
 class ServiceUnavailable(GatewayError):

@@ -6,6 +6,7 @@ so the shapes live here, in one place.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any, Final
@@ -145,3 +146,24 @@ def parse_json(raw: bytes) -> Any:
         return orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_exact(raw: bytes | str) -> Any:
+    """JSON with every number kept exact: orjson reads integers past 64 bits as floats
+    (123456789012345678901234567890 -> 1.2345678901234568e+29), the standard library does not.
+    For bodies the gateway stores and sends on (write-behind), where the client's value must
+    reach HubSpot unchanged."""
+    return json.loads(raw, parse_constant=_no_constant)
+
+
+def dumps_exact(body: Any) -> bytes:
+    """The inverse of `loads_exact`: orjson, or the standard library for integers orjson
+    refuses (past 64 bits)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

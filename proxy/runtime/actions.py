@@ -192,7 +192,10 @@ class Actions:
     async def _forward_and_learn(self, req: ClientRequest) -> web.StreamResponse:
         await self.learning.before_send(req)
         answer = await forward_buffered(req, self.caller)
-        await self.learning.after_answer_safely(req, answer)
+        if isinstance(answer, web.StreamResponse):
+            return answer  # too large to read whole: relayed as it came, nothing learned
+        if answer.parsable:
+            await self.learning.after_answer_safely(req, answer)
         return answer_response(answer, req.request_id)
 
     def _index_rules(self) -> list[SearchIndexRule]:

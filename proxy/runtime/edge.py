@@ -10,13 +10,13 @@ import logging
 import time
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.budget.plans import MAX_WAIT_HEADER, plan_for
 from proxy.config import Settings
-from proxy.errors import GatewayError, NotFound, PayloadTooLarge
+from proxy.errors import GatewayError, MethodNotAllowed, NotFound
 from proxy.http.context import ClientRequest
 from proxy.http.credentials import bearer_token, credential_id
+from proxy.http.incoming import checked_headers, read_body
 from proxy.http.middleware import REQUEST_ID
 from proxy.metrics import Metrics
 from proxy.rules.holder import RulesHolder
@@ -26,15 +26,25 @@ from proxy.upstream.transport import safe_path_qs
 log = logging.getLogger("proxy.app")
 
 GATEWAY_PREFIX = "/proxy/"
+FORWARD_ROUTE = "forward"
+# Where the gateway's own routes live (create_app): never forwarded, whatever the method.
+OWN_PATHS = ("/healthz", "/readyz", "/metrics", GATEWAY_PREFIX)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds {limit}")
-    body = await request.read()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-    return body
+async def refuse_other_methods(request: web.Request) -> None:
+    """405 when the path is one of the gateway's own (health, metrics, admin) under another
+    method: those paths are never forwarded, whatever the method."""
+    if not request.path.startswith(OWN_PATHS):
+        return  # the common case: a HubSpot path, checked without walking the routes
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name != FORWARD_ROUTE:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed here",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
 
 
 async def read_request(
@@ -46,6 +56,10 @@ async def read_request(
     path = path_qs.partition("?")[0]
     token = bearer_token(request)
     credential = credential_id(token, settings.credential_key.encode())
+    headers = checked_headers(request)
+    body = await read_body(
+        request, headers, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     current = rules.current
     classification = current.classify(request.method, path)
     plan = plan_for(
@@ -63,8 +77,8 @@ async def read_request(
         method=request.method,
         path_qs=path_qs,
         path=path,
-        headers=CIMultiDict(request.headers),
-        body=await read_body(request, settings.max_body_bytes),
+        headers=headers,
+        body=body,
         token=token,
         credential=credential,
         classification=classification,
@@ -83,6 +97,7 @@ class ProxyHandler:
         self._actions = actions
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        await refuse_other_methods(request)
         started = time.monotonic()
         req = await read_request(request, self._settings, self._rules)
         status = 500

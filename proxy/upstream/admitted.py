@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
 
 from proxy.budget.limiter import Limiter
 from proxy.budget.model import Admission, BudgetExceeded
@@ -23,9 +24,9 @@ from proxy.budget.plans import CallPlan
 from proxy.errors import GatewayError, UpstreamNotReached, UpstreamTimeout, UpstreamUnreachable
 from proxy.hubspot import protocol as hubspot
 from proxy.metrics import Metrics
-from proxy.upstream.answer import Answer, read_answer
+from proxy.upstream.answer import Answer, Unread, read_answer
 from proxy.upstream.rate_headers import RateLimitRecorder, RateLimitSnapshot, parse_headers
-from proxy.upstream.transport import Outgoing, Upstream
+from proxy.upstream.transport import Outgoing, Upstream, response_headers
 
 log = logging.getLogger("proxy.admission")
 
@@ -129,14 +130,19 @@ class AdmittedCaller:
         return admission
 
     async def fetch(self, plan: CallPlan, out: Outgoing) -> Answer:
-        """The answer to `out`, sent within budget, read whole and decoded."""
-        resp = await self._send(plan, out)
-        try:
-            return await read_answer(resp)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout("HubSpot did not finish its answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(f"HubSpot's answer broke off: {type(exc).__name__}") from exc
+        """The answer to `out`, sent within budget, read whole and decoded (past the size cap:
+        what was read, not `parsable`)."""
+        async with self.stream(plan, out) as resp:
+            try:
+                got = await read_answer(resp)
+            except aiohttp.ClientError as exc:
+                raise UpstreamUnreachable(
+                    f"HubSpot's answer broke off: {type(exc).__name__}"
+                ) from exc
+            if isinstance(got, Unread):
+                headers = CIMultiDict(response_headers(resp.headers))
+                return Answer(resp.status, resp.reason, headers, got.head, parsable=False)
+            return got
 
     @asynccontextmanager
     async def stream(self, plan: CallPlan, out: Outgoing) -> AsyncIterator[aiohttp.ClientResponse]:

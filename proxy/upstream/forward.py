@@ -2,26 +2,31 @@
 
 `forward` streams the answer back unchanged; `forward_buffered` is the other path, for calls a
 rule learns from or rewrites: the answer is read whole and decoded (`upstream.answer`), and sent
-back by `answer_response`.
+back by `answer_response`. An answer past the size cap is relayed as it came, and no rule
+learns from it.
 """
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.budget.plans import MAX_WAIT_HEADER
 from proxy.http.context import ClientRequest
 from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.answer import Answer
+from proxy.upstream.answer import Answer, Unread, read_answer
 from proxy.upstream.transport import Outgoing, end_to_end, response_headers
+
+log = logging.getLogger("proxy.forward")
 
 STREAM_CHUNK = 64 * 1024
 
 
 def outgoing_for(req: ClientRequest) -> Outgoing:
-    headers = end_to_end(CIMultiDict(req.web.headers))
+    # The request's own headers: a decoded body has lost its Content-Encoding there.
+    headers = end_to_end(req.headers)
     headers.popall("Host", None)
     headers.popall("Content-Length", None)
     headers.popall(MAX_WAIT_HEADER, None)
@@ -34,9 +39,14 @@ def outgoing_for(req: ClientRequest) -> Outgoing:
 
 
 async def stream_back(
-    request: web.BaseRequest, upstream_resp: aiohttp.ClientResponse, request_id: str
+    request: web.BaseRequest,
+    upstream_resp: aiohttp.ClientResponse,
+    request_id: str,
+    *,
+    already_read: bytes = b"",
 ) -> web.StreamResponse:
-    """Relay status, headers and body; the body is streamed, never buffered whole."""
+    """Relay status, headers and body (`already_read`, then the rest); the body is streamed,
+    never buffered whole."""
     response = web.StreamResponse(status=upstream_resp.status, reason=upstream_resp.reason)
     for name, value in response_headers(upstream_resp.headers):
         response.headers.add(name, value)
@@ -44,8 +54,15 @@ async def stream_back(
     if upstream_resp.content_length is not None:
         response.content_length = upstream_resp.content_length
     await response.prepare(request)
-    async for chunk in upstream_resp.content.iter_chunked(STREAM_CHUNK):
-        await response.write(chunk)
+    if already_read:
+        await response.write(already_read)
+    try:
+        async for chunk in upstream_resp.content.iter_chunked(STREAM_CHUNK):
+            await response.write(chunk)
+    except aiohttp.ClientPayloadError as exc:
+        # The status is out already: cutting the connection is the only way to tell the client.
+        log.warning("HubSpot's answer ended early; the client's connection is cut")
+        raise ConnectionResetError("HubSpot's answer ended early") from exc
     await response.write_eof()
     return response
 
@@ -56,10 +73,16 @@ async def forward(req: ClientRequest, caller: AdmittedCaller) -> web.StreamRespo
         return await stream_back(req.web, upstream_resp, req.request_id)
 
 
-async def forward_buffered(req: ClientRequest, caller: AdmittedCaller) -> Answer:
-    answer = await caller.fetch(req.plan, outgoing_for(req))
-    req.upstream_status = answer.status
-    return answer
+async def forward_buffered(
+    req: ClientRequest, caller: AdmittedCaller
+) -> Answer | web.StreamResponse:
+    """The answer read whole for the rules; past the cap, the answer already relayed as it came."""
+    async with caller.stream(req.plan, outgoing_for(req)) as upstream_resp:
+        req.upstream_status = upstream_resp.status
+        got = await read_answer(upstream_resp)
+        if isinstance(got, Unread):
+            return await stream_back(req.web, upstream_resp, req.request_id, already_read=got.head)
+        return got
 
 
 def answer_response(answer: Answer, request_id: str) -> web.Response:

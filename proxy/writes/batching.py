@@ -17,9 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import orjson
-
-from proxy.hubspot.protocol import canonical_object_type
+from proxy.hubspot.protocol import canonical_object_type, dumps_exact
 from proxy.writes.model import OP_ASSOCIATE, OP_CREATE, OP_UPDATE, WriteItem, entry_sort_key
 
 MAX_INPUTS: Final = 100
@@ -61,7 +59,7 @@ class Batch:
         return tuple(item for unit in self.units for item in unit.items)
 
     def body(self) -> bytes:
-        return orjson.dumps({"inputs": [dict(u.payload) for u in self.units]})
+        return dumps_exact({"inputs": [dict(u.payload) for u in self.units]})
 
     def halves(self) -> tuple[Batch, Batch]:
         mid = len(self.units) // 2

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.app import SERVICES, Services, create_app
 from proxy.config import Settings
-from tests.conftest import SimFactory, sim_url
+from tests.kit.harness import SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AUTH, GatewayFactory, SimFactory, sim_url
+from tests.kit.harness import AUTH, GatewayFactory, SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(60)
 

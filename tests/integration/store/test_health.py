@@ -25,7 +25,7 @@ from proxy.store.rule_store import UNAVAILABLE, RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.writes.model import UPDATE, WriteRequest
 from proxy.writes.service import WriteBehind
-from tests.conftest import AUTH, GatewayFactory, SimFactory, sim_url
+from tests.kit.harness import AUTH, GatewayFactory, SimFactory, sim_url
 from tests.kit.processes import start_valkey
 
 pytestmark = pytest.mark.timeout(60)
