@@ -93,6 +93,11 @@ async def forward_buffered(
 ) -> Buffered:
     upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
     ctx.upstream_status = upstream_resp.status
+    return await read_whole(upstream_resp)
+
+
+async def read_whole(upstream_resp: aiohttp.ClientResponse) -> Buffered:
+    """The answer read whole and released."""
     try:
         raw = await upstream_resp.read()
     finally:

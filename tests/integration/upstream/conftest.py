@@ -1,0 +1,101 @@
+"""A gateway whose routes coalesce, a tiny budget to saturate, and the simulator behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
+
+Client = TestClient[Any, Any]
+
+# 3 calls per second: three warm-up calls saturate the budget, and the next slot is < 1.1 s away.
+COALESCING_RULES = """\
+version: 1
+limits:
+  safety_margin: 1.0
+  general: {limit: 3, window: 1s}
+defaults: {priority: interactive, max_wait: 30s}
+routes:
+  - name: object-reads
+    match: {method: GET, path: "/crm/v3/objects/{objectType}/{objectId}"}
+    coalesce: {max_batch: 100, max_hold: 50ms}
+  - name: object-creates
+    match: {method: POST, path: "/crm/v3/objects/{objectType}"}
+    coalesce: {max_batch: 100, max_hold: 50ms}
+  - name: object-updates
+    match: {method: PATCH, path: "/crm/v3/objects/{objectType}/{objectId}"}
+    coalesce: {max_batch: 100, max_hold: 50ms}
+  - name: default-associations
+    match:
+      method: PUT
+      path: "/crm/v4/objects/{fromType}/{fromId}/associations/default/{toType}/{toId}"
+    coalesce: {max_batch: 100, max_hold: 50ms}
+"""
+
+
+class SimView:
+    """The simulator seen from outside the gateway: seeding, call log, direct (single) calls."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def _json(self, method: str, path: str, body: Any = None) -> Any:
+        async with aiohttp.ClientSession() as s, s.request(method, self.url + path, json=body) as r:
+            return await r.json()
+
+    async def seed(self, type_id: str, *props: dict[str, Any]) -> list[str]:
+        objects = [{"type": type_id, "properties": p} for p in props]
+        answer = await self._json("POST", "/__sim/seed", {"objects": objects})
+        return [str(o["id"]) for o in answer["objects"]]
+
+    async def calls(self) -> list[tuple[str, str]]:
+        answer = await self._json("GET", f"/__sim/calls?token={TOKEN}")
+        return [(c["method"], c["path"]) for c in answer["calls"]]
+
+    async def rate_limited(self) -> int:
+        stats = await self._json("GET", f"/__sim/stats?token={TOKEN}")
+        return sum(stats["rate_limited"].values())
+
+    async def direct(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """HubSpot's own answer to the single call, bypassing the gateway."""
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, self.url + path, json=body, headers=AUTH) as r,
+        ):
+            return r.status, await r.json()
+
+
+@pytest.fixture
+async def world(sim_factory: SimFactory) -> SimView:
+    return SimView(sim_url(await sim_factory()))
+
+
+@pytest.fixture
+async def gateway(world: SimView, gateway_factory: GatewayFactory, tmp_path: pathlib.Path) -> Client:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(COALESCING_RULES)
+    return await gateway_factory(world.url, rules_path=str(rules))
+
+
+Saturate = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def saturate(gateway: Client, world: SimView) -> Saturate:
+    """Spend the gateway's whole budget of the second, so the next calls wait for a slot."""
+
+    async def spend() -> None:
+        [spare] = await world.seed("0-2", {"name": "warm-up"})
+        for _ in range(3):
+            resp = await gateway.get(f"/crm/v3/objects/companies/{spare}", headers=AUTH)
+            assert resp.status == 200
+        await asyncio.sleep(0)
+
+    return spend
