@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from aiohttp import web
 
 from proxy.budget.plans import CallPlan, bucket_specs
@@ -13,10 +11,6 @@ from proxy.rules.loader import Classification, Rules
 from proxy.upstream.coalesce.calls import batchable
 from proxy.upstream.coalesce.gatherer import Ride
 from proxy.upstream.forward import outgoing_for
-
-# Creates wait for the shared batch result mapping (proxy.hubspot.batch_results): without a
-# trace id echoed, only it can tell which new record belongs to which caller.
-COALESCED_OPERATIONS: Final = frozenset({"read", "update", "associate"})
 
 
 def ride_for(
@@ -27,7 +21,7 @@ def ride_for(
     if settings is None or not settings.enabled or not ctx.has_token:
         return None
     call = batchable(ctx.method, ctx.path_qs, ctx.body)
-    if call is None or call.operation not in COALESCED_OPERATIONS:
+    if call is None:
         return None
     batch_buckets = rules.classify("POST", call.batch_path).buckets
     return Ride(

@@ -27,12 +27,12 @@ from multidict import CIMultiDict
 
 from proxy.budget.model import BucketSpec, Priority
 from proxy.budget.plans import CallPlan
-from proxy.errors import GatewayError
+from proxy.errors import GatewayError, UpstreamUnreachable
 from proxy.metrics import Metrics
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.coalesce.calls import BatchableCall
-from proxy.upstream.coalesce.shapes import batch_body
-from proxy.upstream.coalesce.split import Made, split_answer
+from proxy.upstream.coalesce.shapes import BatchCall, batch_call
+from proxy.upstream.coalesce.split import AMBIGUOUS, Made, Single, split_answer
 from proxy.upstream.forward import Buffered, read_whole
 from proxy.upstream.transport import Outgoing
 
@@ -88,9 +88,9 @@ class Coalescer:
         """HubSpot's answer to the single call, exactly as if it had gone out alone."""
         async with self._record_turn(ride):
             answer = await self._coalesced(ride)
-        if answer is None:
-            answer = await read_whole(await self._caller.send(ride.plan, ride.out))
-        return answer
+            if answer is None:
+                answer = await read_whole(await self._caller.send(ride.plan, ride.out))
+            return answer
 
     async def aclose(self) -> None:
         while self._tasks:
@@ -198,7 +198,7 @@ class Coalescer:
 
     async def _batch(self, members: list[_Member], plan: CallPlan, *, admitted: bool) -> None:
         """Send `members` as one batch call; a batch HubSpot refuses whole is bisected."""
-        if len(members) == 1:
+        if len(members) == 1 and not admitted:  # a bisected batch's last input: alone
             _settle(members[0], None)
             return
         if not admitted:
@@ -206,8 +206,9 @@ class Coalescer:
         calls = [m.ride.call for m in members]
         operation = calls[0].operation
         self._metrics.coalesced_batch_size.labels(operation).observe(len(members))
+        batch = batch_call(calls)
         leader = members[0].ride.out
-        out = Outgoing("POST", calls[0].batch_path, _batch_headers(leader), batch_body(calls))
+        out = Outgoing("POST", calls[0].batch_path, _batch_headers(leader), batch.body)
         answer = await read_whole(await self._caller.send(plan, out, admitted=True))
         if answer.status in SPLITTABLE:
             half = len(members) // 2
@@ -218,11 +219,10 @@ class Coalescer:
             for member in members:
                 _settle(member, replace(answer, headers=CIMultiDict(answer.headers)))
             return
-        made = _split(calls, answer)
-        settled = 0
-        for member, single in zip(members, made, strict=True):
-            settled += single is not None
-            _settle(member, None if single is None else _made_answer(single, answer))
+        singles = _split(calls, batch, answer)
+        for member, single in zip(members, singles, strict=True):
+            _settle(member, _single_answer(single, answer))
+        settled = sum(isinstance(single, Made) for single in singles)
         self._metrics.coalesce_calls_saved.labels(operation).inc(max(0, settled - 1))
 
 
@@ -247,20 +247,23 @@ def _batch_headers(leader: Outgoing) -> CIMultiDict[str]:
     return headers
 
 
-def _split(calls: list[BatchableCall], answer: Buffered) -> list[Made | None]:
+def _split(calls: list[BatchableCall], batch: BatchCall, answer: Buffered) -> list[Single]:
     if answer.status not in (200, 201, 207):
         return [None] * len(calls)  # e.g. a 404 for the batch endpoint: the singles may work
     try:
         body: Any = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
-        return [None] * len(calls)
-    if not isinstance(body, dict):
-        return [None] * len(calls)
-    return split_answer(calls, body)
+        body = None
+    return split_answer(calls, batch, answer.status, body)
 
 
-def _made_answer(single: Made, batch: Buffered) -> Buffered:
+def _single_answer(single: Single, batch: Buffered) -> Buffered | GatewayError | None:
     """The single answer, with the batch answer's headers (rate-limit headers included)."""
+    if single is None:
+        return None
+    if single is AMBIGUOUS:
+        return UpstreamUnreachable("HubSpot's answer did not say whether this record was created")
+    assert isinstance(single, Made)
     headers = CIMultiDict(batch.headers)
     headers.popall("Content-Encoding", None)
     reason = HTTPStatus(single.status).phrase

@@ -1,9 +1,13 @@
 """A batch answer cut back into the answer each single call would have had (pure).
 
-Results are matched to calls by what HubSpot puts in them (record id, association pair), never
-by position or `objectWriteTraceId`: HubSpot promises neither an order nor echoed trace ids.
-A call the answer does not settle exactly (an error other than "not found", no result) is
-`None`: the gatherer sends it on its own, and its caller gets HubSpot's own answer.
+Which input got which result is `proxy.hubspot.batch_results`' business (HubSpot promises no
+order and no echoed trace id). Here each outcome becomes the single call's answer:
+
+    applied, with its result   200 (201 for a create) and the object as the single call shows it
+    failed, OBJECT_NOT_FOUND   404 with HubSpot's single-call body (reads and updates)
+    failed, anything else      None: the call goes out on its own and gets HubSpot's own error
+    unknown                    None for reads, updates and associations (safe to send again);
+                               a create may exist already: `AMBIGUOUS`, never sent again
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from proxy.hubspot.batch_results import InputOutcome, map_batch_answer
 from proxy.hubspot.protocol import OBJECT_NOT_FOUND_MESSAGE, error_body
 from proxy.upstream.coalesce.calls import BatchableCall
+from proxy.upstream.coalesce.shapes import BatchCall
 
 # HubSpot shows these on every object, whatever properties were asked for.
 ALWAYS_SHOWN: Final = ("hs_object_id", "createdate", "hs_lastmodifieddate")
@@ -28,35 +34,45 @@ class Made:
     body: Any
 
 
-def split_answer(calls: Sequence[BatchableCall], body: Mapping[str, Any]) -> list[Made | None]:
-    """One entry per call of a 200/201/207 batch answer (`create` is not mapped here)."""
-    results = [r for r in body.get("results") or [] if isinstance(r, Mapping)]
+class Ambiguous:
+    """A create HubSpot may or may not have applied: its caller gets a 502, like a single call
+    whose answer was lost, and nothing is sent again."""
+
+
+AMBIGUOUS: Final = Ambiguous()
+Single = Made | Ambiguous | None
+
+
+def split_answer(
+    calls: Sequence[BatchableCall], batch: BatchCall, status: int, body: Any
+) -> list[Single]:
+    """One entry per call of a 200/201/207 batch answer."""
     operation = calls[0].operation
-    if operation == "associate":
-        return [_association(call, results, body) for call in calls]
-    by_id = {str(r.get("id")): r for r in results}
-    missing = _not_found_ids(body.get("errors"))
-    return [_record(call, by_id, missing) for call in calls]
+    outcomes = map_batch_answer(operation, batch.inputs, status, body)
+    results = body.get("results") if isinstance(body, Mapping) else None
+    singles: list[Single] = []
+    for call, position in zip(calls, batch.positions, strict=True):
+        outcome = outcomes[position]
+        if operation == "associate":
+            singles.append(_association(call, outcome, results, body))
+        else:
+            singles.append(_record(call, outcome))
+    return singles
 
 
-def _not_found_ids(errors: Any) -> set[str]:
-    ids: set[str] = set()
-    for error in errors if isinstance(errors, list) else ():
-        if not isinstance(error, Mapping) or error.get("category") != NOT_FOUND:
-            continue
-        context = error.get("context")
-        if isinstance(context, Mapping) and isinstance(context.get("ids"), list):
-            ids.update(str(i) for i in context["ids"])
-    return ids
-
-
-def _record(call: BatchableCall, by_id: Mapping[str, Any], missing: set[str]) -> Made | None:
-    result = by_id.get(call.object_id)
-    if result is not None:
-        return Made(200, single_object(result, call.properties))
-    if call.object_id in missing:
+def _record(call: BatchableCall, outcome: InputOutcome) -> Single:
+    creating = call.operation == "create"
+    if outcome.state == "applied" and outcome.result is not None:
+        return Made(201 if creating else 200, single_object(outcome.result, call.properties))
+    if outcome.state == "failed" and not creating and _category(outcome) == NOT_FOUND:
         return Made(404, error_body(OBJECT_NOT_FOUND_MESSAGE, NOT_FOUND))
+    if creating and outcome.state != "failed":
+        return AMBIGUOUS  # applied, but which new record is its own cannot be told
     return None
+
+
+def _category(outcome: InputOutcome) -> str:
+    return str((outcome.error or {}).get("category") or "")
 
 
 def single_object(result: Mapping[str, Any], asked: tuple[str, ...] | None) -> dict[str, Any]:
@@ -69,12 +85,14 @@ def single_object(result: Mapping[str, Any], asked: tuple[str, ...] | None) -> d
     return shown
 
 
-def _association(
-    call: BatchableCall, results: list[Mapping[str, Any]], body: Mapping[str, Any]
-) -> Made | None:
+def _association(call: BatchableCall, outcome: InputOutcome, results: Any, body: Any) -> Single:
+    """The single PUT's body: this pair's results, both directions, from the batch answer."""
+    if outcome.state != "applied" or not isinstance(results, list):
+        return None
     pair = (call.object_id, call.to_id)
-    forward = [r for r in results if _ends(r) == pair]
-    backward = [r for r in results if _ends(r) == pair[::-1]]
+    ends = [(r, _ends(r)) for r in results if isinstance(r, Mapping)]
+    forward = [r for r, e in ends if e == pair]
+    backward = [r for r, e in ends if e == pair[::-1]]
     if not forward:
         return None
     single = {
