@@ -59,6 +59,9 @@ class SimView:
         answer = await self._json("GET", f"/__sim/calls?token={TOKEN}")
         return [(c["method"], c["path"]) for c in answer["calls"]]
 
+    async def objects(self, type_id: str) -> list[dict[str, Any]]:
+        return list((await self._json("GET", f"/__sim/objects/{type_id}"))["results"])
+
     async def rate_limited(self) -> int:
         stats = await self._json("GET", f"/__sim/stats?token={TOKEN}")
         return sum(stats["rate_limited"].values())
@@ -73,12 +76,20 @@ class SimView:
 
 
 @pytest.fixture
-async def world(sim_factory: SimFactory) -> SimView:
-    return SimView(sim_url(await sim_factory()))
+def sim_options() -> dict[str, Any]:
+    """Simulator settings; tests parametrize it with HubSpot's batch answer variants."""
+    return {}
 
 
 @pytest.fixture
-async def gateway(world: SimView, gateway_factory: GatewayFactory, tmp_path: pathlib.Path) -> Client:
+async def world(sim_factory: SimFactory, sim_options: dict[str, Any]) -> SimView:
+    return SimView(sim_url(await sim_factory(**sim_options)))
+
+
+@pytest.fixture
+async def gateway(
+    world: SimView, gateway_factory: GatewayFactory, tmp_path: pathlib.Path
+) -> Client:
     rules = tmp_path / "rules.yaml"
     rules.write_text(COALESCING_RULES)
     return await gateway_factory(world.url, rules_path=str(rules))
