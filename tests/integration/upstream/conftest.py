@@ -62,6 +62,9 @@ class SimView:
     async def objects(self, type_id: str) -> list[dict[str, Any]]:
         return list((await self._json("GET", f"/__sim/objects/{type_id}"))["results"])
 
+    async def configure(self, **changes: Any) -> None:
+        await self._json("POST", "/__sim/config", changes)
+
     async def rate_limited(self) -> int:
         stats = await self._json("GET", f"/__sim/stats?token={TOKEN}")
         return sum(stats["rate_limited"].values())

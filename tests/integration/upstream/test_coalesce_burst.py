@@ -48,3 +48,43 @@ async def test_a_burst_of_reads_on_a_spent_budget_leaves_as_full_batch_reads(
     burst = (await world.calls())[before:]
     assert burst == [("POST", "/crm/v3/objects/contacts/batch/read")] * math.ceil(count / 100)
     assert await world.rate_limited() == 0
+    metrics = await (await gateway.get("/metrics")).text()
+    saved = count - math.ceil(count / 100)
+    assert f'hubspot_proxy_coalesce_calls_saved_total{{operation="read"}} {saved}.0' in metrics
+    batches = math.ceil(count / 100)
+    assert f'hubspot_proxy_coalesced_batch_size_count{{operation="read"}} {batches}.0' in metrics
+    held = metrics.split('hubspot_proxy_coalesce_hold_seconds_count{operation="read"} ')[1]
+    assert float(held.split()[0]) >= count  # the warm-up's grouped calls count too
+
+
+async def test_a_lone_create_with_budget_free_goes_out_as_the_single_post(
+    gateway: Any, world: Any
+) -> None:
+    resp = await gateway.post(
+        "/crm/v3/objects/companies", json={"properties": {"name": "solo"}}, headers=AUTH
+    )
+    assert resp.status == 201
+    assert await world.calls() == [("POST", "/crm/v3/objects/companies")]
+
+
+async def test_creates_hubspot_failed_after_applying_are_never_sent_again(
+    gateway: Any, world: Any, saturate: Any
+) -> None:
+    await saturate()
+    await world.configure(fault_5xx_after_rate=1.0)
+    before = len(await world.calls())
+
+    async def create(i: int) -> int:
+        resp = await gateway.post(
+            "/crm/v3/objects/companies", json={"properties": {"name": f"n{i}"}}, headers=AUTH
+        )
+        body = await resp.json()
+        assert body["status"] == "error" and body["message"]  # HubSpot's error shape
+        return resp.status
+
+    statuses = await asyncio.gather(*(create(i) for i in range(5)))
+
+    assert all(status >= 500 for status in statuses), statuses
+    assert (await world.calls())[before:] == [("POST", "/crm/v3/objects/companies/batch/create")]
+    names = [o["properties"].get("name") for o in await world.objects("0-2")]
+    assert sorted(n for n in names if n != "warm-up") == [f"n{i}" for i in range(5)]
