@@ -31,9 +31,11 @@ from proxy.errors import GatewayError, UpstreamUnreachable
 from proxy.metrics import Metrics
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.coalesce.calls import BatchableCall
+from proxy.upstream.coalesce.pacing import hold_s
 from proxy.upstream.coalesce.shapes import BatchCall, batch_call
 from proxy.upstream.coalesce.split import AMBIGUOUS, Made, Single, split_answer
 from proxy.upstream.forward import Buffered, read_whole
+from proxy.upstream.rate_headers import RateLimitSnapshot, parse_headers
 from proxy.upstream.transport import Outgoing
 
 log = logging.getLogger("proxy.coalesce")
@@ -70,6 +72,7 @@ class _Member:
 class _Group:
     key: tuple[str, ...]
     leader: Ride
+    hold_s: float
     members: list[_Member] = field(default_factory=list)
     full: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -81,6 +84,7 @@ class Coalescer:
         self._open: dict[tuple[str, ...], _Group] = {}
         self._left: dict[tuple[str, ...], float] = {}  # when a call of each kind last left
         self._waiting: Counter[tuple[str, ...]] = Counter()  # groups not yet left, by kind
+        self._seen: dict[str, RateLimitSnapshot] = {}  # HubSpot's last budget headers
         self._record_turns: dict[tuple[str, ...], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -90,7 +94,10 @@ class Coalescer:
             answer = await self._coalesced(ride)
             if answer is None:
                 answer = await read_whole(await self._caller.send(ride.plan, ride.out))
-            return answer
+        seen = parse_headers(answer.headers)
+        if seen.max is not None and seen.remaining is not None:
+            self._seen[ride.plan.credential] = seen
+        return answer
 
     async def aclose(self) -> None:
         while self._tasks:
@@ -129,14 +136,17 @@ class Coalescer:
             self._seal(group)
         return await asyncio.shield(member.answer)
 
+    def _hold_s(self, ride: Ride) -> float:
+        return hold_s(ride.max_hold_s, self._seen.get(ride.plan.credential))
+
     def _pressed(self, key: tuple[str, ...], ride: Ride) -> bool:
         """Calls of this kind keep coming (one left within the hold window) or wait for budget
         (a group has not left yet): a new one gathers instead of spending a slot alone."""
-        recent = time.monotonic() - self._left.get(key, -math.inf) < ride.max_hold_s
+        recent = time.monotonic() - self._left.get(key, -math.inf) < self._hold_s(ride)
         return recent or self._waiting[key] > 0
 
     def _open_group(self, key: tuple[str, ...], leader: Ride) -> _Group:
-        group = _Group(key, leader)
+        group = _Group(key, leader, self._hold_s(leader))
         self._open[key] = group
         self._waiting[key] += 1
         task = asyncio.ensure_future(self._run(group))
@@ -164,7 +174,7 @@ class Coalescer:
     async def _admitted(self, group: _Group) -> CallPlan | None:
         """Hold the group open, then wait for its slot while more calls join."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(group.full.wait(), group.leader.max_hold_s)
+            await asyncio.wait_for(group.full.wait(), group.hold_s)
         plan = _batch_plan(group)
         try:
             await self._caller.admit(plan)
