@@ -16,28 +16,28 @@ from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 
 Client = TestClient[Any, Any]
 
-# 3 calls per window: three warm-up calls saturate the budget until the window has passed.
+# `limit` calls per window (3: three warm-up calls saturate it until the window has passed).
 COALESCING_RULES = """\
 version: 1
 limits:
   safety_margin: 1.0
-  general: {limit: 3, window: WINDOWs}
+  general: {limit: LIMIT, window: WINDOWs}
 defaults: {priority: interactive, max_wait: 30s}
 routes:
   - name: object-reads
     match: {method: GET, path: "/crm/v3/objects/{objectType}/{objectId}"}
-    coalesce: {max_batch: 100, max_hold: 50ms}
+    coalesce: {max_batch: 100, max_hold: HOLD}
   - name: object-creates
     match: {method: POST, path: "/crm/v3/objects/{objectType}"}
-    coalesce: {max_batch: 100, max_hold: 50ms}
+    coalesce: {max_batch: 100, max_hold: HOLD}
   - name: object-updates
     match: {method: PATCH, path: "/crm/v3/objects/{objectType}/{objectId}"}
-    coalesce: {max_batch: 100, max_hold: 50ms}
+    coalesce: {max_batch: 100, max_hold: HOLD}
   - name: default-associations
     match:
       method: PUT
       path: "/crm/v4/objects/{fromType}/{fromId}/associations/default/{toType}/{toId}"
-    coalesce: {max_batch: 100, max_hold: 50ms}
+    coalesce: {max_batch: 100, max_hold: HOLD}
 """
 
 
@@ -89,24 +89,42 @@ def sim_options() -> dict[str, Any]:
 
 
 @pytest.fixture
+def limit() -> int:
+    return 3
+
+
+@pytest.fixture
+def max_hold() -> str:
+    return "50ms"
+
+
+@pytest.fixture
 def window_s() -> int:
     """The budget's window: how long a call waits for a slot once the warm-up spent it."""
     return 1
 
 
 @pytest.fixture
-async def world(sim_factory: SimFactory, sim_options: dict[str, Any], window_s: int) -> SimView:
+async def world(
+    sim_factory: SimFactory, sim_options: dict[str, Any], limit: int, window_s: int
+) -> SimView:
     """HubSpot with the gateway's budget, so its rate-limit headers tell the same pressure."""
-    options = {"general_limit": 3, "general_window_s": float(window_s), **sim_options}
+    options = {"general_limit": limit, "general_window_s": float(window_s), **sim_options}
     return SimView(sim_url(await sim_factory(**options)))
 
 
 @pytest.fixture
 async def gateway(
-    world: SimView, gateway_factory: GatewayFactory, tmp_path: pathlib.Path, window_s: int
+    world: SimView,
+    gateway_factory: GatewayFactory,
+    tmp_path: pathlib.Path,
+    limit: int,
+    window_s: int,
+    max_hold: str,
 ) -> Client:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(COALESCING_RULES.replace("WINDOW", str(window_s)))
+    text = COALESCING_RULES.replace("LIMIT", str(limit)).replace("WINDOW", str(window_s))
+    rules.write_text(text.replace("HOLD", max_hold))
     return await gateway_factory(world.url, rules_path=str(rules))
 
 
@@ -114,12 +132,12 @@ Saturate = Callable[[], Awaitable[None]]
 
 
 @pytest.fixture
-def saturate(gateway: Client, world: SimView) -> Saturate:
+def saturate(gateway: Client, world: SimView, limit: int) -> Saturate:
     """Spend the gateway's whole budget of the second, so the next calls wait for a slot."""
 
     async def spend() -> None:
         [spare] = await world.seed("0-2", {"name": "warm-up"})
-        for _ in range(3):
+        for _ in range(limit):
             resp = await gateway.get(f"/crm/v3/objects/companies/{spare}", headers=AUTH)
             assert resp.status == 200
         await asyncio.sleep(0)
