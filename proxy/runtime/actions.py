@@ -13,6 +13,7 @@ answered from, nor fills, a cache (invariant 4). Redis trouble means forwarding 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Final
 
 import orjson
@@ -46,7 +47,7 @@ from proxy.runtime.own_calls import OwnCalls
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.coalesce.gatherer import Coalescer
+from proxy.upstream.coalesce.gatherer import Coalescer, Ride
 from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
 
 log = logging.getLogger("proxy.actions")
@@ -105,10 +106,10 @@ class Actions:
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
     ) -> web.StreamResponse:
         """Streamed through, unless the call coalesces (its answer is then made whole)."""
-        if ride_for(self.rules.current, request, ctx, cls, plan) is None:
+        ride = ride_for(self.rules.current, request, ctx, cls, plan)
+        if ride is None:
             return await forward(request, ctx, self.caller, plan)
-        answer = await self._upstream_answer(request, ctx, cls, plan)
-        return buffered_response(answer, ctx.request_id)
+        return buffered_response(await self._coalesced(ride, ctx), ctx.request_id)
 
     async def _upstream_answer(
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
@@ -118,8 +119,13 @@ class Actions:
         ride = ride_for(self.rules.current, request, ctx, cls, plan)
         if ride is None:
             return await forward_buffered(request, ctx, self.caller, plan)
+        return await self._coalesced(ride, ctx)
+
+    async def _coalesced(self, ride: Ride, ctx: RequestContext) -> Buffered:
+        started = time.monotonic()
         answer = await self.coalescer.send(ride)
         ctx.upstream_status = answer.status
+        ctx.waited_s += time.monotonic() - started  # held, then waited for the group's slot
         return answer
 
     def _respond(self, rule: RespondRule) -> web.Response:

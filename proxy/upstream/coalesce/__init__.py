@@ -3,6 +3,7 @@
     calls     which single calls may share a batch (grouping key) and what each one contributes
     shapes    the batch call of a group: path and body per operation
     split     HubSpot's batch answer cut back into the answer each single call would have had
+    pacing    how long calls gather: longer as HubSpot's window is spent
     gatherer  groups, the hold window, the leader's admission, bisecting a refused batch
 
 May import what `proxy.upstream` may import.
