@@ -130,6 +130,8 @@ class Coalescer:
             else:
                 self._left[key] = time.monotonic()
                 return await read_whole(await self._caller.send(ride.plan, ride.out, admitted=True))
+        if ride.plan.deadline < group.leader.plan.deadline:
+            return None  # the group may wait longer than this call may: it waits on its own
         member = _Member(ride, time.monotonic(), asyncio.get_running_loop().create_future())
         group.members.append(member)
         if len(group.members) >= ride.max_batch:

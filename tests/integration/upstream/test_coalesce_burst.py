@@ -99,3 +99,23 @@ async def test_creates_hubspot_failed_after_applying_are_never_sent_again(
     assert (await world.calls())[before:] == [("POST", "/crm/v3/objects/companies/batch/create")]
     names = [o["properties"].get("name") for o in await world.objects("0-2")]
     assert sorted(n for n in names if n != "warm-up") == [f"n{i}" for i in range(5)]
+
+
+async def test_a_call_that_may_not_wait_as_long_as_the_group_gets_its_own_429(
+    gateway: Any, world: Any, saturate: Any
+) -> None:
+    a, b = await world.seed("0-1", {"email": "a@x.com"}, {"email": "b@x.com"})
+    await saturate()
+    before = len(await world.calls())
+    patient = asyncio.ensure_future(gateway.get(f"/crm/v3/objects/contacts/{a}", headers=AUTH))
+    await asyncio.sleep(0.02)
+    hurried = await gateway.get(
+        f"/crm/v3/objects/contacts/{b}",
+        headers={**AUTH, "X-HubSpot-Proxy-Max-Wait-Ms": "100"},
+    )
+
+    assert hurried.status == 429
+    assert (await hurried.json())["errorType"] == "RATE_LIMIT"
+    assert int(hurried.headers["Retry-After"]) >= 1
+    assert (await patient).status == 200
+    assert (await world.calls())[before:] == [("GET", f"/crm/v3/objects/contacts/{a}")]
