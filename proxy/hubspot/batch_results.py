@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Operation = Literal["create", "update", "read", "upsert", "archive", "associate"]
@@ -194,9 +195,36 @@ def normalised(value: Any) -> str:
     return str(value)
 
 
+def instant(value: Any) -> float | None:
+    """Numbers as numbers, dates (ISO or epoch ms) as epoch ms; None for anything else."""
+    if value is None:
+        return None
+    raw = normalised(value).strip()
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:  # HubSpot's dates without a zone are UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() * 1000
+
+
+def same_value(submitted: Any, returned: Any) -> bool:
+    """HubSpot hands back strings, and dates sent as epoch ms come back as ISO text."""
+    a, b = normalised(submitted).strip(), normalised(returned).strip()
+    if a == b:
+        return True
+    x = instant(a)
+    return x is not None and x == instant(b)
+
+
 def properties_match(submitted: Mapping[str, Any], returned: Mapping[str, Any]) -> bool:
     """Every submitted property came back with its value (HubSpot adds its own, e.g. createdate)."""
-    return all(normalised(v) == normalised(returned.get(k)) for k, v in submitted.items())
+    return all(same_value(v, returned.get(k)) for k, v in submitted.items())
 
 
 def _content_match(one: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
@@ -206,7 +234,7 @@ def _content_match(one: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
 def _upsert_match(one: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
     returned = _properties(result)
     id_property = one.get("idProperty")
-    if id_property and normalised(returned.get(str(id_property))) != normalised(one.get("id")):
+    if id_property and not same_value(one.get("id"), returned.get(str(id_property))):
         return False
     return properties_match(_properties(one), returned)
 

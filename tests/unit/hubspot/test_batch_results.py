@@ -222,3 +222,13 @@ def test_a_result_with_a_foreign_trace_id_still_maps_by_content() -> None:
     body = complete(created("1", inputs[0]["properties"], "other"))
     got = map_batch_answer("create", inputs, 207, body)
     assert result_ids(got) == ["1"]
+
+
+def test_note_timestamps_sent_as_epoch_ms_match_hubspots_iso_dates() -> None:
+    inputs = [note("a", ts=1700000000000), note("a", ts=1700000001000)]
+    later = {"hs_note_body": "a", "hs_timestamp": "2023-11-14T22:13:21.000Z"}
+    earlier = {"hs_note_body": "a", "hs_timestamp": "2023-11-14T22:13:20Z"}
+    got = map_batch_answer(
+        "create", inputs, 207, complete(created("2", later), created("1", earlier))
+    )
+    assert result_ids(got) == ["1", "2"]
