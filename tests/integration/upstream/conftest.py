@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from hubspot import HubSpot
 
 from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 
@@ -149,3 +150,9 @@ def saturate(gateway: Client, world: SimView, limit: int) -> Saturate:
         await asyncio.sleep(0)
 
     return spend
+
+
+@pytest.fixture
+def sdk(gateway: Client) -> HubSpot:
+    """The official Python SDK pointed at the gateway."""
+    return HubSpot(access_token=TOKEN, host=str(gateway.make_url("")).rstrip("/"))

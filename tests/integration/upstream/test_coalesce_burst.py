@@ -12,14 +12,9 @@ import pytest
 
 from tests.conftest import AUTH
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def window_s() -> int:
-    """Long enough for every call of the burst to have arrived before the first slot frees, on
-    a loaded machine too: then the count of batch calls does not depend on arrival speed."""
-    return 4
+# The window is long enough for every call of a burst to have arrived before the first slot
+# frees, on a loaded machine too: then the count of batch calls does not depend on arrival speed.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.parametrize("window_s", [4])]
 
 
 async def test_a_lone_read_with_budget_free_goes_out_as_the_single_get(

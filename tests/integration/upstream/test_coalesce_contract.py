@@ -13,8 +13,6 @@ import pytest
 
 from tests.conftest import AUTH
 
-pytestmark = pytest.mark.timeout(60)
-
 VARIANTS = {
     "no-trace-ids": {},
     "trace-ids": {"echo_trace_ids": True},
@@ -27,6 +25,10 @@ VOLATILE = frozenset({
     "createdAt", "updatedAt", "startedAt", "completedAt", "correlationId",
 })  # fmt: skip
 MISSING = "99999999"
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.parametrize("sim_options", list(VARIANTS.values()), ids=list(VARIANTS)),
+]
 Call = tuple[str, str, Any]
 
 
@@ -58,11 +60,6 @@ def assert_same_contract(got: tuple[int, Any, Any], single: tuple[int, Any], wha
 def batch_paths(calls: list[tuple[str, str]]) -> Counter[str]:
     return Counter(path for method, path in calls if path.endswith(("/batch/read", "/batch/update",
                    "/batch/create", "/batch/associate/default")))  # fmt: skip
-
-
-@pytest.fixture(params=list(VARIANTS), ids=list(VARIANTS))
-def sim_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(VARIANTS[request.param])
 
 
 async def test_reads(gateway: Any, world: Any, saturate: Any) -> None:

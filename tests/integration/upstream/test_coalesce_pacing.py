@@ -10,23 +10,12 @@ import pytest
 
 from tests.conftest import AUTH
 
-pytestmark = pytest.mark.timeout(60)
 CALLS = 30
-
-
-@pytest.fixture
-def limit() -> int:
-    return 20
-
-
-@pytest.fixture
-def window_s() -> int:
-    return 10
-
-
-@pytest.fixture
-def max_hold() -> str:
-    return "500ms"
+# A budget of 20 per 10 s, and holds of up to 500 ms.
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.parametrize(("limit", "window_s", "max_hold"), [(20, 10, "500ms")]),
+]
 
 
 async def test_a_stream_of_reads_spends_less_than_the_budget(gateway: Any, world: Any) -> None:

@@ -14,8 +14,6 @@ from hubspot import HubSpot
 from hubspot.crm.objects import SimplePublicObjectInput, SimplePublicObjectInputForCreate
 from hubspot.crm.objects.exceptions import ApiException
 
-from tests.conftest import TOKEN
-
 pytestmark = pytest.mark.timeout(60)
 T = TypeVar("T")
 
@@ -23,11 +21,6 @@ T = TypeVar("T")
 async def together(*calls: Callable[[], T]) -> list[T | BaseException]:
     """The SDK is synchronous: each call in its own thread, all at once."""
     return await asyncio.gather(*(asyncio.to_thread(c) for c in calls), return_exceptions=True)
-
-
-@pytest.fixture
-def sdk(gateway: Any) -> HubSpot:
-    return HubSpot(access_token=TOKEN, host=str(gateway.make_url("")).rstrip("/"))
 
 
 async def test_reads_updates_creates_and_associations(
