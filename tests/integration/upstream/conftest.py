@@ -94,6 +94,12 @@ def sim_options() -> dict[str, Any]:
 
 
 @pytest.fixture
+def rules_text() -> str:
+    """The gateway's rules, with LIMIT, WINDOW and HOLD standing for the fixtures' values."""
+    return COALESCING_RULES
+
+
+@pytest.fixture
 def limit() -> int:
     return 3
 
@@ -126,9 +132,10 @@ async def gateway(
     limit: int,
     window_s: int,
     max_hold: str,
+    rules_text: str,
 ) -> Client:
     rules = tmp_path / "rules.yaml"
-    text = COALESCING_RULES.replace("LIMIT", str(limit)).replace("WINDOW", str(window_s))
+    text = rules_text.replace("LIMIT", str(limit)).replace("WINDOW", str(window_s))
     rules.write_text(text.replace("HOLD", max_hold))
     # A loaded machine can slow Redis past the default bound, and the in-process fallback
     # budget would then admit calls these tests count on waiting: give Redis time to answer.
