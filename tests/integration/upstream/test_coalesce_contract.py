@@ -166,11 +166,13 @@ async def test_creates(gateway: Any, world: Any, saturate: Any, sim_options: Any
 async def test_default_associations(gateway: Any, world: Any, saturate: Any) -> None:
     c1, c2 = await world.seed("0-1", {"firstname": "A"}, {"firstname": "B"})
     k1, k2 = await world.seed("0-2", {"name": "X"}, {"name": "Y"})
-    base = "/crm/v4/objects/contacts"
+    base, dated = "/crm/v4/objects/contacts", "/crm/objects/2026-03/contacts"
     calls: list[Call] = [
         ("PUT", f"{base}/{c1}/associations/default/companies/{k1}", None),
         ("PUT", f"{base}/{c2}/associations/default/companies/{k2}", None),
         ("PUT", f"{base}/{MISSING}/associations/default/companies/{k2}", None),
+        ("PUT", f"{dated}/{c1}/associations/default/companies/{k2}", None),
+        ("PUT", f"{dated}/{c2}/associations/default/companies/{k1}", None),
     ]
     await saturate()
     before = len(await world.calls())
@@ -180,7 +182,8 @@ async def test_default_associations(gateway: Any, world: Any, saturate: Any) -> 
     assert Counter(burst) == {
         ("POST", "/crm/v4/associations/contacts/companies/batch/associate/default"): 1,
         ("PUT", calls[2][1]): 1,  # the pair HubSpot refused: its own 404 from its single call
+        ("POST", "/crm/associations/2026-03/contacts/companies/batch/associate/default"): 1,
     }
-    assert [status for status, _, _ in answers] == [200, 200, 404]
+    assert [status for status, _, _ in answers] == [200, 200, 404, 200, 200]
     for (method, path, _), got in zip(calls, answers, strict=True):
         assert_same_contract(got, await world.direct(method, path), path)
