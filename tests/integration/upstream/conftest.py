@@ -100,6 +100,12 @@ def rules_text() -> str:
 
 
 @pytest.fixture
+def gateway_settings() -> dict[str, Any]:
+    """Settings the gateway runs with beyond the rules (tests parametrize it)."""
+    return {}
+
+
+@pytest.fixture
 def limit() -> int:
     return 3
 
@@ -133,13 +139,15 @@ async def gateway(
     window_s: int,
     max_hold: str,
     rules_text: str,
+    gateway_settings: dict[str, Any],
 ) -> Client:
     rules = tmp_path / "rules.yaml"
     text = rules_text.replace("LIMIT", str(limit)).replace("WINDOW", str(window_s))
     rules.write_text(text.replace("HOLD", max_hold))
     # A loaded machine can slow Redis past the default bound, and the in-process fallback
     # budget would then admit calls these tests count on waiting: give Redis time to answer.
-    return await gateway_factory(world.url, rules_path=str(rules), redis_timeout_s=2.0)
+    settings = {"redis_timeout_s": 2.0, **gateway_settings}
+    return await gateway_factory(world.url, rules_path=str(rules), **settings)
 
 
 Saturate = Callable[[], Awaitable[None]]

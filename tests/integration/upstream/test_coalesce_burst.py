@@ -120,3 +120,27 @@ async def test_a_call_that_may_not_wait_as_long_as_the_group_gets_its_own_429(
     assert int(hurried.headers["Retry-After"]) >= 1
     assert (await patient).status == 200
     assert (await world.calls())[before:] == [("GET", f"/crm/v3/objects/contacts/{a}")]
+
+
+@pytest.mark.parametrize("gateway_settings", [{"read_timeout_s": 1.0}])
+async def test_creates_whose_answer_never_comes_are_never_sent_again(
+    gateway: Any, world: Any, saturate: Any
+) -> None:
+    await saturate()
+    await world.configure(fault_timeout_after_rate=1.0, timeout_s=3.0)
+    before = len(await world.calls())
+
+    async def create(i: int) -> int:
+        resp = await gateway.post(
+            "/crm/v3/objects/companies", json={"properties": {"name": f"t{i}"}}, headers=AUTH
+        )
+        body = await resp.json()
+        assert body["status"] == "error" and body["category"] == "GATEWAY_TIMEOUT"
+        return resp.status
+
+    statuses = await asyncio.gather(*(create(i) for i in range(4)))
+
+    assert statuses == [504] * 4
+    assert (await world.calls())[before:] == [("POST", "/crm/v3/objects/companies/batch/create")]
+    names = [o["properties"].get("name") for o in await world.objects("0-2")]
+    assert sorted(n for n in names if n != "warm-up") == [f"t{i}" for i in range(4)]
