@@ -17,7 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.budget.plans import CallPlan
-from proxy.errors import UpstreamCutShort
+from proxy.errors import UpstreamCutShort, UpstreamTooLarge
 from proxy.http.context import RequestContext
 from proxy.http.inflate import InflatedTooLarge, InflateError, inflatable, inflate
 from proxy.upstream.admitted import AdmittedCaller
@@ -139,12 +139,33 @@ async def forward_buffered(
             return await stream_back(request, upstream_resp, ctx.request_id, already_read=raw)
     finally:
         upstream_resp.release()
-    headers = CIMultiDict(response_headers(upstream_resp.headers))
-    body = await _decoded(headers, raw)
-    if body is None:
+    answer = await _buffered(upstream_resp, raw)
+    if answer is None:
         as_it_came = CIMultiDict(response_headers(upstream_resp.headers))
         answer = Buffered(upstream_resp.status, upstream_resp.reason, as_it_came, raw)
         return buffered_response(answer, ctx.request_id)
+    return answer
+
+
+async def read_whole(upstream_resp: aiohttp.ClientResponse) -> Buffered:
+    """The answer read whole, inflated and released, for the gateway to take apart (a batch
+    answer split among its callers); one past the cap cannot be split, so it is a 502."""
+    try:
+        raw, whole = await _read_capped(upstream_resp)
+    finally:
+        upstream_resp.release()
+    answer = await _buffered(upstream_resp, raw) if whole else None
+    if answer is None:
+        raise UpstreamTooLarge(f"HubSpot's answer is larger than {MAX_BUFFERED_BYTES} bytes")
+    return answer
+
+
+async def _buffered(upstream_resp: aiohttp.ClientResponse, raw: bytes) -> Buffered | None:
+    """The answer with its identity body, or None when it inflates past the cap."""
+    headers = CIMultiDict(response_headers(upstream_resp.headers))
+    body = await _decoded(headers, raw)
+    if body is None:
+        return None
     return Buffered(upstream_resp.status, upstream_resp.reason, headers, body)
 
 
