@@ -38,6 +38,7 @@ from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.background import BackgroundClient, PlanFor
+from proxy.upstream.coalesce.gatherer import Coalescer
 from proxy.upstream.rate_headers import RateLimitRecorder
 from proxy.upstream.transport import Upstream
 from proxy.writes.model import WriteConfig
@@ -120,6 +121,7 @@ def _build_actions(
         cache=cache,
         learning=learning,
         write_behind=write_behind,
+        coalescer=Coalescer(caller, metrics),
     )
 
 

@@ -85,6 +85,10 @@ class UpstreamCutShort(UpstreamUnreachable):
     proxy_error = "upstream-cut-short"
 
 
+class UpstreamTooLarge(UpstreamUnreachable):
+    proxy_error = "upstream-too-large"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     category = "SERVICE_UNAVAILABLE"

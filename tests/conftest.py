@@ -53,6 +53,8 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
 
     async def start(**config: Any) -> TestServer:
         config.setdefault("latency_ms", (0, 0))
+        # HubSpot's own batch example carries no objectWriteTraceId: test against that.
+        config.setdefault("echo_trace_ids", False)
         server = TestServer(create_sim_app(SimConfig(**config)))
         await server.start_server()
         servers.append(server)

@@ -50,6 +50,9 @@ OBJECT_TYPE_IDS: Final[dict[str, str]] = {
     "email": "0-49",
 }
 
+# The message of HubSpot's 404 for a single-record GET or PATCH of a record that does not exist.
+OBJECT_NOT_FOUND_MESSAGE: Final = "Object not found.  objectId are usually numeric."
+
 HUBSPOT_DEFINED: Final = "HUBSPOT_DEFINED"
 USER_DEFINED: Final = "USER_DEFINED"
 

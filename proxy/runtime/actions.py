@@ -14,6 +14,7 @@ answered from, nor fills, a cache (invariant 4). Redis trouble means forwarding 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Final
 
 from aiohttp import web
@@ -37,11 +38,14 @@ from proxy.rules.loader import (
     select_search_index,
 )
 from proxy.rules.paths import canonical_type
+from proxy.runtime.coalescing import ride_for
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
 from proxy.runtime.write_behind import WriteBehindAction
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.answer import Answer
+from proxy.upstream.coalesce.gatherer import Coalescer, Ride
 from proxy.upstream.forward import answer_response, forward, forward_buffered
 
 log = logging.getLogger("proxy.actions")
@@ -69,6 +73,7 @@ class Actions:
         cache: ObjectCache,
         learning: RuleLearning,
         write_behind: WriteBehindAction | None,
+        coalescer: Coalescer,
     ) -> None:
         self.rules = rules
         self.caller = caller
@@ -81,6 +86,7 @@ class Actions:
         self.cache = cache
         self.learning = learning
         self.write_behind = write_behind
+        self.coalescer = coalescer
 
     async def handle(self, req: ClientRequest) -> web.StreamResponse:
         action = req.classification.action
@@ -93,14 +99,39 @@ class Actions:
         if not req.classification.matches or not req.has_token or self.store.client is None:
             for match in () if req.has_token else req.classification.matches:
                 self.learning.event(match.rule.name, "bypass")
-            return await forward(req, self.caller)
+            return await self._forward(req)
         answered = await self._answer(req)
         if answered is not None:
             return answered
         learns = req.classification.by_role(*LEARNING_ROLES)
         if req.lookup is None and req.cache_fill is None and not learns:
-            return await forward(req, self.caller)
+            return await self._forward(req)
         return await self._forward_and_learn(req)
+
+    async def _forward(self, req: ClientRequest) -> web.StreamResponse:
+        """Streamed through, unless the call coalesces (its answer is then made whole)."""
+        ride = ride_for(self.rules.current, req)
+        if ride is None:
+            return await forward(req, self.caller)
+        return answer_response(await self._coalesced(ride, req), req.request_id)
+
+    async def _upstream_answer(self, req: ClientRequest) -> Answer | web.StreamResponse:
+        """HubSpot's answer to the call: sent alone, or coalesced with compatible calls that
+        wait for the same budget (the answer is then exactly the one it would have had)."""
+        ride = ride_for(self.rules.current, req)
+        if ride is None:
+            return await forward_buffered(req, self.caller)
+        return await self._coalesced(ride, req)
+
+    async def _coalesced(self, ride: Ride, req: ClientRequest) -> Answer:
+        started = time.monotonic()
+        answer = await self.coalescer.send(ride)
+        req.upstream_status = answer.status
+        # Held, then waited for the group's slot: the ride's wait is the call's, whoever of
+        # the group was admitted (if it went alone, the plan holds its admission already).
+        trace = req.plan.trace
+        trace.waited_s = max(trace.waited_s, time.monotonic() - started)
+        return answer
 
     def _respond(self, rule: RespondRule) -> web.Response:
         self.metrics.rule_answers.labels(rule.name, "respond").inc()
@@ -191,7 +222,7 @@ class Actions:
 
     async def _forward_and_learn(self, req: ClientRequest) -> web.StreamResponse:
         await self.learning.before_send(req)
-        answer = await forward_buffered(req, self.caller)
+        answer = await self._upstream_answer(req)
         if isinstance(answer, web.StreamResponse):
             return answer  # too large to read whole: relayed as it came, nothing learned
         if answer.parsable:
@@ -211,6 +242,7 @@ class Actions:
 
     async def aclose(self) -> None:
         await self.loader.aclose()
+        await self.coalescer.aclose()
 
     def counter_rule(self, object_type: str) -> CounterRule | None:
         canonical = canonical_type(object_type, self.rules.current.object_types)

@@ -21,10 +21,16 @@ from multidict import CIMultiDict
 from proxy.budget.limiter import Limiter
 from proxy.budget.model import Admission, BudgetExceeded
 from proxy.budget.plans import CallPlan
-from proxy.errors import GatewayError, UpstreamNotReached, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import (
+    GatewayError,
+    UpstreamNotReached,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnreachable,
+)
 from proxy.hubspot import protocol as hubspot
 from proxy.metrics import Metrics
-from proxy.upstream.answer import Answer, Unread, read_answer
+from proxy.upstream.answer import MAX_BUFFERED_BYTES, Answer, Unread, read_answer
 from proxy.upstream.rate_headers import RateLimitRecorder, RateLimitSnapshot, parse_headers
 from proxy.upstream.transport import Outgoing, Upstream, response_headers
 
@@ -129,10 +135,30 @@ class AdmittedCaller:
         )
         return admission
 
-    async def fetch(self, plan: CallPlan, out: Outgoing) -> Answer:
+    async def try_admit(self, plan: CallPlan) -> bool:
+        """Admit `plan` only if a slot is free now; False (nothing reserved) under pressure."""
+        try:
+            await self._limiter.acquire(
+                plan.credential,
+                plan.buckets,
+                priority=plan.priority,
+                max_wait_s=0.0,
+                daily_reset_ms=plan.daily_reset_ms,
+            )
+        except BudgetExceeded:
+            return False
+        self._metrics.admitted.labels(plan.priority.name.lower()).inc()
+        plan.trace.attempts += 1
+        return True
+
+    async def admit(self, plan: CallPlan) -> None:
+        """Wait for `plan`'s slot; RateLimited when its deadline cannot be met."""
+        await self._admit(plan)
+
+    async def fetch(self, plan: CallPlan, out: Outgoing, *, admitted: bool = False) -> Answer:
         """The answer to `out`, sent within budget, read whole and decoded (past the size cap:
-        what was read, not `parsable`)."""
-        async with self.stream(plan, out) as resp:
+        what was read, not `parsable`). `admitted`: the first attempt's slot is reserved."""
+        async with self.stream(plan, out, admitted=admitted) as resp:
             try:
                 got = await read_answer(resp)
             except aiohttp.ClientError as exc:
@@ -144,23 +170,39 @@ class AdmittedCaller:
                 return Answer(resp.status, resp.reason, headers, got.head, parsable=False)
             return got
 
+    async def fetch_entire(
+        self, plan: CallPlan, out: Outgoing, *, admitted: bool = False
+    ) -> Answer:
+        """`fetch` for an answer the gateway must take apart (a batch answer split among its
+        callers): one past the cap cannot be, so it is a 502."""
+        answer = await self.fetch(plan, out, admitted=admitted)
+        if not answer.parsable:
+            raise UpstreamTooLarge(f"HubSpot's answer is larger than {MAX_BUFFERED_BYTES} bytes")
+        return answer
+
     @asynccontextmanager
-    async def stream(self, plan: CallPlan, out: Outgoing) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def stream(
+        self, plan: CallPlan, out: Outgoing, *, admitted: bool = False
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The live answer to `out`, sent within budget, for relaying; released on exit."""
-        resp = await self._send(plan, out)
+        resp = await self._send(plan, out, admitted=admitted)
         try:
             yield resp
         finally:
             resp.release()
 
-    async def _send(self, plan: CallPlan, out: Outgoing) -> aiohttp.ClientResponse:
+    async def _send(
+        self, plan: CallPlan, out: Outgoing, *, admitted: bool
+    ) -> aiohttp.ClientResponse:
         failures_5xx = 0
         while True:
-            admission = await self._admit(plan)
+            # A slot reserved by `try_admit` or `admit` (the coalescer's) is not given back here.
+            admission = None if admitted else await self._admit(plan)
+            admitted = False
             try:
                 resp = await self._upstream.send(out)
             except (UpstreamTimeout, UpstreamUnreachable) as exc:
-                if isinstance(exc, UpstreamNotReached):
+                if isinstance(exc, UpstreamNotReached) and admission is not None:
                     self._limiter.give_back(plan.credential, plan.buckets, admission)
                 failures_5xx += 1
                 delay = _backoff_delay(failures_5xx)

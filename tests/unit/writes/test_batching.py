@@ -230,9 +230,17 @@ def test_a_batch_refused_whole_is_split_until_one_input_is_left() -> None:
     assert outcome.fate == "rejected" and "bad property" in outcome.error
 
 
-def test_an_error_nobody_can_be_blamed_for_splits_the_unanswered_inputs() -> None:
-    [batch] = plan([note("a"), note("b")])
+def test_an_error_nobody_can_be_blamed_for_splits_unanswered_updates() -> None:
+    [batch] = plan([update("5", x=1), update("6", x=2)])
     assert isinstance(judge(batch, 207, {"results": [], "errors": [{"message": "?"}]}), Split)
+
+
+def test_creates_an_answer_leaves_unexplained_are_looked_up_not_split() -> None:
+    # Resending a create that may have landed duplicates it: the worker searches for it first.
+    [batch] = plan([note("a"), note("b")])
+    verdict = judge(batch, 207, {"results": [], "errors": [{"message": "?"}]})
+    assert isinstance(verdict, list)
+    assert {(o.fate, o.maybe_applied) for o in verdict} == {("retry", True)}
 
 
 @pytest.mark.parametrize(
@@ -247,12 +255,20 @@ def test_whole_batch_failures(status: int, fate: str, maybe: bool) -> None:
     assert {(o.fate, o.maybe_applied) for o in verdict} == {(fate, maybe)}
 
 
-def test_a_create_missing_from_a_complete_answer_is_retried_as_maybe_applied() -> None:
+def test_a_complete_answer_applies_creates_it_does_not_name() -> None:
+    # HubSpot's own example: 201 COMPLETE, results without objectWriteTraceId.
     [batch] = plan([note("a"), note("b")])
-    first = batch.units[0].items[0]
-    verdict = judge(batch, 201, {"results": [{"id": "1", "objectWriteTraceId": first.write_id}]})
+    results = [{"id": "2", "properties": {"hs_note_body": "?"}}, {"id": "1", "properties": {}}]
+    verdict = judge(batch, 201, {"status": "COMPLETE", "results": results})
     assert isinstance(verdict, list)
-    assert verdict[1] == Outcome("retry", error=verdict[1].error, maybe_applied=True)
+    assert [o.fate for o in verdict] == ["sent", "sent"]
+
+
+def test_no_answer_at_all_leaves_creates_maybe_applied() -> None:
+    [batch] = plan([note("a"), note("b")])
+    verdict = judge(batch, 0, None)
+    assert isinstance(verdict, list)
+    assert {(o.fate, o.maybe_applied) for o in verdict} == {("retry", True)}
 
 
 # -- the write model -----------------------------------------------------------------------------
