@@ -47,7 +47,8 @@ from proxy.runtime.own_calls import OwnCalls
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.coalesce.gatherer import Coalescer, Ride
+from proxy.upstream.coalesce.departure import Ride
+from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
 from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
 
 log = logging.getLogger("proxy.actions")
@@ -109,7 +110,14 @@ class Actions:
         ride = ride_for(self.rules.current, request, ctx, cls, plan)
         if ride is None:
             return await forward(request, ctx, self.caller, plan)
-        return buffered_response(await self._coalesced(ride, ctx), ctx.request_id)
+
+        async def alone(admitted: bool) -> web.StreamResponse:
+            return await forward(request, ctx, self.caller, plan, admitted=admitted)
+
+        answer = await self._coalesced(ride, ctx, alone)
+        if isinstance(answer, Buffered):
+            return buffered_response(answer, ctx.request_id)
+        return answer
 
     async def _upstream_answer(
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
@@ -119,13 +127,20 @@ class Actions:
         ride = ride_for(self.rules.current, request, ctx, cls, plan)
         if ride is None:
             return await forward_buffered(request, ctx, self.caller, plan)
-        return await self._coalesced(ride, ctx)
 
-    async def _coalesced(self, ride: Ride, ctx: RequestContext) -> Buffered:
+        async def alone(admitted: bool) -> Buffered | web.StreamResponse:
+            return await forward_buffered(request, ctx, self.caller, plan, admitted=admitted)
+
+        return await self._coalesced(ride, ctx, alone)
+
+    async def _coalesced(
+        self, ride: Ride, ctx: RequestContext, alone: SendAlone
+    ) -> Buffered | web.StreamResponse:
         started = time.monotonic()
-        answer = await self.coalescer.send(ride)
-        ctx.upstream_status = answer.status
-        ctx.waited_s += time.monotonic() - started  # held, then waited for the group's slot
+        answer = await self.coalescer.send(ride, alone)
+        if isinstance(answer, Buffered):  # alone, the forwarding path kept the books itself
+            ctx.upstream_status = answer.status
+            ctx.waited_s += time.monotonic() - started  # held, then waited for the group's slot
         return answer
 
     def _respond(self, rule: RespondRule) -> web.Response:

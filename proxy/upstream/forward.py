@@ -74,10 +74,15 @@ async def stream_back(
 
 
 async def forward(
-    request: web.BaseRequest, ctx: RequestContext, caller: AdmittedCaller, plan: CallPlan
+    request: web.BaseRequest,
+    ctx: RequestContext,
+    caller: AdmittedCaller,
+    plan: CallPlan,
+    *,
+    admitted: bool = False,
 ) -> web.StreamResponse:
     try:
-        upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
+        upstream_resp = await caller.send(plan, outgoing_for(request, ctx), admitted=admitted)
     finally:
         ctx.waited_s += plan.trace.waited_s
     ctx.upstream_status = upstream_resp.status
@@ -128,10 +133,17 @@ async def _read_capped(upstream_resp: aiohttp.ClientResponse) -> tuple[bytes, bo
 
 
 async def forward_buffered(
-    request: web.BaseRequest, ctx: RequestContext, caller: AdmittedCaller, plan: CallPlan
+    request: web.BaseRequest,
+    ctx: RequestContext,
+    caller: AdmittedCaller,
+    plan: CallPlan,
+    *,
+    admitted: bool = False,
 ) -> Buffered | web.StreamResponse:
-    """The answer read whole for the rules; past the cap, the answer already relayed as it came."""
-    upstream_resp = await caller.send(plan, outgoing_for(request, ctx))
+    """The answer read whole for the rules; past the cap, the answer already relayed as it came.
+
+    `admitted`: the call's slot is already reserved (it was to ride in a batch, then went alone)."""
+    upstream_resp = await caller.send(plan, outgoing_for(request, ctx), admitted=admitted)
     ctx.upstream_status = upstream_resp.status
     try:
         raw, whole = await _read_capped(upstream_resp)
