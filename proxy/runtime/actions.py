@@ -45,7 +45,8 @@ from proxy.runtime.write_behind import WriteBehindAction
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer
-from proxy.upstream.coalesce.gatherer import Coalescer, Ride
+from proxy.upstream.coalesce.departure import Ride
+from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
 from proxy.upstream.forward import answer_response, forward, forward_buffered
 
 log = logging.getLogger("proxy.actions")
@@ -113,7 +114,14 @@ class Actions:
         ride = ride_for(self.rules.current, req)
         if ride is None:
             return await forward(req, self.caller)
-        return answer_response(await self._coalesced(ride, req), req.request_id)
+
+        async def alone(admitted: bool) -> web.StreamResponse:
+            return await forward(req, self.caller, admitted=admitted)
+
+        answer = await self._coalesced(ride, req, alone)
+        if isinstance(answer, Answer):
+            return answer_response(answer, req.request_id)
+        return answer
 
     async def _upstream_answer(self, req: ClientRequest) -> Answer | web.StreamResponse:
         """HubSpot's answer to the call: sent alone, or coalesced with compatible calls that
@@ -121,16 +129,23 @@ class Actions:
         ride = ride_for(self.rules.current, req)
         if ride is None:
             return await forward_buffered(req, self.caller)
-        return await self._coalesced(ride, req)
 
-    async def _coalesced(self, ride: Ride, req: ClientRequest) -> Answer:
+        async def alone(admitted: bool) -> Answer | web.StreamResponse:
+            return await forward_buffered(req, self.caller, admitted=admitted)
+
+        return await self._coalesced(ride, req, alone)
+
+    async def _coalesced(
+        self, ride: Ride, req: ClientRequest, alone: SendAlone
+    ) -> Answer | web.StreamResponse:
         started = time.monotonic()
-        answer = await self.coalescer.send(ride)
-        req.upstream_status = answer.status
-        # Held, then waited for the group's slot: the ride's wait is the call's, whoever of
-        # the group was admitted (if it went alone, the plan holds its admission already).
-        trace = req.plan.trace
-        trace.waited_s = max(trace.waited_s, time.monotonic() - started)
+        answer = await self.coalescer.send(ride, alone)
+        if isinstance(answer, Answer):
+            req.upstream_status = answer.status
+            # Held, then waited for the group's slot: the ride's wait is the call's, whoever of
+            # the group was admitted (sent alone, its own admission is on the plan already).
+            trace = req.plan.trace
+            trace.waited_s = max(trace.waited_s, time.monotonic() - started)
         return answer
 
     def _respond(self, rule: RespondRule) -> web.Response:

@@ -67,17 +67,20 @@ async def stream_back(
     return response
 
 
-async def forward(req: ClientRequest, caller: AdmittedCaller) -> web.StreamResponse:
-    async with caller.stream(req.plan, outgoing_for(req)) as upstream_resp:
+async def forward(
+    req: ClientRequest, caller: AdmittedCaller, *, admitted: bool = False
+) -> web.StreamResponse:
+    """`admitted`: the slot it leaves in is already reserved (a coalescer's call sent alone)."""
+    async with caller.stream(req.plan, outgoing_for(req), admitted=admitted) as upstream_resp:
         req.upstream_status = upstream_resp.status
         return await stream_back(req.web, upstream_resp, req.request_id)
 
 
 async def forward_buffered(
-    req: ClientRequest, caller: AdmittedCaller
+    req: ClientRequest, caller: AdmittedCaller, *, admitted: bool = False
 ) -> Answer | web.StreamResponse:
     """The answer read whole for the rules; past the cap, the answer already relayed as it came."""
-    async with caller.stream(req.plan, outgoing_for(req)) as upstream_resp:
+    async with caller.stream(req.plan, outgoing_for(req), admitted=admitted) as upstream_resp:
         req.upstream_status = upstream_resp.status
         got = await read_answer(upstream_resp)
         if isinstance(got, Unread):

@@ -51,11 +51,20 @@ class Ride:
     batch_buckets: Sequence[BucketSpec]  # what the batch call draws from
 
 
+@dataclass(frozen=True)
+class Alone:
+    """Not coalesced: the caller sends its call on its own, as a single call would go (its
+    answer relayed past the buffering cap, like any forwarded answer). `admitted`: the slot it
+    leaves in is already reserved."""
+
+    admitted: bool
+
+
 @dataclass
 class Member:
     ride: Ride
     joined: float
-    answer: asyncio.Future[Answer | None]  # None: send it on your own
+    answer: asyncio.Future[Answer | Alone]
 
 
 class Departure:
@@ -71,9 +80,7 @@ class Departure:
             self._metrics.coalesce_hold.labels(operation).observe(now - member.joined)
         try:
             if len(members) == 1 and plan.buckets == members[0].ride.plan.buckets:
-                ride = members[0].ride
-                alone = await self._caller.fetch_entire(ride.plan, ride.out, admitted=True)
-                settle(members[0], alone)
+                settle(members[0], Alone(admitted=True))
                 return
             await self._batch(members, plan, admitted=True)
         except GatewayError as exc:
@@ -87,7 +94,7 @@ class Departure:
     async def _batch(self, members: list[Member], plan: CallPlan, *, admitted: bool) -> None:
         """Send `members` as one batch call; a batch HubSpot refuses whole is bisected."""
         if len(members) == 1 and not admitted:  # a bisected batch's last input: alone
-            settle(members[0], None)
+            settle(members[0], Alone(admitted=False))
             return
         if not admitted:
             await self._caller.admit(plan)
@@ -131,10 +138,10 @@ def _split(calls: list[BatchableCall], batch: BatchCall, answer: Answer) -> list
     return split_answer(calls, batch, answer.status, body)
 
 
-def _single_answer(single: Single, batch: Answer) -> Answer | GatewayError | None:
+def _single_answer(single: Single, batch: Answer) -> Answer | GatewayError | Alone:
     """The single answer, with the batch answer's headers (rate-limit headers included)."""
     if single is None:
-        return None
+        return Alone(admitted=False)  # HubSpot's own answer for this input, e.g. its 400
     if single is AMBIGUOUS:
         return UpstreamUnreachable("HubSpot's answer did not say whether this record was created")
     assert isinstance(single, Made)
@@ -144,7 +151,7 @@ def _single_answer(single: Single, batch: Answer) -> Answer | GatewayError | Non
     return Answer(single.status, reason, headers, orjson.dumps(single.body))
 
 
-def settle(member: Member, outcome: Answer | BaseException | None) -> None:
+def settle(member: Member, outcome: Answer | Alone | BaseException) -> None:
     if member.answer.done():
         return
     if isinstance(outcome, BaseException):

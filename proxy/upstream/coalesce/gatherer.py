@@ -16,16 +16,18 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
+
+from aiohttp import web
 
 from proxy.budget.model import Priority
 from proxy.budget.plans import CallPlan
 from proxy.metrics import Metrics
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer
-from proxy.upstream.coalesce.departure import Departure, Member, Ride, settle
+from proxy.upstream.coalesce.departure import Alone, Departure, Member, Ride, settle
 from proxy.upstream.coalesce.pacing import hold_s
 from proxy.upstream.rate_headers import RateLimitSnapshot, parse_headers
 
@@ -34,6 +36,9 @@ __all__ = ["Coalescer", "Ride"]
 # Operations whose batch call may be resent after a 5xx or a timeout: applying them twice is
 # harmless. A create may have been applied before failing, so it is never resent.
 IDEMPOTENT: Final = frozenset({"read", "associate"})
+
+
+SendAlone = Callable[[bool], Awaitable[Answer | web.StreamResponse]]
 
 
 @dataclass
@@ -56,15 +61,16 @@ class Coalescer:
         self._record_turns: dict[tuple[str, ...], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, ride: Ride) -> Answer:
-        """HubSpot's answer to the single call, exactly as if it had gone out alone."""
+    async def send(self, ride: Ride, alone: SendAlone) -> Answer | web.StreamResponse:
+        """HubSpot's answer to the single call, exactly as if it had gone out alone; a call that
+        rides in no batch is sent by `alone` (told whether its slot is already reserved)."""
         async with self._record_turn(ride):
-            answer = await self._coalesced(ride)
-            if answer is None:
-                answer = await self._caller.fetch_entire(ride.plan, ride.out)
-        seen = parse_headers(answer.headers)
-        if seen.max is not None and seen.remaining is not None:
-            self._seen[ride.plan.credential] = seen
+            outcome = await self._coalesced(ride)
+            answer = await alone(outcome.admitted) if isinstance(outcome, Alone) else outcome
+        if isinstance(answer, Answer):
+            seen = parse_headers(answer.headers)
+            if seen.max is not None and seen.remaining is not None:
+                self._seen[ride.plan.credential] = seen
         return answer
 
     async def aclose(self) -> None:
@@ -89,7 +95,7 @@ class Coalescer:
             del self._record_turns[key]
             mine.set_result(None)
 
-    async def _coalesced(self, ride: Ride) -> Answer | None:
+    async def _coalesced(self, ride: Ride) -> Answer | Alone:
         key = (ride.plan.credential, *ride.call.group)
         group = self._open.get(key)
         if group is None:
@@ -97,9 +103,9 @@ class Coalescer:
                 group = self._open.get(key) or self._open_group(key, ride)
             else:
                 self._left[key] = time.monotonic()
-                return await self._caller.fetch_entire(ride.plan, ride.out, admitted=True)
+                return Alone(admitted=True)
         if ride.plan.deadline < group.leader.plan.deadline:
-            return None  # the group may wait longer than this call may: it waits on its own
+            return Alone(admitted=False)  # the group may wait longer than this call may
         member = Member(ride, time.monotonic(), asyncio.get_running_loop().create_future())
         group.members.append(member)
         if len(group.members) >= ride.max_batch:
@@ -152,7 +158,7 @@ class Coalescer:
             leader, *others = group.members
             settle(leader, exc)
             for member in others:
-                settle(member, None)  # each may still meet its own deadline alone
+                settle(member, Alone(admitted=False))  # each may still meet its deadline
             return None
         return plan
 
