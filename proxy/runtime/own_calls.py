@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 from proxy.budget.model import Priority
 from proxy.budget.plans import CallPlan, plan_for
 from proxy.errors import GatewayError
+from proxy.hubspot.urls import api_path
 from proxy.reads.counters import count_value
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule
@@ -64,7 +65,7 @@ class OwnCalls:
             token = None if isinstance(got, Unavailable) else got
         if token is None:
             return None
-        path = f"/crm/v3/objects/{object_type}/search"
+        path = api_path("crm", "v3", "objects", object_type, "search")
         plan = plan_for(
             self.rules.current,
             cred,
@@ -80,7 +81,8 @@ class OwnCalls:
     ) -> tuple[int | None, int | None] | None:
         """HubSpot's (count, capacity) of one counter object, to seed Redis."""
         props = [rule.property, *([rule.capacity_property] if rule.capacity_property else [])]
-        path = f"/crm/v3/objects/{rule.object_type}/{object_id}?properties={','.join(props)}"
+        query = {"properties": props}
+        path = api_path("crm", "v3", "objects", rule.object_type, object_id, query=query)
         plan = plan_for(self.rules.current, cred, "GET", path)
         answer = await self.json_call(plan, "GET", path, token, None)
         found = answer.get("properties") if isinstance(answer, dict) else None
