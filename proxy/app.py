@@ -32,6 +32,7 @@ from proxy.rules.loader import Rules, WriteBehindRule, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
 from proxy.runtime.write_behind import WriteEndpoints, accept_write
+from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
@@ -58,6 +59,7 @@ class Services:
     limiter: Limiter
     caller: AdmittedCaller
     actions: Actions
+    credentials: KnownCredentials
     writes: WriteBehind | None = None
     jobs: JobRunner | None = None
 
@@ -232,7 +234,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
         metrics.queue_waiters.labels(bucket, priority).set(count)
     if services.redis is not None and not services.limiter.fallback_active:
         limiter = services.limiter
-        await refresh_budget_gauges(services.redis, limiter.keys, limiter.known_buckets(), metrics)
+        await refresh_budget_gauges(
+            services.redis, limiter.keys, limiter.known_buckets(), metrics, services.credentials
+        )
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -285,7 +289,8 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         on_transition=_fallback_transition(metrics),
     )
     upstream = Upstream(settings)
-    recorder = RateLimitRecorder(redis, metrics)
+    credentials = KnownCredentials(redis, label_max=settings.credential_labels)
+    recorder = RateLimitRecorder(redis, metrics, credentials=credentials)
     holder = RulesHolder(settings.rules_path, rules, metrics)
     caller = AdmittedCaller(limiter, upstream, recorder, metrics)
     store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
@@ -300,6 +305,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         limiter=limiter,
         caller=caller,
         actions=actions,
+        credentials=credentials,
     )
     if redis is not None and vault is not None:
         services.writes = WriteBehind(
@@ -340,7 +346,9 @@ def create_app(
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/metrics", metrics_handler)
-    CounterEndpoints(services.actions, settings.credential_key).register(app.router)
+    CounterEndpoints(services.actions, services.credentials, settings.credential_key).register(
+        app.router
+    )
     if services.writes is not None:
         WriteEndpoints(services.writes, settings.admin_token, settings.credential_key).register(
             app.router

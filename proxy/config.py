@@ -40,6 +40,8 @@ class Settings:
     shutdown_timeout_s: float = 20.0
     # How long a write-behind entry sits unacknowledged before another replica takes it over.
     write_claim_idle_s: float = 30.0
+    # Accepted credentials that get their own `credential` label; later ones are `other`.
+    credential_labels: int = 20
 
     @property
     def upstream_url(self) -> URL:
@@ -75,7 +77,7 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("upstream: must not carry a query string or fragment")
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port: {settings.port} is not a TCP port")
-    for name in ("max_body_bytes", "pool_size"):
+    for name in ("max_body_bytes", "pool_size", "credential_labels"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
     for name in (

@@ -9,6 +9,12 @@ for RESERVATION_HOLD_MS; the booking's association then takes it instead of addi
 count, and an unconfirmed hold gives the seat back. Capacity comes from the body (for that call
 only), else from the exam as the gateway last saw it, else from HubSpot. Counters are per
 credential, like every cache.
+
+Counter state is created only for a credential HubSpot has accepted and whose token the vault
+holds: the jobs serve every counter with that token, so a counter of a made-up token would be
+work they cannot do. A credential not yet accepted is checked by reading the object from
+HubSpot first (the read a fresh counter needs anyway). The object id must be HubSpot's record
+id (digits): it goes into the URL of that read.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from aiohttp import web
 from proxy.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unauthorized
 from proxy.http.credentials import bearer_token, credential_id
 from proxy.http.responses import json_response
+from proxy.hubspot.urls import is_record_id
 from proxy.reads.counters import CounterState, Op, count_value
 from proxy.reads.index_entries import text
 from proxy.rules.loader import CounterRule
 from proxy.runtime.actions import Actions
+from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import Unavailable
 
 PATH = "/proxy/v1/counters/{objectType}/{objectId}"
@@ -46,8 +54,15 @@ class ExamFull(Conflict):
 
 
 class CounterEndpoints:
-    def __init__(self, actions: Actions, credential_key: str, max_body: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        actions: Actions,
+        credentials: KnownCredentials,
+        credential_key: str,
+        max_body: int = 64 * 1024,
+    ) -> None:
         self.actions = actions
+        self._credentials = credentials
         self._key = credential_key.encode()
         self._max_body = max_body
 
@@ -57,13 +72,14 @@ class CounterEndpoints:
 
     async def reserve(self, request: web.Request) -> web.Response:
         cred, token, rule, object_id, body = await self._read(request)
+        seen = await self._vouch(cred, token, rule, object_id)
         booking = text(body.get("bookingId")) or ""
         reservation = uuid.uuid4().hex
         op = Op(object_id, "reserve", booking_id=booking, reservation_id=reservation,
                 limit=count_value(body.get("capacity")))  # fmt: skip
         state = await self._apply(cred, rule, op)
         if state.status in ("unseeded", "nocapacity"):
-            seen = await self.actions.own.counts(cred, rule, object_id, token)
+            seen = seen or await self.actions.own.counts(cred, rule, object_id, token)
             if seen is None:
                 raise NotFound(f"Cannot read {rule.object_type} {object_id} from HubSpot")
             seeded = replace(op, seed=seen[0] or 0, capacity=seen[1])
@@ -77,7 +93,8 @@ class CounterEndpoints:
         return self._answer(rule, object_id, state, reservation if held else None)
 
     async def release(self, request: web.Request) -> web.Response:
-        cred, _, rule, object_id, body = await self._read(request)
+        cred, token, rule, object_id, body = await self._read(request)
+        await self._vouch(cred, token, rule, object_id)
         op = Op(object_id, "release", booking_id=text(body.get("bookingId")) or "",
                 reservation_id=text(body.get("reservationId")) or "")  # fmt: skip
         state = await self._apply(cred, rule, op)
@@ -104,8 +121,25 @@ class CounterEndpoints:
             raise BadRequest(f"Invalid input JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object")
+        object_id = request.match_info["objectId"]
+        if not is_record_id(object_id):
+            raise BadRequest("objectId must be a HubSpot record id (digits)")
         cred = credential_id(token, self._key)
-        return cred, token, rule, request.match_info["objectId"], body
+        return cred, token, rule, object_id, body
+
+    async def _vouch(
+        self, cred: str, token: str, rule: CounterRule, object_id: str
+    ) -> tuple[int | None, int | None] | None:
+        """Refuse a token HubSpot does not accept, and keep it for the jobs; answers the
+        object's (count, capacity) when it had to ask HubSpot."""
+        seen = None
+        if not await self._credentials.is_accepted(cred):
+            seen = await self.actions.own.counts(cred, rule, object_id, token)
+            if not self._credentials.seen(cred):
+                raise Unauthorized("Authentication credentials not found.")
+        if not await self.actions.own.remember_token(cred, token):
+            raise ServiceUnavailable("The counter store is unavailable; try again shortly")
+        return seen
 
     async def _apply(self, cred: str, rule: CounterRule, op: Op) -> CounterState:
         state = await self.actions.counters.counters.apply(cred, rule, op)
