@@ -14,12 +14,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
-from proxy.budget.limiter import Limiter
+from proxy.budget.limiter import REDIS_TROUBLE, Limiter
 from proxy.budget.model import Priority
 from proxy.budget.plans import MAX_WAIT_HEADER, CallPlan, plan_for
 from proxy.budget.usage import refresh_budget_gauges
-from proxy.config import Settings
+from proxy.config import Settings, SettingsError, credential_key_status
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from proxy.http.context import RequestContext
 from proxy.http.credentials import bearer_token, credential_id
@@ -259,10 +260,38 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await services.jobs.stop()
     if services.writes is not None:
         await services.writes.stop(grace_s=services.settings.shutdown_timeout_s / 2)
+        await _report_queued_writes(services)
     await services.upstream.close()
     await services.limiter.aclose()
     if services.redis is not None:
         await services.redis.aclose()
+
+
+async def _report_queued_writes(services: Services) -> None:
+    """Say at shutdown how many accepted writes wait, and where: they are sent after restart."""
+    assert services.writes is not None
+    try:
+        backlog = await services.writes.store.backlog()
+    except REDIS_TROUBLE:
+        log.warning("shutting down; queued writes could not be counted (Redis unreachable)")
+        return
+    queued = backlog.pending + backlog.undelivered
+    if queued == 0 and backlog.dead == 0:
+        return
+    url = URL(services.settings.redis_url or "")
+    where = (
+        "the embedded Valkey in the data directory (--data-dir)"
+        if services.settings.data_dir
+        else f"Redis at {url.host}:{url.port}"
+    )
+    log.warning(
+        "shutting down with %d writes queued and %d dead letters in %s, stream %s",
+        queued,
+        backlog.dead,
+        where,
+        services.writes.store.keys.stream,
+        extra={"queued": queued, "dead_letters": backlog.dead},
+    )
 
 
 def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
@@ -338,9 +367,12 @@ def create_app(
     app = web.Application(
         middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 1
     )
-    services = build_services(
-        settings, metrics or Metrics(), rules or load_rules(settings.rules_path)
-    )
+    rules = rules or load_rules(settings.rules_path)
+    if not settings.credential_key:
+        # No built-in key: with one, every token stored in the vault is readable by anyone.
+        why = credential_key_status(settings)[1] if settings.redis_url else "unset"
+        raise SettingsError(f"credential_key: {why}")
+    services = build_services(settings, metrics or Metrics(), rules)
     app[SERVICES] = services
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/healthz", healthz, allow_head=True)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from proxy.config import SettingsError, load_settings, masked
+from proxy.config import SettingsError, credential_key_status, load_settings, masked
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +19,11 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--upstream", help="HubSpot base URL (HUBSPOT_PROXY_UPSTREAM)")
     run.add_argument("--rules", dest="rules_path", help="rules file (HUBSPOT_PROXY_RULES)")
     run.add_argument("--redis-url", help="Redis URL (REDIS_URL); embedded Valkey when unset")
+    run.add_argument(
+        "--data-dir",
+        help="embedded Valkey's data and generated key (HUBSPOT_PROXY_DATA_DIR, "
+        "default $XDG_STATE_HOME/hubspot-proxy or ~/.local/state/hubspot-proxy)",
+    )
     run.add_argument("--print-config", action="store_true", help="print effective settings, exit")
 
 
@@ -38,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_run(ns: argparse.Namespace) -> int:
     from proxy.server import serve
 
-    overrides = {k: getattr(ns, k) for k in ("host", "port", "upstream", "rules_path", "redis_url")}
+    names = ("host", "port", "upstream", "rules_path", "redis_url", "data_dir")
+    overrides = {k: getattr(ns, k) for k in names}
     settings = load_settings(overrides)
     if ns.print_config:
         print(json.dumps(masked(settings), indent=2))
@@ -59,11 +65,14 @@ def _command_check(ns: argparse.Namespace) -> int:
     from proxy.rules.loader import check_file
 
     try:
-        load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         print(f"environment: {exc}", file=sys.stderr)
         return 2
-    return check_file(ns.file)
+    usable, key_status = credential_key_status(settings)
+    if not settings.credential_key:
+        print(f"environment: {key_status}", file=sys.stderr)
+    return max(check_file(ns.file), 0 if usable else 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

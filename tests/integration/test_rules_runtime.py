@@ -15,10 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.app import SERVICES
-from proxy.config import Settings
 from proxy.http.credentials import credential_id
 from proxy.runtime.actions import Actions
-from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
+from tests.conftest import AUTH, CREDENTIAL_KEY, TOKEN, GatewayFactory, SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -254,7 +253,7 @@ async def test_prd_timeline_through_the_gateway(
     await world.direct("PATCH", f"/crm/v3/objects/{BOOKINGS}/{booking['id']}", cancel)
     assert (await search(gw, dup_search("c1")))["total"] == 1  # stale until reconciled
     calls = searches(await world.calls())
-    cred = credential_id(TOKEN, Settings().credential_key.encode())
+    cred = credential_id(TOKEN, CREDENTIAL_KEY.encode())
     result = await actions_of(gw).refresh_index_scope(cred, "booking-duplicate", DATE)
     assert result.status == "loaded" and result.objects == 1
     assert (await search(gw, dup_search("c1")))["total"] == 0  # rebooking allowed

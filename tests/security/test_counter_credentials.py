@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.http.credentials import credential_id
-from tests.conftest import AUTH, TOKEN, GatewayFactory
+from tests.conftest import AUTH, CREDENTIAL_KEY, TOKEN, GatewayFactory
 from tests.security.conftest import ADMIN, StrictSim
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,7 +61,7 @@ async def test_one_credential_the_jobs_cannot_serve_does_not_stop_the_others(
     assert resp.status == 200, await resp.text()
     # A counter whose token the vault does not hold (left from an older version, or its token
     # expired from the vault): neither job can serve it.
-    mine = credential_id(TOKEN, b"hubspot-proxy")
+    mine = credential_id(TOKEN, CREDENTIAL_KEY.encode())
     (key,) = [
         k.decode() for k in await counter_keys(redis_client) if b":ctr:" in k and k.count(b":") == 4
     ]

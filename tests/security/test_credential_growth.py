@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.http.credentials import credential_id
-from tests.conftest import TOKEN, GatewayFactory
+from tests.conftest import CREDENTIAL_KEY, TOKEN, GatewayFactory
 from tests.security.conftest import TOKEN_B, StrictSim
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +59,7 @@ async def test_a_hundred_refused_tokens_leave_no_keys_and_no_labels(
     resp = await gw.get(CONTACT, headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status in (200, 404)  # accepted: the token is real, whatever the object
     metrics = await (await gw.get("/metrics")).text()
-    assert credential_labels(metrics) == {credential_id(TOKEN, b"hubspot-proxy")}
+    assert credential_labels(metrics) == {credential_id(TOKEN, CREDENTIAL_KEY.encode())}
     assert len(await keys(redis_client) - before) > 0  # its budget is kept, as before
 
 
@@ -71,4 +71,4 @@ async def test_credential_labels_are_bounded(
         resp = await gw.get(CONTACT, headers={"Authorization": f"Bearer {token}"})
         assert resp.status in (200, 404)
     metrics = await (await gw.get("/metrics")).text()
-    assert credential_labels(metrics) == {credential_id(TOKEN, b"hubspot-proxy"), "other"}
+    assert credential_labels(metrics) == {credential_id(TOKEN, CREDENTIAL_KEY.encode()), "other"}
