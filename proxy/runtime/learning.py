@@ -164,6 +164,8 @@ class RuleLearning:
             )
             if not learned:
                 self.index.forget_scopes_later(call.cred, [r for r in rules if r.complete])
+            elif role == "create":
+                await self.index.saw_create(call.cred, [r for r in rules if r.complete])
             for rule in rules:
                 self.event(rule.name, "learn" if learned else "bypass")
 

@@ -194,6 +194,7 @@ async def test_a_complete_scope_is_loaded_once_then_misses_cost_nothing(
         {"contact_id": "gone", "exam_date": DATE, "is_active": "Cancelled"},
     )
     gw = await gateway_factory(world.url, rules_path=rules_file(tmp_path, complete=True))
+    await book(gw, "earlier", date="2030-01-01")  # seen creating: its misses may be answered
     await search(gw, dup_search("first-sight", properties=ASKED))  # forwarded; starts a load
     await actions_of(gw).loader.wait_idle()
     before = searches(await world.calls())
