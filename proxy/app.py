@@ -324,7 +324,14 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
     caller = AdmittedCaller(limiter, upstream, recorder, metrics)
     store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
-    actions = Actions(rules=holder, caller=caller, store=store, vault=vault, metrics=metrics)
+    actions = Actions(
+        rules=holder,
+        caller=caller,
+        store=store,
+        vault=vault,
+        metrics=metrics,
+        credentials=credentials,
+    )
     services = Services(
         settings=settings,
         metrics=metrics,

@@ -42,6 +42,7 @@ from proxy.rules.loader import (
 from proxy.rules.paths import canonical_type
 from proxy.runtime.learning import Call, RuleLearning, parse_json
 from proxy.runtime.own_calls import OwnCalls
+from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
@@ -64,8 +65,10 @@ class Actions:
         store: RuleRedis,
         vault: TokenVault | None,
         metrics: Metrics,
+        credentials: KnownCredentials,
     ) -> None:
         self.rules = rules
+        self.credentials = credentials
         self.caller = caller
         self.store = store
         self.metrics = metrics
@@ -119,6 +122,12 @@ class Actions:
         if selected is None:
             return None
         rule, found = selected
+        if not await self.credentials.is_accepted(call.cred):
+            # Nothing is kept for a token HubSpot has not accepted (its index is empty anyway);
+            # a 2xx answer accepts it and still fills the index.
+            self.learning.event(rule.name, "miss")
+            call.lookup, call.first_sight = (rule, found), True
+            return None
         got = await self.index.lookup(call.cred, rule, found)
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
@@ -183,9 +192,20 @@ class Actions:
         answer = await forward_buffered(call.request, call.ctx, self.caller, call.plan)
         try:
             await self.learning.learn(call, answer)
+            await self._after_first_sight(call)
         except Exception:  # a rule must never fail the request it learns from
             log.exception("rule learning failed", extra={"route": call.ctx.route})
         return buffered_response(answer, call.ctx.request_id)
+
+    async def _after_first_sight(self, call: Call) -> None:
+        """HubSpot has just accepted the token of a search: start the scope load its lookup
+        would have started."""
+        if not call.first_sight or call.lookup is None or not self.credentials.seen(call.cred):
+            return
+        rule, found = call.lookup
+        got = await self.index.lookup(call.cred, rule, found)
+        if not isinstance(got, Unavailable):
+            await self._keep_scope_fresh(call, rule, got)
 
     async def _absorb(self, call: Call) -> None:
         """Client writes of a counted property carry the authoritative count instead."""

@@ -55,6 +55,7 @@ class Call:
     body: Any  # the request body as JSON; None when it is not JSON
     lookup: tuple[SearchIndexRule, IndexLookup] | None = None
     cache_fill: tuple[ObjectCacheRule, str, str] | None = None  # rule, object id, generation
+    first_sight: bool = False  # the lookup waited for HubSpot to accept the token
 
     @property
     def cred(self) -> str:

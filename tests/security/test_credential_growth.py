@@ -17,6 +17,15 @@ from tests.security.conftest import TOKEN_B, StrictSim
 pytestmark = pytest.mark.timeout(60)
 
 CONTACT = "/crm/v3/objects/contacts/1"
+# A search the duplicate index (a rule) would answer: rules keep nothing for refused tokens either.
+DUPLICATE_SEARCH = {
+    "filterGroups": [{"filters": [
+        {"propertyName": "contact_id", "operator": "EQ", "value": "c1"},
+        {"propertyName": "exam_date", "operator": "EQ", "value": "2030-03-15"},
+        {"propertyName": "is_active", "operator": "EQ", "value": "Active"},
+    ]}],
+    "properties": ["booking_id"],
+}  # fmt: skip
 
 
 async def keys(redis: aioredis.Redis) -> set[bytes]:
@@ -50,11 +59,15 @@ async def test_a_hundred_refused_tokens_leave_no_keys_and_no_labels(
         headers = {"Authorization": f"Bearer {secrets.token_hex(16)}"}
         resp = await gw.get(CONTACT, headers=headers)
         assert resp.status == 401
+        resp = await gw.post(
+            "/crm/v3/objects/2-50158943/search", json=DUPLICATE_SEARCH, headers=headers
+        )
+        assert resp.status == 401
     metrics = await (await gw.get("/metrics")).text()
     assert await keys(redis_client) == before
     assert credential_labels(metrics) == set()
-    assert total(metrics, "hubspot_proxy_upstream_calls_total", status="401") == 100
-    assert (await strict_sim.totals())["unauthenticated"] == 100
+    assert total(metrics, "hubspot_proxy_upstream_calls_total", status="401") == 200
+    assert (await strict_sim.totals())["unauthenticated"] == 200
 
     resp = await gw.get(CONTACT, headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status in (200, 404)  # accepted: the token is real, whatever the object
