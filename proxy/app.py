@@ -331,6 +331,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         vault=vault,
         metrics=metrics,
         credentials=credentials,
+        credential_key=settings.credential_key.encode(),
     )
     services = Services(
         settings=settings,

@@ -268,13 +268,9 @@ class CounterJobs:
         """HubSpot's current bookings, trusted: cancelled ones leave the duplicate index."""
         sightings = [Sighting(r) for r in map(Record.from_object, bookings.values()) if r]
         learner = self._actions.learning.learner
-        await learner.apply(
-            credential,
-            rule.booking_object_type,
-            sightings,
-            self._index_rules(rule),
-            trusted=True,
-        )
+        owners = await self._actions.portals.grouped(credential, self._index_rules(rule), None)
+        for owner, rules in owners.items():
+            await learner.apply(owner, rule.booking_object_type, sightings, rules, trusted=True)
 
     async def _fix(
         self, ref: CounterRef, rule: CounterRule, active: list[str], in_hubspot: str | None

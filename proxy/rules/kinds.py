@@ -27,9 +27,12 @@ from proxy.rules.reader import Reader, Sink, kind, read_match, read_name, read_o
 from proxy.rules.yamlpos import YList, YMap, plain
 
 COMMON_KEYS = ("name", "type", "description", "enabled")
+SHARED_BY = ("credential", "portal")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "respond": ("match", "status", "body", "headers"),
-    "search_index": ("object_type", "key", "when", "scope", "complete", "ttl", "timezone"),
+    "search_index": (
+        "object_type", "key", "when", "scope", "complete", "ttl", "timezone", "shared_by",
+    ),
     "counter": ("object_type", "property", "capacity_property", "source", "booking_object_type",
                 "active_property", "cancelled_value", "ttl", "patch"),
     "object_cache": ("object_type", "ttl"),
@@ -90,6 +93,7 @@ def _search_index(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
     if scope is not None and key and scope not in key:
         r.problem("scope", f"{scope!r} must be one of the key properties ({', '.join(key)})")
     complete = r.boolean("complete", False)
+    shared_by = r.choice("shared_by", SHARED_BY, default="credential") or "credential"
     timezone = r.timezone("timezone", "UTC") or "UTC"
     ttl = r.sub("ttl", ("positive", "negative"), required=True)
     positive = _positive_ttl(ttl, key or (), timezone) if ttl else None
@@ -99,7 +103,7 @@ def _search_index(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
     return SearchIndexRule(
         name=name, enabled=enabled, matchers=endpoints.search_index(object_type),
         object_type=object_type, key=key, when=when, scope=scope, complete=complete,
-        positive_ttl=positive, negative_ttl_ms=negative, timezone=timezone,
+        positive_ttl=positive, negative_ttl_ms=negative, timezone=timezone, shared_by=shared_by,
     )  # fmt: skip
 
 

@@ -131,6 +131,9 @@ class SearchIndexRule(_RuleBase):
     positive_ttl: int | UntilEndOf  # ms, or until the end of a date
     negative_ttl_ms: int | None = None  # None: a miss is never cached
     timezone: str = "UTC"
+    # "credential": each token has its own index; "portal": the tokens of one HubSpot portal
+    # (hub id) share it.
+    shared_by: str = "credential"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from proxy.rules.loader import (
     SearchIndexRule,
 )
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.portals import Portals
 from proxy.upstream.forward import Buffered
 
 
@@ -85,6 +86,7 @@ class RuleLearning:
         counters: CounterRuntime,
         cache: ObjectCache,
         own: OwnCalls,
+        portals: Portals,
         metrics: Metrics,
     ) -> None:
         self.index = index
@@ -92,6 +94,7 @@ class RuleLearning:
         self.counters = counters
         self.cache = cache
         self.own = own
+        self.portals = portals
         self.metrics = metrics
 
     def event(self, rule: str, event: str) -> None:
@@ -141,8 +144,9 @@ class RuleLearning:
         if call.lookup is None:
             return
         rule, found = call.lookup
-        rules = call.index_rules("lookup")
-        if await self.learner.fill(call.cred, rule, found, data, rules):
+        owner = await self.portals.owner(call.cred, rule, call.token)
+        rules = [r for r in call.index_rules("lookup") if r.shared_by == rule.shared_by]
+        if await self.learner.fill(owner, rule, found, data, rules):
             self.event(rule.name, "fill")
 
     async def _index_writes(self, call: Call, data: Any) -> None:
@@ -159,16 +163,21 @@ class RuleLearning:
             else:
                 records = written_records(data, call.body, object_id, create=role == "create")
                 sightings = [Sighting(r) for r in records]
-            object_type = rules[0].object_type
-            learned = await self.learner.apply(
-                call.cred, object_type, sightings, rules, trusted=True
-            )
-            if not learned:
-                self.index.forget_scopes_later(call.cred, [r for r in rules if r.complete])
-            elif role == "create":
-                await self.index.saw_create(call.cred, [r for r in rules if r.complete])
-            for rule in rules:
-                self.event(rule.name, "learn" if learned else "bypass")
+            for owner, owned in (await self.portals.grouped(call.cred, rules, call.token)).items():
+                await self._learn_writes(owner, role, sightings, owned)
+
+    async def _learn_writes(
+        self, owner: str, role: Role, sightings: list[Sighting], rules: list[SearchIndexRule]
+    ) -> None:
+        object_type = rules[0].object_type
+        learned = await self.learner.apply(owner, object_type, sightings, rules, trusted=True)
+        complete = [r for r in rules if r.complete]
+        if not learned:
+            self.index.forget_scopes_later(owner, complete)
+        elif role == "create":
+            await self.index.saw_create(owner, complete)
+        for rule in rules:
+            self.event(rule.name, "learn" if learned else "bypass")
 
     async def _counter_event(
         self, call: Call, match: RuleMatch, rule: CounterRule, data: Any
