@@ -318,11 +318,11 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         on_transition=_fallback_transition(metrics),
     )
     upstream = Upstream(settings)
-    credentials = KnownCredentials(redis, label_max=settings.credential_labels)
+    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
+    credentials = KnownCredentials(store, label_max=settings.credential_labels)
     recorder = RateLimitRecorder(redis, metrics, credentials=credentials)
     holder = RulesHolder(settings.rules_path, rules, metrics)
     caller = AdmittedCaller(limiter, upstream, recorder, metrics)
-    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
     actions = Actions(
         rules=holder,

@@ -4,6 +4,7 @@ Anyone can send a random bearer token. Until HubSpot has answered that token wit
 401 the gateway keeps nothing for it that outlives the call: a stream of made-up tokens must not
 grow Redis, the label set of /metrics, or the work of the jobs. An accepted credential is
 marked in Redis (`hubspot:{cred}:accepted`, so every replica knows) and remembered in-process.
+Redis is asked through the rules' store: bounded in time, and not at all while it rests.
 
 Labels are bounded too: the first `label_max` credentials this process saw accepted keep
 their own `credential` label, every later one is reported as `other`.
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from proxy.store.rule_store import RuleRedis, Unavailable, key
 
 ACCEPTED_TTL_S: Final = 90 * 86_400  # as long as a counter lives: the jobs serve it that long
 OTHER: Final = "other"
@@ -22,7 +22,7 @@ MEMORY_MAX: Final = 100_000  # accepted credentials remembered in-process (then 
 
 
 def accepted_key(credential: str) -> str:
-    return f"hubspot:{{{credential}}}:accepted"
+    return key(credential, "accepted")
 
 
 def accepts(status: int) -> bool:
@@ -31,8 +31,8 @@ def accepts(status: int) -> bool:
 
 
 class KnownCredentials:
-    def __init__(self, redis: aioredis.Redis | None, *, label_max: int = 20) -> None:
-        self._redis = redis
+    def __init__(self, store: RuleRedis | None, *, label_max: int = 20) -> None:
+        self._store = store
         self._label_max = label_max
         self._accepted: dict[str, None] = {}  # insertion-ordered set, oldest dropped first
         self._labelled: set[str] = set()
@@ -42,29 +42,27 @@ class KnownCredentials:
         return credential in self._accepted
 
     async def is_accepted(self, credential: str) -> bool:
-        """Accepted by HubSpot, through any replica; a Redis failure answers False (unknown)."""
+        """Accepted by HubSpot, through any replica; Redis trouble answers False (unknown)."""
         if credential in self._accepted:
             return True
-        if self._redis is None:
+        if self._store is None:
             return False
-        try:
-            found = bool(await self._redis.exists(accepted_key(credential)))
-        except (RedisError, OSError, TimeoutError):
+        found = await self._store.run("credentials", lambda r: r.exists(accepted_key(credential)))
+        if isinstance(found, Unavailable) or not found:
             return False
-        if found:
-            self._remember(credential)
-        return found
+        self._remember(credential)
+        return True
 
     async def accepted(self, credential: str) -> None:
         """HubSpot accepted the token: mark it for every replica (once per process)."""
         if credential in self._accepted:
             return
-        if self._redis is not None:
-            try:
-                await self._redis.set(accepted_key(credential), "1", ex=ACCEPTED_TTL_S)
-            except (RedisError, OSError, TimeoutError):
-                return  # marked next time; until then it is treated as new, which is safe
         self._remember(credential)
+        if self._store is not None:
+            # Best effort: a replica that does not see the mark treats the token as new (safe).
+            await self._store.run(
+                "credentials", lambda r: r.set(accepted_key(credential), "1", ex=ACCEPTED_TTL_S)
+            )
 
     def label(self, credential: str) -> str | None:
         """The `credential` label value, or None: a credential never accepted gets no label."""

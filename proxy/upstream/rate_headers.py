@@ -78,7 +78,7 @@ class RateLimitRecorder:
         self._redis = redis
         self._metrics = metrics
         self._thresholds = thresholds
-        self.credentials = credentials or KnownCredentials(redis)
+        self.credentials = credentials or KnownCredentials(None)
 
     async def record(self, credential: str, snapshot: RateLimitSnapshot) -> None:
         """Only for a credential HubSpot accepted: a made-up token leaves no label or key."""
