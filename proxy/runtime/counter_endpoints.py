@@ -19,9 +19,10 @@ id (digits): it goes into the URL of that read.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -38,6 +39,8 @@ from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import Unavailable
 
 PATH = "/proxy/v1/counters/{objectType}/{objectId}"
+VOUCHED_MAX: Final = 10_000
+Seen = tuple[int | None, int | None] | None  # HubSpot's (count, capacity) of an object
 
 
 class ExamFull(Conflict):
@@ -63,6 +66,10 @@ class CounterEndpoints:
     ) -> None:
         self.actions = actions
         self._credentials = credentials
+        # Credentials checked (accepted, token kept) by this process, and those being checked
+        # now: concurrent first calls share one check, keyed by the object it reads.
+        self._vouched: set[str] = set()
+        self._checks: dict[str, tuple[str, asyncio.Task[Seen]]] = {}
         self._key = credential_key.encode()
         self._max_body = max_body
 
@@ -127,11 +134,20 @@ class CounterEndpoints:
         cred = credential_id(token, self._key)
         return cred, token, rule, object_id, body
 
-    async def _vouch(
-        self, cred: str, token: str, rule: CounterRule, object_id: str
-    ) -> tuple[int | None, int | None] | None:
-        """Refuse a token HubSpot does not accept, and keep it for the jobs; answers the
-        object's (count, capacity) when it had to ask HubSpot."""
+    async def _vouch(self, cred: str, token: str, rule: CounterRule, object_id: str) -> Seen:
+        """Refuse a token HubSpot does not accept, and keep it for the jobs, once per process
+        and credential; answers the object's (count, capacity) when it asked HubSpot for it."""
+        if cred in self._vouched:
+            return None
+        if cred not in self._checks:
+            check = asyncio.ensure_future(self._check(cred, token, rule, object_id))
+            self._checks[cred] = (object_id, check)
+            check.add_done_callback(lambda _: self._checks.pop(cred, None))
+        read, check = self._checks[cred]
+        seen = await asyncio.shield(check)
+        return seen if read == object_id else None
+
+    async def _check(self, cred: str, token: str, rule: CounterRule, object_id: str) -> Seen:
         seen = None
         if not await self._credentials.is_accepted(cred):
             seen = await self.actions.own.counts(cred, rule, object_id, token)
@@ -139,6 +155,9 @@ class CounterEndpoints:
                 raise Unauthorized("Authentication credentials not found.")
         if not await self.actions.own.remember_token(cred, token):
             raise ServiceUnavailable("The counter store is unavailable; try again shortly")
+        if len(self._vouched) >= VOUCHED_MAX:
+            self._vouched.clear()
+        self._vouched.add(cred)
         return seen
 
     async def _apply(self, cred: str, rule: CounterRule, op: Op) -> CounterState:
