@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
@@ -36,6 +36,7 @@ from proxy.reads.search_index import GATEWAY_SCOPE
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule, SearchIndexRule
 from proxy.runtime.actions import Actions
+from proxy.runtime.portals import is_portal
 from proxy.store.rule_store import part
 from proxy.store.scripts import lua_source
 from proxy.store.vault import TokenVault
@@ -60,10 +61,17 @@ class CounterRef:
 class HubSpotJobCalls:
     """JSON calls for jobs: background priority, stored tokens, 200 and 207 both read."""
 
-    def __init__(self, rules: RulesHolder, caller: AdmittedCaller, vault: TokenVault) -> None:
+    def __init__(
+        self,
+        rules: RulesHolder,
+        caller: AdmittedCaller,
+        vault: TokenVault,
+        credential_of: Callable[[str], str],
+    ) -> None:
         self._rules = rules
         self._caller = caller
         self._vault = vault
+        self._credential_of = credential_of  # a shared (portal) state spends its token's budget
 
     async def post(self, credential: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         token = await self._vault.token_for(credential)
@@ -71,7 +79,7 @@ class HubSpotJobCalls:
             raise LookupError(f"no stored token for credential {credential}")
         plan = plan_for(
             self._rules.current,
-            credential,
+            self._credential_of(token),
             "POST",
             path,
             priority=Priority.BACKGROUND,
@@ -268,9 +276,12 @@ class CounterJobs:
         """HubSpot's current bookings, trusted: cancelled ones leave the duplicate index."""
         sightings = [Sighting(r) for r in map(Record.from_object, bookings.values()) if r]
         learner = self._actions.learning.learner
-        owners = await self._actions.portals.grouped(credential, self._index_rules(rule), None)
-        for owner, rules in owners.items():
-            await learner.apply(owner, rule.booking_object_type, sightings, rules, trusted=True)
+        indexes = self._index_rules(rule)
+        if is_portal(credential):  # a portal's counter: only the portal's indexes are its
+            indexes = [r for r in indexes if r.shared_by == "portal"]
+        owners = await self._actions.portals.grouped(credential, indexes, None)
+        for owner, owned in owners.items():
+            await learner.apply(owner, rule.booking_object_type, sightings, owned, trusted=True)
 
     async def _fix(
         self, ref: CounterRef, rule: CounterRule, active: list[str], in_hubspot: str | None

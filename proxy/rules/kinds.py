@@ -34,7 +34,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
         "object_type", "key", "when", "scope", "complete", "ttl", "timezone", "shared_by",
     ),
     "counter": ("object_type", "property", "capacity_property", "source", "booking_object_type",
-                "active_property", "cancelled_value", "ttl", "patch"),
+                "active_property", "cancelled_value", "ttl", "patch", "shared_by"),
     "object_cache": ("object_type", "ttl"),
     "write_behind": ("match", "kind", "only_properties"),
 }  # fmt: skip
@@ -150,6 +150,7 @@ def _counter(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule | No
     cancelled = _cancelled_values(r, active)
     ttl = r.duration("ttl", default=90 * DAY_MS)  # the PRD's self-healing expiry
     patch = r.choice("patch", ("absorb", "forward"), default="absorb")
+    shared_by = r.choice("shared_by", SHARED_BY, default="credential") or "credential"
     if len(r.sink.problems) > before or not (object_type and prop and source and counted and ttl):
         return None
     matchers = endpoints.counter(object_type, counted, source, absorb=patch == "absorb")
@@ -157,7 +158,7 @@ def _counter(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule | No
         name=name, enabled=enabled, matchers=matchers, object_type=object_type, property=prop,
         capacity_property=capacity, source=source, booking_object_type=counted,
         active_property=active, cancelled_values=cancelled, ttl_ms=ttl,
-        patch="forward" if patch == "forward" else "absorb",
+        patch="forward" if patch == "forward" else "absorb", shared_by=shared_by,
     )  # fmt: skip
 
 

@@ -159,6 +159,7 @@ class CounterRule(_RuleBase):
     cancelled_values: tuple[str, ...] = ()
     ttl_ms: int
     patch: Literal["absorb", "forward"] = "absorb"
+    shared_by: str = "credential"  # as for SearchIndexRule: "portal" shares the counts
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -184,9 +184,10 @@ class Actions:
             return None
         for match in call.cls.by_role("overlay"):
             counter = match.rule
-            if isinstance(counter, CounterRule) and not await self.counters.overlay(
-                call.cred, counter, [data]
-            ):
+            if not isinstance(counter, CounterRule):
+                continue
+            owner = await self.portals.owner(call.cred, counter, call.token)
+            if not await self.counters.overlay(owner, counter, [data]):
                 self.learning.event(rule.name, "bypass")
                 return None  # a count that cannot be read must not come from a cache
         self.learning.event(rule.name, "hit")
@@ -221,7 +222,8 @@ class Actions:
             if not isinstance(rule, CounterRule) or call.body is None:
                 continue
             object_id = match.params.get("objectId")
-            if await self.counters.absorb(call.cred, rule, call.body, object_id):
+            owner = await self.portals.owner(call.cred, rule, call.token)
+            if await self.counters.absorb(owner, rule, call.body, object_id):
                 call.ctx.body = orjson.dumps(call.body)
                 self.learning.event(rule.name, "absorb")
 

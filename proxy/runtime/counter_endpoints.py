@@ -8,7 +8,7 @@ interleaving of any number of replicas can overbook. A seat reserved without a b
 for RESERVATION_HOLD_MS; the booking's association then takes it instead of adding a second
 count, and an unconfirmed hold gives the seat back. Capacity comes from the body (for that call
 only), else from the exam as the gateway last saw it, else from HubSpot. Counters are per
-credential, like every cache.
+credential, like every cache, unless the rule says `shared_by: portal`.
 
 Counter state is created only for a credential HubSpot has accepted and whose token the vault
 holds: the jobs serve every counter with that token, so a counter of a made-up token would be
@@ -79,18 +79,18 @@ class CounterEndpoints:
 
     async def reserve(self, request: web.Request) -> web.Response:
         cred, token, rule, object_id, body = await self._read(request)
-        seen = await self._vouch(cred, token, rule, object_id)
+        owner, seen = await self._owner(cred, token, rule, object_id)
         booking = text(body.get("bookingId")) or ""
         reservation = uuid.uuid4().hex
         op = Op(object_id, "reserve", booking_id=booking, reservation_id=reservation,
                 limit=count_value(body.get("capacity")))  # fmt: skip
-        state = await self._apply(cred, rule, op)
+        state = await self._apply(owner, rule, op)
         if state.status in ("unseeded", "nocapacity"):
             seen = seen or await self.actions.own.counts(cred, rule, object_id, token)
             if seen is None:
                 raise NotFound(f"Cannot read {rule.object_type} {object_id} from HubSpot")
             seeded = replace(op, seed=seen[0] or 0, capacity=seen[1])
-            state = await self._apply(cred, rule, seeded)
+            state = await self._apply(owner, rule, seeded)
         if state.status == "nocapacity":
             raise BadRequest(f"No {rule.capacity_property or 'capacity'} known: send `capacity`")
         if state.status == "full":
@@ -101,10 +101,10 @@ class CounterEndpoints:
 
     async def release(self, request: web.Request) -> web.Response:
         cred, token, rule, object_id, body = await self._read(request)
-        await self._vouch(cred, token, rule, object_id)
+        owner, _ = await self._owner(cred, token, rule, object_id)
         op = Op(object_id, "release", booking_id=text(body.get("bookingId")) or "",
                 reservation_id=text(body.get("reservationId")) or "")  # fmt: skip
-        state = await self._apply(cred, rule, op)
+        state = await self._apply(owner, rule, op)
         self.actions.metrics.rule_answers.labels(rule.name, "counter_release").inc()
         return self._answer(rule, object_id, state, None)
 
@@ -133,6 +133,17 @@ class CounterEndpoints:
             raise BadRequest("objectId must be a HubSpot record id (digits)")
         cred = credential_id(token, self._key)
         return cred, token, rule, object_id, body
+
+    async def _owner(
+        self, cred: str, token: str, rule: CounterRule, object_id: str
+    ) -> tuple[str, Seen]:
+        """Whose count this is (the credential's, or its portal's for a shared rule), once the
+        token is vouched for; and the object's (count, capacity) if HubSpot was asked."""
+        seen = await self._vouch(cred, token, rule, object_id)
+        owner = await self.actions.portals.owner(cred, rule, token)
+        if owner != cred and not await self.actions.own.remember_token(owner, token):
+            raise ServiceUnavailable("The counter store is unavailable; try again shortly")
+        return owner, seen
 
     async def _vouch(self, cred: str, token: str, rule: CounterRule, object_id: str) -> Seen:
         """Refuse a token HubSpot does not accept, and keep it for the jobs, once per process

@@ -183,10 +183,12 @@ class RuleLearning:
         self, call: Call, match: RuleMatch, rule: CounterRule, data: Any
     ) -> None:
         object_id = match.params.get("objectId")
-        cred = call.cred
+        cred = await self.portals.owner(call.cred, rule, call.token)
+        if cred != call.cred:  # a shared count: the jobs serve it with a token of the portal
+            await self.own.remember_token(cred, call.token)
 
-        async def fetch(c: str, r: CounterRule, oid: str) -> tuple[int | None, int | None] | None:
-            return await self.own.counts(c, r, oid, call.token)
+        async def fetch(_: str, r: CounterRule, oid: str) -> tuple[int | None, int | None] | None:
+            return await self.own.counts(call.cred, r, oid, call.token)  # the caller's budget
 
         if match.role in ("associate", "dissociate") and isinstance(rule.source, AssociationSource):
             exam_first = rule.source.from_type == rule.object_type
@@ -222,6 +224,7 @@ class RuleLearning:
         for match in call.cls.by_role("overlay", "absorb"):
             if isinstance(match.rule, CounterRule):
                 seed = match.role == "overlay"  # an absorbed write's echo is the client's number
-                await self.counters.overlay(call.cred, match.rule, objects, seed=seed)
+                owner = await self.portals.owner(call.cred, match.rule, call.token)
+                await self.counters.overlay(owner, match.rule, objects, seed=seed)
                 overlaid = True
         return overlaid

@@ -72,13 +72,17 @@ class OwnCalls:
         path = api_path("crm", "v3", "objects", object_type, "search")
         plan = plan_for(
             self.rules.current,
-            credential_id(token, self._key),
+            self.credential_of(token),
             "POST",
             path,
             priority=Priority.BACKGROUND,
             wait_s=BACKGROUND_WAIT_S,
         )
         return await self.json_call(plan, "POST", path, token, body)
+
+    def credential_of(self, token: str) -> str:
+        """The credential (and budget) a stored token belongs to."""
+        return credential_id(token, self._key)
 
     async def counts(
         self, cred: str, rule: CounterRule, object_id: str, token: str

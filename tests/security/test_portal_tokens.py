@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from proxy.app import SERVICES
 from tests.conftest import AUTH, TOKEN, GatewayFactory
@@ -15,7 +16,8 @@ from tests.security.conftest import ADMIN, TOKEN_B, StrictSim
 
 pytestmark = pytest.mark.timeout(60)
 
-BOOKINGS = "2-50158943"
+BOOKINGS, EXAMS = "2-50158943", "2-50158913"
+RESERVE = "/proxy/v1/counters/mock_exams/{}/reserve"
 SEARCH = f"/crm/v3/objects/{BOOKINGS}/search"
 AUTH_B = {"Authorization": f"Bearer {TOKEN_B}"}
 DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"
@@ -124,3 +126,34 @@ async def test_a_shared_scope_is_loaded_once_for_the_portal_and_reconciled(
     assert summary["drift"]["scopes"] == 1  # the portal's one loaded date, not one per token
     reloads = [c for t in (TOKEN, TOKEN_B) for c in await strict_sim.calls(t) if c[1] == SEARCH]
     assert len(reloads) == searched + 1  # with whichever of the portal's tokens came last
+
+
+async def test_tokens_of_one_portal_share_a_counter_that_says_so(
+    strict_sim: StrictSim,
+    gateway_factory: GatewayFactory,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    rule = "  - name: exam-counter\n    type: counter\n"
+    (tmp_path / "shared.yaml").write_text(
+        DEFAULT_RULES.read_text().replace(rule, rule + "    shared_by: portal\n")
+    )
+    gw = await gateway_factory(
+        strict_sim.url, rules_path=str(tmp_path / "shared.yaml"), admin_token=ADMIN
+    )
+    (exam,) = await strict_sim.seed(EXAMS, {"capacity": "3", "total_bookings": "0"})
+    answers = []
+    for auth, booking in ((AUTH, "b1"), (AUTH_B, "b2"), (AUTH_B, "b3"), (AUTH, "b4")):
+        resp = await gw.post(RESERVE.format(exam), json={"bookingId": booking}, headers=auth)
+        answers.append((resp.status, (await resp.json()).get("count")))
+    assert answers == [(200, 1), (200, 2), (200, 3), (409, None)]  # one count for the portal
+    keys = [k async for k in redis_client.scan_iter(match="hubspot:{*}:ctr:*")]
+    assert {k.split(b"}")[0] for k in keys} == {b"hubspot:{portal-12345678"}
+
+    resp = await gw.post(
+        "/proxy/v1/jobs/sync_counters/run", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    summary = await resp.json()
+    assert (summary["countersSent"], summary["credentialsFailed"]) == (1, 0), summary
+    (stored,) = [o for o in await strict_sim.objects(EXAMS) if o["id"] == exam]
+    assert stored["properties"]["total_bookings"] == "3"
