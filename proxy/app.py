@@ -14,12 +14,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
+from yarl import URL
 
-from proxy.budget.limiter import Limiter
+from proxy.budget.limiter import REDIS_TROUBLE, Limiter
 from proxy.budget.model import Priority
 from proxy.budget.plans import MAX_WAIT_HEADER, CallPlan, plan_for
 from proxy.budget.usage import refresh_budget_gauges
-from proxy.config import Settings
+from proxy.config import Settings, SettingsError, credential_key_status
 from proxy.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -39,6 +40,7 @@ from proxy.rules.loader import Rules, WriteBehindRule, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
 from proxy.runtime.write_behind import WriteEndpoints, accept_write
+from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
@@ -68,6 +70,7 @@ class Services:
     limiter: Limiter
     caller: AdmittedCaller
     actions: Actions
+    credentials: KnownCredentials
     writes: WriteBehind | None = None
     jobs: JobRunner | None = None
 
@@ -281,7 +284,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
         metrics.queue_waiters.labels(bucket, priority).set(count)
     if services.redis is not None and not services.limiter.fallback_active:
         limiter = services.limiter
-        await refresh_budget_gauges(services.redis, limiter.keys, limiter.known_buckets(), metrics)
+        await refresh_budget_gauges(
+            services.redis, limiter.keys, limiter.known_buckets(), metrics, services.credentials
+        )
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -304,10 +309,38 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await services.jobs.stop()
     if services.writes is not None:
         await services.writes.stop(grace_s=services.settings.shutdown_timeout_s / 2)
+        await _report_queued_writes(services)
     await services.upstream.close()
     await services.limiter.aclose()
     if services.redis is not None:
         await services.redis.aclose()
+
+
+async def _report_queued_writes(services: Services) -> None:
+    """Say at shutdown how many accepted writes wait, and where: they are sent after restart."""
+    assert services.writes is not None
+    try:
+        backlog = await services.writes.store.backlog()
+    except REDIS_TROUBLE:
+        log.warning("shutting down; queued writes could not be counted (Redis unreachable)")
+        return
+    queued = backlog.pending + backlog.undelivered
+    if queued == 0 and backlog.dead == 0:
+        return
+    url = URL(services.settings.redis_url or "")
+    where = (
+        "the embedded Valkey in the data directory (--data-dir)"
+        if services.settings.data_dir
+        else f"Redis at {url.host}:{url.port}"
+    )
+    log.warning(
+        "shutting down with %d writes queued and %d dead letters in %s, stream %s",
+        queued,
+        backlog.dead,
+        where,
+        services.writes.store.keys.stream,
+        extra={"queued": queued, "dead_letters": backlog.dead},
+    )
 
 
 def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
@@ -334,12 +367,21 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         on_transition=_fallback_transition(metrics),
     )
     upstream = Upstream(settings)
-    recorder = RateLimitRecorder(redis, metrics)
+    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
+    credentials = KnownCredentials(store, label_max=settings.credential_labels)
+    recorder = RateLimitRecorder(redis, metrics, credentials=credentials)
     holder = RulesHolder(settings.rules_path, rules, metrics)
     caller = AdmittedCaller(limiter, upstream, recorder, metrics)
-    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics)
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
-    actions = Actions(rules=holder, caller=caller, store=store, vault=vault, metrics=metrics)
+    actions = Actions(
+        rules=holder,
+        caller=caller,
+        store=store,
+        vault=vault,
+        metrics=metrics,
+        credentials=credentials,
+        credential_key=settings.credential_key.encode(),
+    )
     services = Services(
         settings=settings,
         metrics=metrics,
@@ -349,6 +391,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         limiter=limiter,
         caller=caller,
         actions=actions,
+        credentials=credentials,
     )
     if redis is not None and vault is not None:
         services.writes = WriteBehind(
@@ -381,16 +424,22 @@ def create_app(
     app = web.Application(
         middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 1
     )
-    services = build_services(
-        settings, metrics or Metrics(), rules or load_rules(settings.rules_path)
-    )
+    rules = rules or load_rules(settings.rules_path)
+    if not settings.credential_key:
+        # No built-in key: with one, every token stored in the vault is readable by anyone.
+        why = credential_key_status(settings)[1] if settings.redis_url else "unset"
+        raise SettingsError(f"credential_key: {why}")
+    services = build_services(settings, metrics or Metrics(), rules)
     app[SERVICES] = services
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/metrics", metrics_handler)
     CounterEndpoints(
-        services.actions, settings.credential_key, body_timeout_s=settings.body_timeout_s
+        services.actions,
+        services.credentials,
+        settings.credential_key,
+        body_timeout_s=settings.body_timeout_s,
     ).register(app.router)
     if services.writes is not None:
         WriteEndpoints(services.writes, settings.admin_token, settings.credential_key).register(

@@ -201,6 +201,12 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.job_credential_failures = Counter(
+            "hubspot_proxy_job_credential_failures",
+            "Credentials whose part of a job run failed and was skipped (the run went on)",
+            ["task"],
+            registry=r,
+        )
         self.job_drift = Counter(
             "hubspot_proxy_job_drift",
             "Drift found and fixed by jobs, by job and where (redis, hubspot, index)",

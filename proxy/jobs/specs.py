@@ -20,7 +20,7 @@ def build_jobs(
     vault = actions.own.vault
     if redis is None or vault is None:
         return {}
-    calls = HubSpotJobCalls(rules, caller, vault)
+    calls = HubSpotJobCalls(rules, caller, vault, actions.own.credential_of)
     counters = CounterJobs(redis, rules, calls, actions)
     return {
         "sync_counters": JobSpec("sync_counters", SYNC_COUNTERS_PERIOD_S, counters.sync_counters),

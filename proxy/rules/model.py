@@ -145,6 +145,9 @@ class SearchIndexRule(_RuleBase):
     positive_ttl: int | UntilEndOf  # ms, or until the end of a date
     negative_ttl_ms: int | None = None  # None: a miss is never cached
     timezone: str = "UTC"
+    # "credential": each token has its own index; "portal": the tokens of one HubSpot portal
+    # (hub id) share it.
+    shared_by: str = "credential"
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ class CounterRule(_RuleBase):
     cancelled_values: tuple[str, ...] = ()
     ttl_ms: int
     patch: Literal["absorb", "forward"] = "absorb"
+    shared_by: str = "credential"  # as for SearchIndexRule: "portal" shares the counts
 
 
 @dataclass(frozen=True, kw_only=True)

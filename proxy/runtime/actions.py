@@ -44,6 +44,8 @@ from proxy.rules.paths import canonical_type
 from proxy.runtime.coalescing import ride_for
 from proxy.runtime.learning import Call, RuleLearning, parse_json
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.portals import Portals
+from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
@@ -68,20 +70,24 @@ class Actions:
         store: RuleRedis,
         vault: TokenVault | None,
         metrics: Metrics,
+        credentials: KnownCredentials,
+        credential_key: bytes,
     ) -> None:
         self.rules = rules
+        self.credentials = credentials
         self.caller = caller
         self.store = store
         self.metrics = metrics
         self.coalescer = Coalescer(caller, metrics)
-        self.own = OwnCalls(rules, caller, vault, store)
+        self.own = OwnCalls(rules, caller, vault, store, credential_key)
+        self.portals = Portals(self.own, store)
         self.index = SearchIndex(store)
         learner = IndexLearner(self.index)
         self.loader = IndexLoader(self.index, learner, self.own.search)
         self.counters = CounterRuntime(Counters(store))
         self.cache = ObjectCache(store)
         self.learning = RuleLearning(
-            self.index, learner, self.counters, self.cache, self.own, metrics
+            self.index, learner, self.counters, self.cache, self.own, self.portals, metrics
         )
 
     async def handle(
@@ -164,11 +170,18 @@ class Actions:
         if selected is None:
             return None
         rule, found = selected
-        got = await self.index.lookup(call.cred, rule, found)
+        if not await self.credentials.is_accepted(call.cred):
+            # Nothing is kept for a token HubSpot has not accepted (its index is empty anyway);
+            # a 2xx answer accepts it and still fills the index.
+            self.learning.event(rule.name, "miss")
+            call.lookup, call.first_sight = (rule, found), True
+            return None
+        owner = await self.portals.owner(call.cred, rule, call.token)
+        got = await self.index.lookup(owner, rule, found)
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
             return None
-        await self._keep_scope_fresh(call, rule, got)
+        await self._keep_scope_fresh(call, owner, rule, got)
         if got.answer is None:
             self.learning.event(rule.name, got.event)
             call.lookup = (rule, found)
@@ -177,19 +190,21 @@ class Actions:
         self.metrics.rule_answers.labels(rule.name, "search_index").inc()
         return json_response(got.answer)
 
-    async def _keep_scope_fresh(self, call: Call, rule: SearchIndexRule, got: Lookup) -> None:
+    async def _keep_scope_fresh(
+        self, call: Call, owner: str, rule: SearchIndexRule, got: Lookup
+    ) -> None:
         """First sight of a scope of a complete rule loads it; an old load is redone.
 
-        Any scoped rule keeps the token in the vault: refreshes run later, without a client."""
-        remembered = rule.scope is not None and await self.own.remember_token(call.cred, call.token)
+        Any scoped rule keeps the token in the vault (under the index's owner): refreshes run
+        later, without a client."""
+        remembered = rule.scope is not None and await self.own.remember_token(owner, call.token)
         if not rule.complete or got.scope is None:
             return
         loaded = got.loaded_at_ms
         if loaded is not None and self.index.now_ms() - loaded < REFRESH_AFTER_MS:
             return
         if remembered:
-            group = scope_group(self._index_rules(), rule)
-            self.loader.ensure(call.cred, group, got.scope)
+            self.loader.ensure(owner, self._scope_group(rule), got.scope)
 
     async def _cached(
         self, call: Call, rule: ObjectCacheRule, object_id: str
@@ -214,9 +229,10 @@ class Actions:
             return None
         for match in call.cls.by_role("overlay"):
             counter = match.rule
-            if isinstance(counter, CounterRule) and not await self.counters.overlay(
-                call.cred, counter, [data]
-            ):
+            if not isinstance(counter, CounterRule):
+                continue
+            owner = await self.portals.owner(call.cred, counter, call.token)
+            if not await self.counters.overlay(owner, counter, [data]):
                 self.learning.event(rule.name, "bypass")
                 return None  # a count that cannot be read must not come from a cache
         self.learning.event(rule.name, "hit")
@@ -230,9 +246,21 @@ class Actions:
             return answer  # too large to read whole: relayed as it came, nothing learned
         try:
             await self.learning.learn(call, answer)
+            await self._after_first_sight(call)
         except Exception:  # a rule must never fail the request it learns from
             log.exception("rule learning failed", extra={"route": call.ctx.route})
         return buffered_response(answer, call.ctx.request_id)
+
+    async def _after_first_sight(self, call: Call) -> None:
+        """HubSpot has just accepted the token of a search: start the scope load its lookup
+        would have started."""
+        if not call.first_sight or call.lookup is None or not self.credentials.seen(call.cred):
+            return
+        rule, found = call.lookup
+        owner = await self.portals.owner(call.cred, rule, call.token)
+        got = await self.index.lookup(owner, rule, found)
+        if not isinstance(got, Unavailable):
+            await self._keep_scope_fresh(call, owner, rule, got)
 
     async def _absorb(self, call: Call) -> None:
         """Client writes of a counted property carry the authoritative count instead."""
@@ -241,7 +269,8 @@ class Actions:
             if not isinstance(rule, CounterRule) or call.body is None:
                 continue
             object_id = match.params.get("objectId")
-            if await self.counters.absorb(call.cred, rule, call.body, object_id):
+            owner = await self.portals.owner(call.cred, rule, call.token)
+            if await self.counters.absorb(owner, rule, call.body, object_id):
                 call.ctx.body = orjson.dumps(call.body)
                 self.learning.event(rule.name, "absorb")
 
@@ -284,13 +313,18 @@ class Actions:
     def _index_rules(self) -> list[SearchIndexRule]:
         return [r for r in self.rules.current.rules if isinstance(r, SearchIndexRule) and r.enabled]
 
-    async def refresh_index_scope(self, cred: str, rule_name: str, scope: str) -> LoadResult:
+    def _scope_group(self, rule: SearchIndexRule) -> list[SearchIndexRule]:
+        """The rules one load of `rule`'s scope fills: they keep their state in one place."""
+        return [r for r in scope_group(self._index_rules(), rule) if r.shared_by == rule.shared_by]
+
+    async def refresh_index_scope(self, owner: str, rule_name: str, scope: str) -> LoadResult:
         """Reload one scope of a complete index from HubSpot (the reconcile job's entry point):
-        entries of records cancelled or deleted directly in HubSpot are dropped."""
+        entries of records cancelled or deleted directly in HubSpot are dropped. `owner` is
+        the id the index is kept under (a credential, or a shared portal)."""
         rule = self.rules.current.rule(rule_name)
         if not isinstance(rule, SearchIndexRule) or not rule.scope:
             raise ValueError(f"{rule_name!r} is not a search_index rule with a scope")
-        return await self.loader.refresh(cred, scope_group(self._index_rules(), rule), scope)
+        return await self.loader.refresh(owner, self._scope_group(rule), scope)
 
     async def aclose(self) -> None:
         await self.loader.aclose()

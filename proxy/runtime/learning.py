@@ -40,6 +40,7 @@ from proxy.rules.loader import (
     SearchIndexRule,
 )
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.portals import Portals
 from proxy.upstream.forward import Buffered
 
 
@@ -55,6 +56,7 @@ class Call:
     body: Any  # the request body as JSON; None when it is not JSON
     lookup: tuple[SearchIndexRule, IndexLookup] | None = None
     cache_fill: tuple[ObjectCacheRule, str, str] | None = None  # rule, object id, generation
+    first_sight: bool = False  # the lookup waited for HubSpot to accept the token
 
     @property
     def cred(self) -> str:
@@ -84,6 +86,7 @@ class RuleLearning:
         counters: CounterRuntime,
         cache: ObjectCache,
         own: OwnCalls,
+        portals: Portals,
         metrics: Metrics,
     ) -> None:
         self.index = index
@@ -91,6 +94,7 @@ class RuleLearning:
         self.counters = counters
         self.cache = cache
         self.own = own
+        self.portals = portals
         self.metrics = metrics
 
     def event(self, rule: str, event: str) -> None:
@@ -140,8 +144,9 @@ class RuleLearning:
         if call.lookup is None:
             return
         rule, found = call.lookup
-        rules = call.index_rules("lookup")
-        if await self.learner.fill(call.cred, rule, found, data, rules):
+        owner = await self.portals.owner(call.cred, rule, call.token)
+        rules = [r for r in call.index_rules("lookup") if r.shared_by == rule.shared_by]
+        if await self.learner.fill(owner, rule, found, data, rules):
             self.event(rule.name, "fill")
 
     async def _index_writes(self, call: Call, data: Any) -> None:
@@ -158,23 +163,32 @@ class RuleLearning:
             else:
                 records = written_records(data, call.body, object_id, create=role == "create")
                 sightings = [Sighting(r) for r in records]
-            object_type = rules[0].object_type
-            learned = await self.learner.apply(
-                call.cred, object_type, sightings, rules, trusted=True
-            )
-            if not learned:
-                self.index.forget_scopes_later(call.cred, [r for r in rules if r.complete])
-            for rule in rules:
-                self.event(rule.name, "learn" if learned else "bypass")
+            for owner, owned in (await self.portals.grouped(call.cred, rules, call.token)).items():
+                await self._learn_writes(owner, role, sightings, owned)
+
+    async def _learn_writes(
+        self, owner: str, role: Role, sightings: list[Sighting], rules: list[SearchIndexRule]
+    ) -> None:
+        object_type = rules[0].object_type
+        learned = await self.learner.apply(owner, object_type, sightings, rules, trusted=True)
+        complete = [r for r in rules if r.complete]
+        if not learned:
+            self.index.forget_scopes_later(owner, complete)
+        elif role == "create":
+            await self.index.saw_create(owner, complete)
+        for rule in rules:
+            self.event(rule.name, "learn" if learned else "bypass")
 
     async def _counter_event(
         self, call: Call, match: RuleMatch, rule: CounterRule, data: Any
     ) -> None:
         object_id = match.params.get("objectId")
-        cred = call.cred
+        cred = await self.portals.owner(call.cred, rule, call.token)
+        if cred != call.cred:  # a shared count: the jobs serve it with a token of the portal
+            await self.own.remember_token(cred, call.token)
 
-        async def fetch(c: str, r: CounterRule, oid: str) -> tuple[int | None, int | None] | None:
-            return await self.own.counts(c, r, oid, call.token)
+        async def fetch(_: str, r: CounterRule, oid: str) -> tuple[int | None, int | None] | None:
+            return await self.own.counts(call.cred, r, oid, call.token)  # the caller's budget
 
         if match.role in ("associate", "dissociate") and isinstance(rule.source, AssociationSource):
             exam_first = rule.source.from_type == rule.object_type
@@ -210,6 +224,7 @@ class RuleLearning:
         for match in call.cls.by_role("overlay", "absorb"):
             if isinstance(match.rule, CounterRule):
                 seed = match.role == "overlay"  # an absorbed write's echo is the client's number
-                await self.counters.overlay(call.cred, match.rule, objects, seed=seed)
+                owner = await self.portals.owner(call.cred, match.rule, call.token)
+                await self.counters.overlay(owner, match.rule, objects, seed=seed)
                 overlaid = True
         return overlaid

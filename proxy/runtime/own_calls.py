@@ -19,6 +19,8 @@ from multidict import CIMultiDict
 from proxy.budget.model import Priority
 from proxy.budget.plans import CallPlan, plan_for
 from proxy.errors import GatewayError
+from proxy.http.credentials import credential_id
+from proxy.hubspot.urls import api_path
 from proxy.reads.counters import count_value
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule
@@ -39,11 +41,13 @@ class OwnCalls:
         caller: AdmittedCaller,
         vault: TokenVault | None,
         store: RuleRedis,
+        credential_key: bytes,
     ) -> None:
         self.rules = rules
         self.caller = caller
         self.vault = vault
         self.store = store
+        self._key = credential_key
 
     async def remember_token(self, cred: str, token: str) -> bool:
         vault = self.vault
@@ -55,19 +59,20 @@ class OwnCalls:
 
         return not isinstance(await self.store.run("vault", keep), Unavailable)
 
-    async def search(self, cred: str, object_type: str, body: dict[str, Any]) -> Any:
-        """A background search with the credential's stored token; None when it failed."""
+    async def search(self, owner: str, object_type: str, body: dict[str, Any]) -> Any:
+        """A background search with the token stored for `owner` (a credential, or a portal
+        whose indexes its tokens share); None when it failed. The budget spent is the token's."""
         vault = self.vault
         token = None
         if vault is not None:
-            got = await self.store.run("vault", lambda _: vault.token_for(cred))
+            got = await self.store.run("vault", lambda _: vault.token_for(owner))
             token = None if isinstance(got, Unavailable) else got
         if token is None:
             return None
-        path = f"/crm/v3/objects/{object_type}/search"
+        path = api_path("crm", "v3", "objects", object_type, "search")
         plan = plan_for(
             self.rules.current,
-            cred,
+            self.credential_of(token),
             "POST",
             path,
             priority=Priority.BACKGROUND,
@@ -75,12 +80,17 @@ class OwnCalls:
         )
         return await self.json_call(plan, "POST", path, token, body)
 
+    def credential_of(self, token: str) -> str:
+        """The credential (and budget) a stored token belongs to."""
+        return credential_id(token, self._key)
+
     async def counts(
         self, cred: str, rule: CounterRule, object_id: str, token: str
     ) -> tuple[int | None, int | None] | None:
         """HubSpot's (count, capacity) of one counter object, to seed Redis."""
         props = [rule.property, *([rule.capacity_property] if rule.capacity_property else [])]
-        path = f"/crm/v3/objects/{rule.object_type}/{object_id}?properties={','.join(props)}"
+        query = {"properties": props}
+        path = api_path("crm", "v3", "objects", rule.object_type, object_id, query=query)
         plan = plan_for(self.rules.current, cred, "GET", path)
         answer = await self.json_call(plan, "GET", path, token, None)
         found = answer.get("properties") if isinstance(answer, dict) else None

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from proxy.hubspot.protocol import RATE_LIMIT_HEADER_PREFIX
 from proxy.metrics import Metrics
+from proxy.store.credentials import KnownCredentials
 
 log = logging.getLogger("proxy.ratelimit")
 
@@ -72,16 +73,20 @@ class RateLimitRecorder:
         redis: aioredis.Redis | None,
         metrics: Metrics,
         thresholds: Thresholds = Thresholds(),
+        credentials: KnownCredentials | None = None,
     ) -> None:
         self._redis = redis
         self._metrics = metrics
         self._thresholds = thresholds
+        self.credentials = credentials or KnownCredentials(None)
 
     async def record(self, credential: str, snapshot: RateLimitSnapshot) -> None:
-        if not snapshot.values:
+        """Only for a credential HubSpot accepted: a made-up token leaves no label or key."""
+        label = self.credentials.label(credential)
+        if not snapshot.values or label is None:
             return
         for header, value in snapshot.values.items():
-            self._metrics.ratelimit_header.labels(credential, header).set(value)
+            self._metrics.ratelimit_header.labels(label, header).set(value)
         self._check("burst", credential, snapshot.remaining, snapshot.max)
         self._check("daily", credential, snapshot.daily_remaining, snapshot.daily)
         if self._redis is None:

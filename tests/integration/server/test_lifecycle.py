@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,20 +12,9 @@ import pytest
 
 from tests.kit.burst import seed_objects
 from tests.kit.harness import AUTH
-from tests.kit.processes import REPO, start_gateway, start_sim
+from tests.kit.processes import cli, start_gateway, start_sim
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-    )
 
 
 def test_check_accepts_the_default_rules() -> None:

@@ -207,6 +207,7 @@ async def test_a_complete_scope_answers_misses_and_heals_on_refresh(
     complete = SearchIndexRule(**{**DUP.__dict__, "complete": True})
     kept = hubspot.create(contact_id="c1", exam_date=EXAM_DATE, is_active="Active")
     assert (await loader.refresh(CRED, [complete], EXAM_DATE)).status == "loaded"
+    await index.saw_create(CRED, [complete])  # misses are answered only for a known creator
     searches = hubspot.searches
     for contact, wanted in (("c1", 1), ("c2", 0), ("c3", 0)):
         found = index_key_for_search(complete, dup_body(contact))
