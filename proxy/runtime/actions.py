@@ -12,7 +12,9 @@ answered from, nor fills, a cache (invariant 4). Redis trouble means forwarding 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Final
 
 import orjson
@@ -26,13 +28,21 @@ from proxy.metrics import Metrics
 from proxy.reads.counter_rules import CounterRuntime
 from proxy.reads.counters import Counters
 from proxy.reads.index_learning import IndexLearner
-from proxy.reads.index_loader import REFRESH_AFTER_MS, IndexLoader, LoadResult, scope_group
+from proxy.reads.index_loader import (
+    REFRESH_AFTER_MS,
+    IndexLoader,
+    LoadResult,
+    ScopeLoad,
+    Urgency,
+    scope_group,
+)
 from proxy.reads.object_cache import CacheRead, ObjectCache
 from proxy.reads.search_index import Lookup, SearchIndex
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import (
     Classification,
     CounterRule,
+    IndexLookup,
     ObjectCacheRule,
     RespondRule,
     Role,
@@ -46,6 +56,7 @@ from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
+from proxy.upstream.singleflight import FlightKey, Singleflight, flight_key
 
 log = logging.getLogger("proxy.actions")
 
@@ -78,6 +89,7 @@ class Actions:
         self.learning = RuleLearning(
             self.index, learner, self.counters, self.cache, self.own, metrics
         )
+        self.flights = Singleflight(metrics)
 
     async def handle(
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
@@ -89,14 +101,43 @@ class Actions:
         if not cls.matches or token is None or self.store.client is None:
             for match in cls.matches if token is None else ():
                 self.learning.event(match.rule.name, "bypass")
-            return await forward(request, ctx, self.caller, plan)
+            return await self._forward(request, ctx, plan, token)
         call = Call(request, ctx, cls, plan, token, parse_json(ctx.body))
         answered = await self._answer(call)
         if answered is not None:
             return answered
         if call.lookup is None and call.cache_fill is None and not cls.by_role(*LEARNING_ROLES):
-            return await forward(request, ctx, self.caller, plan)
+            return await self._forward(request, ctx, plan, token)
         return await self._forward_and_learn(call)
+
+    async def _forward(
+        self, request: web.Request, ctx: RequestContext, plan: CallPlan, token: str | None
+    ) -> web.StreamResponse:
+        """Stream the call through, unless it is a read that may share a twin's answer."""
+        key = flight_key(
+            ctx.credential if token else None, ctx.method, ctx.path_qs, ctx.path, ctx.body
+        )
+        if key is None:
+            return await forward(request, ctx, self.caller, plan)
+        answer = await self._shared(key, request, ctx, plan)
+        return buffered_response(answer, ctx.request_id)
+
+    async def _send(self, call: Call) -> Buffered:
+        """HubSpot's whole answer to the call: shared with an identical read in flight."""
+        ctx = call.ctx
+        key = flight_key(call.cred, ctx.method, ctx.path_qs, ctx.path, ctx.body)
+        if key is None:
+            return await forward_buffered(call.request, ctx, self.caller, call.plan)
+        return await self._shared(key, call.request, ctx, call.plan)
+
+    async def _shared(
+        self, key: FlightKey, request: web.Request, ctx: RequestContext, plan: CallPlan
+    ) -> Buffered:
+        answer = await self.flights.share(
+            key, lambda: forward_buffered(request, ctx, self.caller, plan)
+        )
+        ctx.upstream_status = answer.status
+        return answer
 
     def _respond(self, rule: RespondRule) -> web.Response:
         self.metrics.rule_answers.labels(rule.name, "respond").inc()
@@ -123,7 +164,9 @@ class Actions:
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
             return None
-        await self._keep_scope_fresh(call, rule, got)
+        load = await self._keep_scope_fresh(call, rule, got)
+        if got.answer is None and load is not None:
+            got = await self._after_load(call, rule, found, load) or got
         if got.answer is None:
             self.learning.event(rule.name, got.event)
             call.lookup = (rule, found)
@@ -132,19 +175,42 @@ class Actions:
         self.metrics.rule_answers.labels(rule.name, "search_index").inc()
         return json_response(got.answer)
 
-    async def _keep_scope_fresh(self, call: Call, rule: SearchIndexRule, got: Lookup) -> None:
-        """First sight of a scope of a complete rule loads it; an old load is redone.
+    async def _keep_scope_fresh(
+        self, call: Call, rule: SearchIndexRule, got: Lookup
+    ) -> ScopeLoad | None:
+        """First sight of a scope of a complete rule loads it at the caller's priority, and
+        gives the load to wait for; an old load is redone in the background.
 
         Any scoped rule keeps the token in the vault: refreshes run later, without a client."""
         remembered = rule.scope is not None and await self.own.remember_token(call.cred, call.token)
-        if not rule.complete or got.scope is None:
-            return
+        if not rule.complete or got.scope is None or not remembered:
+            return None
+        group = scope_group(self._index_rules(), rule)
         loaded = got.loaded_at_ms
-        if loaded is not None and self.index.now_ms() - loaded < REFRESH_AFTER_MS:
-            return
-        if remembered:
-            group = scope_group(self._index_rules(), rule)
+        if loaded is None:
+            urgency = Urgency(call.plan.priority, call.plan.deadline)
+            return self.loader.ensure(call.cred, group, got.scope, urgency)
+        if self.index.now_ms() - loaded >= REFRESH_AFTER_MS:
             self.loader.ensure(call.cred, group, got.scope)
+        return None
+
+    async def _after_load(
+        self, call: Call, rule: SearchIndexRule, found: IndexLookup, load: ScopeLoad
+    ) -> Lookup | None:
+        """Wait (within the caller's deadline) for the scope's one load, then ask the index
+        again: concurrent misses of a scope cost HubSpot one load, not a search each."""
+        if load.joined:
+            self.metrics.singleflight_hits.labels("scope_load").inc()
+        try:
+            result = await asyncio.wait_for(
+                asyncio.shield(load.task), max(0.0, call.plan.deadline - time.monotonic())
+            )
+        except TimeoutError:
+            return None
+        if result.status != "loaded":
+            return None  # busy on another replica, or failed: HubSpot answers this one
+        got = await self.index.lookup(call.cred, rule, found)
+        return None if isinstance(got, Unavailable) else got
 
     async def _cached(
         self, call: Call, rule: ObjectCacheRule, object_id: str
@@ -180,7 +246,7 @@ class Actions:
 
     async def _forward_and_learn(self, call: Call) -> web.StreamResponse:
         await self._absorb(call)
-        answer = await forward_buffered(call.request, call.ctx, self.caller, call.plan)
+        answer = await self._send(call)
         try:
             await self.learning.learn(call, answer)
         except Exception:  # a rule must never fail the request it learns from

@@ -1,14 +1,15 @@
 """HubSpot calls the rules runtime makes on its own: scope loads and counter seeds.
 
 They go through the same AdmittedCaller as client calls, so they are inside the budget like any
-other; scope loads run at background priority with the token kept in the TokenVault (the client
-who triggered them has been answered long before the last page arrives).
+other. Scope loads use the token kept in the TokenVault: a first load runs at the priority of the
+client waiting for it, a refresh at background priority (nobody waits for it).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import time
 import zlib
 from typing import Any, Final
 
@@ -16,10 +17,10 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict
 
-from proxy.budget.model import Priority
 from proxy.budget.plans import CallPlan, plan_for
 from proxy.errors import GatewayError
 from proxy.reads.counters import count_value
+from proxy.reads.index_loader import Urgency
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule
 from proxy.store.rule_store import RuleRedis, Unavailable
@@ -55,8 +56,11 @@ class OwnCalls:
 
         return not isinstance(await self.store.run("vault", keep), Unavailable)
 
-    async def search(self, cred: str, object_type: str, body: dict[str, Any]) -> Any:
-        """A background search with the credential's stored token; None when it failed."""
+    async def search(
+        self, cred: str, object_type: str, body: dict[str, Any], urgency: Urgency
+    ) -> Any:
+        """A search with the credential's stored token, queued as `urgency` says (a scope load
+        a client waits for goes at that client's priority); None when it failed."""
         vault = self.vault
         token = None
         if vault is not None:
@@ -65,13 +69,11 @@ class OwnCalls:
         if token is None:
             return None
         path = f"/crm/v3/objects/{object_type}/search"
+        wait_s = BACKGROUND_WAIT_S
+        if urgency.deadline is not None:
+            wait_s = max(0.0, urgency.deadline - time.monotonic())
         plan = plan_for(
-            self.rules.current,
-            cred,
-            "POST",
-            path,
-            priority=Priority.BACKGROUND,
-            wait_s=BACKGROUND_WAIT_S,
+            self.rules.current, cred, "POST", path, priority=urgency.priority, wait_s=wait_s
         )
         return await self.json_call(plan, "POST", path, token, body)
 
