@@ -4,7 +4,7 @@ Far more students arrive than the budget can book before their timeout: Starter'
 window on a clock twice as fast (window 5 s; rules/default.yaml with every window and wait
 halved; 100 bookings arriving over 5 s, each giving up after 15 s). The shipped routes admit a
 new booking at its first call that costs budget, the contact read, which also draws from
-`limits.admissions` (20 new bookings per window); everything after it is interactive. So the
+`limits.admissions` (22 new bookings per window); everything after it is interactive. So the
 students turned away are turned away before anything is written, and no booking is left half
 done: every booking in HubSpot has its credits deducted, its note and its associations.
 

@@ -26,7 +26,7 @@ def test_the_shipped_contact_read_is_admitted_by_the_admissions_bucket() -> None
     assert cls.buckets == ("admissions", "general", "daily")
     specs = {s.name: s for s in bucket_specs(rules, cls.buckets)}
     # Not HubSpot's limit, so no safety margin: exactly the flows the file allows per window.
-    assert specs["admissions"].limit == rules.limits.raw("admissions").limit == 20
+    assert specs["admissions"].limit == rules.limits.raw("admissions").limit == 22
     assert specs["general"].limit == 90
     create = rules.classify("POST", "/crm/v3/objects/2-50158943")
     assert "admissions" not in create.buckets  # a booking under way is never held back by it
