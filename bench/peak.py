@@ -357,6 +357,8 @@ async def run(quick: bool, facts: dict[str, Any], results: Path) -> dict[str, An
             ctx = Context(s, sim.url, redis_url, rules, session)
             trainees, chosen = _selected(s)
             data["ran"] = {"trainees": trainees, "variants": [v.name for v in chosen]}
+            notes.append(f"Ran N = {', '.join(map(str, trainees))}; variants: "
+                         f"{', '.join(v.name for v in chosen)}.")  # fmt: skip
             for n in trainees:
                 for v in chosen:
                     print(f"[peak] N={n} {v.name} ...", flush=True)
