@@ -50,39 +50,30 @@ def _eq(**values: str) -> PublicObjectSearchRequest:
     return PublicObjectSearchRequest(filter_groups=[{"filters": filters}], limit=1)
 
 
-def _step(booking: Booking, name: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+def _step(name: str, call: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return call(*args, **kwargs)
     except Exception as exc:  # ApiException, or a model the SDK could not build
         raise StepFailed(f"{name}: {getattr(exc, 'status', None) or type(exc).__name__}") from exc
 
 
-def _validate(client: HubSpot, t: Trainee, key: str, b: Booking) -> tuple[int, int]:
+def _validate(client: HubSpot, t: Trainee, key: str) -> tuple[int, int]:
     """Steps 1-5: (seats taken, credits)."""
     search = client.crm.objects.search_api.do_search
-    if _step(b, "idempotency_search", search, BOOKINGS, _eq(idempotency_key=key)).total:
+    if _step("idempotency_search", search, BOOKINGS, _eq(idempotency_key=key)).total:
         raise StepFailed("idempotency_search: already booked")
     dup = _eq(contact_id=t.contact_id, exam_date=t.exam.date, is_active="Active")
-    if _step(b, "duplicate_search", search, BOOKINGS, dup).total:
+    if _step("duplicate_search", search, BOOKINGS, dup).total:
         raise StepFailed("duplicate_search: duplicate")
     get = client.crm.objects.basic_api.get_by_id
-    exam = _step(
-        b, "get_exam", get, MOCK_EXAMS, t.exam.id, properties=["capacity", "total_bookings"]
-    )
+    exam = _step("get_exam", get, MOCK_EXAMS, t.exam.id, properties=["capacity", "total_bookings"])
     taken = int(exam.properties.get("total_bookings") or 0)
     if taken >= int(exam.properties.get("capacity") or 0):
         raise StepFailed("get_exam: full")
-    _step(
-        b,
-        "enrollment_search",
-        search,
-        ENROLLMENTS,
-        _eq(contact_id=t.contact_id, status="Registered"),
-    )
-    contact = _step(
-        b, "get_contact", client.crm.contacts.basic_api.get_by_id, t.contact_id,
-        properties=["credits", "email"],
-    )  # fmt: skip
+    enrollment = _eq(contact_id=t.contact_id, status="Registered")  # the answer is unused
+    _step("enrollment_search", search, ENROLLMENTS, enrollment)
+    read_contact = client.crm.contacts.basic_api.get_by_id
+    contact = _step("get_contact", read_contact, t.contact_id, properties=["credits", "email"])
     return taken, int(contact.properties.get("credits") or 0)
 
 
@@ -91,22 +82,22 @@ def _write(client: HubSpot, t: Trainee, key: str, checked: tuple[int, int], b: B
     props = {"contact_id": t.contact_id, "exam_date": t.exam.date, "is_active": "Active",
              "idempotency_key": key, "mock_exam_id": t.exam.id}  # fmt: skip
     made = SimplePublicObjectInputForCreate(properties=props, associations=[])
-    bid = _step(b, "create_booking", client.crm.objects.basic_api.create, BOOKINGS, made).id
+    bid = _step("create_booking", client.crm.objects.basic_api.create, BOOKINGS, made).id
     b.booking_id = bid
     v4 = client.crm.associations.v4.basic_api.create_default
-    _step(b, "assoc_contact_booking", v4, CONTACTS, t.contact_id, BOOKINGS, bid)
-    _step(b, "assoc_booking_exam", v4, BOOKINGS, bid, MOCK_EXAMS, t.exam.id)
+    _step("assoc_contact_booking", v4, CONTACTS, t.contact_id, BOOKINGS, bid)
+    _step("assoc_booking_exam", v4, BOOKINGS, bid, MOCK_EXAMS, t.exam.id)
     seats = SimplePublicObjectInput(properties={"total_bookings": str(checked[0] + 1)})
-    _step(b, "patch_exam_total", client.crm.objects.basic_api.update, MOCK_EXAMS, t.exam.id, seats)
+    _step("patch_exam_total", client.crm.objects.basic_api.update, MOCK_EXAMS, t.exam.id, seats)
     left = ContactInput(properties={"credits": str(checked[1] - 1)})
-    _step(b, "patch_contact_credits", client.crm.contacts.basic_api.update, t.contact_id, left)
+    _step("patch_contact_credits", client.crm.contacts.basic_api.update, t.contact_id, left)
     to_contact = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_CONTACT}
     note = NoteInput(
         properties={"hs_note_body": f"Mock exam {t.exam.id} on {t.exam.date} booked: booking {bid}",
                     "hs_timestamp": str(int(time.time() * 1000))},
         associations=[{"to": {"id": t.contact_id}, "types": [to_contact]}],
     )  # fmt: skip
-    made_note = _step(b, "create_note", client.crm.objects.notes.basic_api.create, note)
+    made_note = _step("create_note", client.crm.objects.notes.basic_api.create, note)
     if made_note is None or not made_note.id:
         raise StepFailed("create_note: no note")
 
@@ -117,7 +108,7 @@ def python_sdk_booking(base: str, token: str, trainee: Trainee) -> Booking:
     client = HubSpot(access_token=token, host=base.rstrip("/"))
     key = f"py-{uuid.uuid4().hex}"
     try:
-        checked = _validate(client, trainee, key, booking)
+        checked = _validate(client, trainee, key)
         _write(client, trainee, key, checked, booking)
         booking.outcome = "ok"
     except StepFailed as exc:
