@@ -6,8 +6,9 @@ a scope the gateway loads it: a paged search on the scope property alone (so can
 are seen too and dropped), at the priority and within the deadline of the caller whose miss
 started it. That caller, and every concurrent miss of the same scope in this process, wait for
 that one load instead of each forwarding its search (a cold 9:00 burst costs one search per exam
-date). Entries the load did not see are swept (deleted in HubSpot), then the scope is marked
-loaded, last. Refreshes run at background priority.
+date); when another replica holds the load, they wait for its marker instead. Entries the load
+did not see are swept (deleted in HubSpot), then the scope is marked loaded, last. Refreshes run
+at background priority.
 
 The reconcile job calls `refresh` for the same thing on a schedule; lookups also refresh a scope
 whose load is older than REFRESH_AFTER_MS, so changes made directly in HubSpot heal by
@@ -61,6 +62,7 @@ REFRESH_AFTER_MS: Final = 15 * 60_000
 LEARN_CHUNK: Final = 100
 BODY_MAX_CHARS: Final = 3000
 RETRY_AFTER_S: Final = 300.0
+BUSY_POLL_S: Final = 0.1
 TaskKey = tuple[str, str, str, str]  # credential, object type, scope property, scope
 
 
@@ -161,11 +163,28 @@ class IndexLoader:
         if isinstance(locked, Unavailable):
             return LoadResult("failed")
         if not locked:
-            return LoadResult("busy")
+            if urgency.deadline is None:
+                return LoadResult("busy")
+            return await self._loaded_elsewhere(cred, first, scope, urgency.deadline)
         try:
             return await self._load(cred, list(rules), scope, urgency)
         finally:
             await self.index.store.run("index_load", lambda r: _unlock(r, lock, token))
+
+    async def _loaded_elsewhere(
+        self, cred: str, rule: SearchIndexRule, scope: str, deadline: float
+    ) -> LoadResult:
+        """Another replica holds the load a caller waits for: wait, within the caller's
+        deadline, for its marker, so this replica's misses are not forwarded one by one."""
+        marker = IndexKeys.scope(cred, rule, scope, "loaded")
+        while self._clock() + BUSY_POLL_S < deadline:
+            await asyncio.sleep(BUSY_POLL_S)
+            found = await self.index.store.run("index_load", lambda r: r.exists(marker))
+            if isinstance(found, Unavailable):
+                return LoadResult("failed")
+            if found:
+                return LoadResult("loaded")
+        return LoadResult("busy")
 
     async def _load(
         self, cred: str, rules: list[SearchIndexRule], scope: str, urgency: Urgency

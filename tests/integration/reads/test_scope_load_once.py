@@ -73,3 +73,23 @@ async def test_concurrent_misses_of_a_scope_wait_for_its_one_load(
     admitted = "hubspot_proxy_admitted_total"
     assert sample(metrics, admitted, 'priority="interactive"') == len(DATES)
     assert sample(metrics, admitted, 'priority="background"') == 0
+
+
+async def test_misses_on_another_replica_wait_for_the_load_it_does_not_hold(
+    sim_factory: SimFactory, gateway_factory: GatewayFactory
+) -> None:
+    sim = sim_url(await sim_factory(latency_ms=(100, 200)))
+    replicas = [await gateway_factory(sim), await gateway_factory(sim)]  # one Valkey
+    path = f"/crm/v3/objects/{BOOKINGS}/search"
+    asked = [(f"c{i}", date) for date in DATES for i in range(PER_DATE)]
+    answers = await asyncio.gather(
+        *(
+            replicas[i % 2].post(path, json=dup_search(c, d), headers=AUTH)
+            for i, (c, d) in enumerate(asked)
+        )
+    )
+
+    assert [a.status for a in answers] == [200] * len(asked)
+    assert {(await a.json())["total"] for a in answers} == {0}
+    calls = (await sim_json(sim, "GET", f"/__sim/calls?token={TOKEN}"))["calls"]
+    assert [c["path"] for c in calls] == [path] * len(DATES)  # one load per date, either replica
