@@ -12,6 +12,7 @@ answered from, nor fills, a cache (invariant 4). Redis trouble means forwarding 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Final
@@ -27,13 +28,21 @@ from proxy.metrics import Metrics
 from proxy.reads.counter_rules import CounterRuntime
 from proxy.reads.counters import Counters
 from proxy.reads.index_learning import IndexLearner
-from proxy.reads.index_loader import REFRESH_AFTER_MS, IndexLoader, LoadResult, scope_group
+from proxy.reads.index_loader import (
+    REFRESH_AFTER_MS,
+    IndexLoader,
+    LoadResult,
+    ScopeLoad,
+    Urgency,
+    scope_group,
+)
 from proxy.reads.object_cache import CacheRead, ObjectCache
 from proxy.reads.search_index import Lookup, SearchIndex
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import (
     Classification,
     CounterRule,
+    IndexLookup,
     ObjectCacheRule,
     RespondRule,
     Role,
@@ -52,6 +61,7 @@ from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.coalesce.departure import Ride
 from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
 from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
+from proxy.upstream.singleflight import FlightKey, Singleflight, flight_key
 
 log = logging.getLogger("proxy.actions")
 
@@ -89,6 +99,7 @@ class Actions:
         self.learning = RuleLearning(
             self.index, learner, self.counters, self.cache, self.own, self.portals, metrics
         )
+        self.flights = Singleflight(metrics)
 
     async def handle(
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
@@ -100,29 +111,60 @@ class Actions:
         if not cls.matches or token is None or self.store.client is None:
             for match in cls.matches if token is None else ():
                 self.learning.event(match.rule.name, "bypass")
-            return await self._forward(request, ctx, cls, plan)
+            return await self._forward(request, ctx, cls, plan, token)
         call = Call(request, ctx, cls, plan, token, parse_json(ctx.body))
         answered = await self._answer(call)
         if answered is not None:
             return answered
         if call.lookup is None and call.cache_fill is None and not cls.by_role(*LEARNING_ROLES):
-            return await self._forward(request, ctx, cls, plan)
+            return await self._forward(request, ctx, cls, plan, token)
         return await self._forward_and_learn(call)
 
     async def _forward(
-        self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        cls: Classification,
+        plan: CallPlan,
+        token: str | None,
     ) -> web.StreamResponse:
-        """Streamed through, unless the call coalesces (its answer is then made whole)."""
-        ride = ride_for(self.rules.current, request, ctx, cls, plan)
-        if ride is None:
+        """Streamed through, unless it shares an identical read's answer or coalesces with
+        compatible calls (its answer is then made whole)."""
+        key = flight_key(
+            ctx.credential if token else None, ctx.method, ctx.path_qs, ctx.path, ctx.body
+        )
+        if key is None and ride_for(self.rules.current, request, ctx, cls, plan) is None:
             return await forward(request, ctx, self.caller, plan)
-
-        async def alone(admitted: bool) -> web.StreamResponse:
-            return await forward(request, ctx, self.caller, plan, admitted=admitted)
-
-        answer = await self._coalesced(ride, ctx, alone)
+        answer = await self._whole(request, ctx, cls, plan, key)
         if isinstance(answer, Buffered):
             return buffered_response(answer, ctx.request_id)
+        return answer
+
+    async def _send(self, call: Call) -> Buffered | web.StreamResponse:
+        """HubSpot's whole answer to the call; past the buffering cap, relayed as it came."""
+        ctx = call.ctx
+        key = flight_key(call.cred, ctx.method, ctx.path_qs, ctx.path, ctx.body)
+        return await self._whole(call.request, ctx, call.cls, call.plan, key)
+
+    async def _whole(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        cls: Classification,
+        plan: CallPlan,
+        key: FlightKey | None,
+    ) -> Buffered | web.StreamResponse:
+        """HubSpot's answer read whole: the one of an identical read in flight (singleflight),
+        or this call's own (coalesced or alone)."""
+        if key is None:
+            return await self._upstream_answer(request, ctx, cls, plan)
+        answer = await self.flights.share(
+            key, lambda: self._upstream_answer(request, ctx, cls, plan)
+        )
+        if answer is None:  # the twin's answer was too large to share: it was relayed to it
+            return await forward(request, ctx, self.caller, plan)
+        if isinstance(answer, Buffered):
+            ctx.upstream_status = answer.status
         return answer
 
     async def _upstream_answer(
@@ -137,11 +179,6 @@ class Actions:
         async def alone(admitted: bool) -> Buffered | web.StreamResponse:
             return await forward_buffered(request, ctx, self.caller, plan, admitted=admitted)
 
-        return await self._coalesced(ride, ctx, alone)
-
-    async def _coalesced(
-        self, ride: Ride, ctx: RequestContext, alone: SendAlone
-    ) -> Buffered | web.StreamResponse:
         started = time.monotonic()
         answer = await self.coalescer.send(ride, alone)
         if isinstance(answer, Buffered):  # alone, the forwarding path kept the books itself
@@ -181,7 +218,9 @@ class Actions:
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
             return None
-        await self._keep_scope_fresh(call, owner, rule, got)
+        load = await self._keep_scope_fresh(call, owner, rule, got)
+        if got.answer is None and load is not None:
+            got = await self._after_load(call, owner, rule, found, load) or got
         if got.answer is None:
             self.learning.event(rule.name, got.event)
             call.lookup = (rule, found)
@@ -192,19 +231,41 @@ class Actions:
 
     async def _keep_scope_fresh(
         self, call: Call, owner: str, rule: SearchIndexRule, got: Lookup
-    ) -> None:
-        """First sight of a scope of a complete rule loads it; an old load is redone.
+    ) -> ScopeLoad | None:
+        """First sight of a scope of a complete rule loads it at the caller's priority, and
+        gives the load to wait for; an old load is redone in the background.
 
         Any scoped rule keeps the token in the vault (under the index's owner): refreshes run
         later, without a client."""
         remembered = rule.scope is not None and await self.own.remember_token(owner, call.token)
-        if not rule.complete or got.scope is None:
-            return
+        if not rule.complete or got.scope is None or not remembered:
+            return None
+        group = self._scope_group(rule)
         loaded = got.loaded_at_ms
-        if loaded is not None and self.index.now_ms() - loaded < REFRESH_AFTER_MS:
-            return
-        if remembered:
-            self.loader.ensure(owner, self._scope_group(rule), got.scope)
+        if loaded is None:
+            urgency = Urgency(call.plan.priority, call.plan.deadline)
+            return self.loader.ensure(owner, group, got.scope, urgency)
+        if self.index.now_ms() - loaded >= REFRESH_AFTER_MS:
+            self.loader.ensure(owner, group, got.scope)
+        return None
+
+    async def _after_load(
+        self, call: Call, owner: str, rule: SearchIndexRule, found: IndexLookup, load: ScopeLoad
+    ) -> Lookup | None:
+        """Wait (within the caller's deadline) for the scope's one load, then ask the index
+        again: concurrent misses of a scope cost HubSpot one load, not a search each."""
+        if load.joined:
+            self.metrics.singleflight_hits.labels("scope_load").inc()
+        try:
+            result = await asyncio.wait_for(
+                asyncio.shield(load.task), max(0.0, call.plan.deadline - time.monotonic())
+            )
+        except TimeoutError:
+            return None
+        if result.status != "loaded":
+            return None  # busy on another replica, or failed: HubSpot answers this one
+        got = await self.index.lookup(owner, rule, found)
+        return None if isinstance(got, Unavailable) else got
 
     async def _cached(
         self, call: Call, rule: ObjectCacheRule, object_id: str
@@ -241,7 +302,7 @@ class Actions:
 
     async def _forward_and_learn(self, call: Call) -> web.StreamResponse:
         await self._absorb(call)
-        answer = await self._upstream_answer(call.request, call.ctx, call.cls, call.plan)
+        answer = await self._send(call)
         if not isinstance(answer, Buffered):
             return answer  # too large to read whole: relayed as it came, nothing learned
         try:

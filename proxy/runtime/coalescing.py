@@ -16,7 +16,8 @@ from proxy.upstream.forward import outgoing_for
 def ride_for(
     rules: Rules, request: web.BaseRequest, ctx: RequestContext, cls: Classification, plan: CallPlan
 ) -> Ride | None:
-    """The call's ride, or None when it goes out on its own (no token: HubSpot answers 401)."""
+    """The call's ride, or None when it goes out on its own: no token (HubSpot answers 401), or
+    a bucket the batch call would not draw from (`admissions` counts each rider, a batch one)."""
     settings = cls.route.coalesce if cls.route is not None else None
     if settings is None or not settings.enabled or not ctx.has_token:
         return None
@@ -24,6 +25,8 @@ def ride_for(
     if call is None:
         return None
     batch_buckets = rules.classify("POST", call.batch_path).buckets
+    if not {bucket.name for bucket in plan.buckets} <= set(batch_buckets):
+        return None
     return Ride(
         call=call,
         plan=plan,

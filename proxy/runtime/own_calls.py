@@ -1,14 +1,15 @@
 """HubSpot calls the rules runtime makes on its own: scope loads and counter seeds.
 
 They go through the same AdmittedCaller as client calls, so they are inside the budget like any
-other; scope loads run at background priority with the token kept in the TokenVault (the client
-who triggered them has been answered long before the last page arrives).
+other. Scope loads use the token kept in the TokenVault: a first load runs at the priority of the
+client waiting for it, a refresh at background priority (nobody waits for it).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import time
 import zlib
 from typing import Any, Final
 
@@ -16,12 +17,12 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict
 
-from proxy.budget.model import Priority
 from proxy.budget.plans import CallPlan, plan_for
 from proxy.errors import GatewayError
 from proxy.http.credentials import credential_id
 from proxy.hubspot.urls import api_path
 from proxy.reads.counters import count_value
+from proxy.reads.index_loader import Urgency
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule
 from proxy.store.rule_store import RuleRedis, Unavailable
@@ -59,9 +60,12 @@ class OwnCalls:
 
         return not isinstance(await self.store.run("vault", keep), Unavailable)
 
-    async def search(self, owner: str, object_type: str, body: dict[str, Any]) -> Any:
-        """A background search with the token stored for `owner` (a credential, or a portal
-        whose indexes its tokens share); None when it failed. The budget spent is the token's."""
+    async def search(
+        self, owner: str, object_type: str, body: dict[str, Any], urgency: Urgency
+    ) -> Any:
+        """A search with the token stored for `owner` (a credential, or a portal whose indexes
+        its tokens share), queued as `urgency` says (a scope load a client waits for goes at that
+        client's priority); None when it failed. The budget spent is the token's."""
         vault = self.vault
         token = None
         if vault is not None:
@@ -70,13 +74,16 @@ class OwnCalls:
         if token is None:
             return None
         path = api_path("crm", "v3", "objects", object_type, "search")
+        wait_s = BACKGROUND_WAIT_S
+        if urgency.deadline is not None:
+            wait_s = max(0.0, urgency.deadline - time.monotonic())
         plan = plan_for(
             self.rules.current,
             self.credential_of(token),
             "POST",
             path,
-            priority=Priority.BACKGROUND,
-            wait_s=BACKGROUND_WAIT_S,
+            priority=urgency.priority,
+            wait_s=wait_s,
         )
         return await self.json_call(plan, "POST", path, token, body)
 

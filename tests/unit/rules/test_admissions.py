@@ -1,0 +1,61 @@
+"""`limits.admissions`: the gateway's own limit on new flows, drawn by a flow's first call."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from proxy.budget.plans import bucket_specs
+from proxy.rules.loader import RulesError, load_rules, parse_rules
+
+
+def parse(text: str) -> object:
+    return parse_rules(textwrap.dedent(text).lstrip("\n"), "r.yaml")
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        parse(text)
+    return [str(p) for p in info.value.problems]
+
+
+def test_the_shipped_contact_read_is_admitted_by_the_admissions_bucket() -> None:
+    rules = load_rules("rules/default.yaml")
+    cls = rules.classify("GET", "/crm/v3/objects/contacts/42?properties=credits")
+    assert cls.buckets == ("admissions", "general", "daily")
+    specs = {s.name: s for s in bucket_specs(rules, cls.buckets)}
+    # Not HubSpot's limit, so no safety margin: exactly the flows the file allows per window.
+    assert specs["admissions"].limit == rules.limits.raw("admissions").limit == 22
+    assert specs["general"].limit == 90
+    create = rules.classify("POST", "/crm/v3/objects/2-50158943")
+    assert "admissions" not in create.buckets  # a booking under way is never held back by it
+
+
+def test_admissions_needs_a_limit_and_defaults_to_a_ten_second_window() -> None:
+    assert problems("""
+        version: 1
+        limits:
+          admissions: {window: 5s}
+    """) == [
+        "r.yaml:3: limits.admissions.limit: required: new flows per window the budget can finish"
+    ]
+    rules = parse("""
+        version: 1
+        limits:
+          admissions: {limit: 7}
+    """)
+    assert rules.limits.raw("admissions").window_ms == 10_000  # type: ignore[attr-defined]
+
+
+def test_a_route_cannot_draw_from_admissions_unless_it_is_configured() -> None:
+    assert problems("""
+        version: 1
+        routes:
+          - name: a
+            match: {path: /a}
+            buckets: [admissions, general]
+    """) == [
+        "r.yaml:5: routes[0].buckets: unknown bucket 'admissions' "
+        "(configure limits.admissions first)"
+    ]
