@@ -58,8 +58,7 @@ from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.coalesce.departure import Ride
-from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
+from proxy.upstream.coalesce.gatherer import Coalescer
 from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
 from proxy.upstream.singleflight import FlightKey, Singleflight, flight_key
 

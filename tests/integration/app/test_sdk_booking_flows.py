@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.booking_flow import Booking, Trainee, problems, seed_portal, verify_portal
+from tests.kit.harness import TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.sdk_flows import node_available, node_sdk_bookings, python_sdk_booking
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -25,8 +25,8 @@ import aiohttp
 import pytest
 
 from bench.rulefiles import scaled_default
-from tests.conftest import TOKEN
 from tests.kit.booking_flow import STEPS, Booking, Trainee, book, seed_portal, verify_portal
+from tests.kit.harness import TOKEN
 from tests.kit.processes import Process, start_gateway, start_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

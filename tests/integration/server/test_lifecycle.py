@@ -12,7 +12,7 @@ import pytest
 
 from tests.kit.burst import seed_objects
 from tests.kit.harness import AUTH
-from tests.kit.processes import REPO, cli, start_gateway, start_sim
+from tests.kit.processes import cli, start_gateway, start_sim
 from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(90)

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.burst import seed_objects
+from tests.kit.harness import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(60)
 
