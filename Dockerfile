@@ -30,13 +30,17 @@ RUN groupadd --system --gid 10001 hubspot \
         --home-dir /nonexistent --shell /usr/sbin/nologin hubspot
 COPY --from=builder /opt/venv /opt/venv
 COPY rules/default.yaml /etc/hubspot-proxy/rules.yaml
+# The embedded Valkey's data (AOF) and its generated credential key, when REDIS_URL is unset.
+RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/hubspot-proxy
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HUBSPOT_PROXY_HOST=0.0.0.0 \
     HUBSPOT_PROXY_PORT=8080 \
-    HUBSPOT_PROXY_RULES=/etc/hubspot-proxy/rules.yaml
+    HUBSPOT_PROXY_RULES=/etc/hubspot-proxy/rules.yaml \
+    HUBSPOT_PROXY_DATA_DIR=/var/lib/hubspot-proxy
 USER 10001:10001
+VOLUME /var/lib/hubspot-proxy
 EXPOSE 8080
 # Liveness only (process up): /readyz also needs Redis, which a container healthcheck should not
 # restart the gateway over. slim has no curl, so ask Python (an exception exits 1 = unhealthy).

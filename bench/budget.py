@@ -23,6 +23,7 @@ from bench import procs, report, rulefiles
 from tests.kit.burst import (
     burst_rules,
     max_in_window,
+    nth,
     saturated_use,
     seed_objects,
     sim_token_calls,
@@ -62,7 +63,7 @@ async def _burst(urls: list[str], contact: str, n: int) -> list[tuple[int, float
 
         async def one(i: int) -> tuple[int, float]:
             started = time.monotonic()
-            url = f"{urls[i % len(urls)]}/crm/v3/objects/contacts/{contact}"
+            url = urls[i % len(urls)] + nth(f"/crm/v3/objects/contacts/{contact}", i)
             async with session.get(url, headers=AUTH) as resp:
                 await resp.read()
                 return resp.status, time.monotonic() - started

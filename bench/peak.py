@@ -2,13 +2,19 @@
 
 Variants, each on a freshly reset simulator (and a flushed Valkey): `direct` (today's backend:
 straight to HubSpot, no retries), `sdk-retry` (straight to HubSpot with the Node SDK's retry
-policy), `gateway-1` and `gateway-3` (through 1 or 3 gateway processes with rules/default.yaml,
-no client retries; the gateway is warmed first, the way ops would before exams open).
+policy), `gateway-k cold` and `gateway-k warm` (through k = 1 or 3 gateway processes with
+rules/default.yaml, no client retries; cold: nothing before the burst, as when exams open at
+9:00; warm: exams read and duplicate scopes loaded first, the way ops would before opening).
+
+`BENCH_PEAK_N=100,300` and `BENCH_PEAK_VARIANTS="gateway-1 cold,direct"` run a subset of the
+full set (the report says which ran).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -51,7 +57,7 @@ class Settings:
     credits: int = 2
 
 
-FULL = Settings((100, 300, 1000), 10.0, 30.0, (100, 300), 1.0, 180.0, 900.0, 0.5)
+FULL = Settings((100, 300, 1000, 3000), 10.0, 30.0, (100, 300), 1.0, 180.0, 900.0, 0.5)
 QUICK = Settings((100,), 2.0, 6.0, (20, 60), 0.2, 15.0, 60.0, 0.25)
 
 
@@ -60,15 +66,45 @@ class Variant:
     name: str
     gateways: int
     retry: RetryPolicy | None
+    warm: bool = False
 
 
 def variants(scale: float) -> tuple[Variant, ...]:
     return (
         Variant("direct", 0, None),
         Variant("sdk-retry", 0, SDK_RETRY.scaled(scale)),
-        Variant("gateway-1", 1, None),
-        Variant("gateway-3", 3, None),
+        Variant("gateway-1 cold", 1, None),
+        Variant("gateway-1 warm", 1, None, warm=True),
+        Variant("gateway-3 cold", 3, None),
+        Variant("gateway-3 warm", 3, None, warm=True),
     )
+
+
+def _selected(s: Settings) -> tuple[tuple[int, ...], tuple[Variant, ...]]:
+    """The N and variants to run: all of them, or the subset the environment names."""
+    ns, names = os.environ.get("BENCH_PEAK_N"), os.environ.get("BENCH_PEAK_VARIANTS")
+    trainees = tuple(int(n) for n in ns.split(",")) if ns else s.trainees
+    chosen = variants(s.scale)
+    if names:
+        wanted = [n.strip() for n in names.split(",")]
+        chosen = tuple(v for v in chosen if v.name in wanted)
+    return trainees, chosen
+
+
+# An upstream call's operation, for counting batch calls per operation.
+_BATCH = re.compile(
+    r"^/crm/(?:v\d+/|objects/\d{4}-\d{2}/|associations/\d{4}-\d{2}/)(.+)/batch/(.+)$"
+)
+
+
+def batches_per_operation(calls: list[dict[str, Any]]) -> dict[str, int]:
+    """{"<object path> <operation>": batch calls}, e.g. {"objects/0-46 create": 3}."""
+    found: Counter[str] = Counter()
+    for call in calls:
+        matched = _BATCH.match(str(call.get("path", "")))
+        if matched:
+            found[f"{matched.group(1)} {matched.group(2)}"] += 1
+    return dict(found.most_common())
 
 
 @dataclass
@@ -190,7 +226,7 @@ async def run_variant(ctx: Context, n: int, v: Variant) -> dict[str, Any]:
     started = time.monotonic()
     with procs.gateways(v.gateways, ctx.sim, ctx.redis_url, ctx.rules) as gws:
         urls = [g.url for g in gws]
-        if urls:
+        if v.warm:
             out["warm"] = await _warm(ctx, urls, trainees)
         before = await sim_token_stats(ctx.sim)
         bookings, burst_start, cap_hit = await _burst(urls or [ctx.sim], trainees, v.retry, s)
@@ -217,6 +253,10 @@ async def run_variant(ctx: Context, n: int, v: Variant) -> dict[str, Any]:
     out.update(_summary(bookings, stats, calls, s))
     out["sim"] = stats
     out["check"] = await verify_portal(ctx.session, ctx.sim, bookings, trainees, credits=s.credits)
+    # Half done: a booking HubSpot holds whose client was not told it succeeded (created, but
+    # credits, note or associations may be missing).
+    out["half_done"] = out["check"]["orphan_bookings"]
+    out["batches"] = batches_per_operation(calls)
     out["variant_s"] = round(time.monotonic() - started, 1)
     out["_series"] = plots.Series(n, v.name, burst_start, bookings, calls)
     return out
@@ -236,15 +276,20 @@ def _data_cell(row: dict[str, Any]) -> str:
 def _row_cells(r: dict[str, Any]) -> list[Any]:
     if "success_rate" not in r:
         error = _short_error(str(r.get("error", "?"))).replace("|", "/")
-        return [r["trainees"], r["variant"], f"failed to run: {error}"] + [""] * 10
+        return [r["trainees"], r["variant"], f"failed to run: {error}"] + [""] * 12
     wall = report.fmt_s(r["wall_s"]) + (" (cap hit)" if r.get("cap_hit") else "")
     return [
         r["trainees"], r["variant"], report.fmt_pct(r["success_rate"]),
         f"{r['upstream_calls_per_booking']:.2f}", r["upstream_429"],
         report.fmt_pct(r["error_share_429"]), report.fmt_s(r["p50_s"]),
         report.fmt_s(r["p95_s"]), report.fmt_s(r["p99_s"]), wall,
-        r["max_general_in_window"], r["max_search_in_window"], _data_cell(r),
+        r["max_general_in_window"], r["max_search_in_window"], r.get("half_done", "-"),
+        _batches_cell(r.get("batches") or {}), _data_cell(r),
     ]  # fmt: skip
+
+
+def _batches_cell(batches: dict[str, int]) -> str:
+    return ", ".join(f"{op} {n}" for op, n in batches.items()) or "none"
 
 
 def markdown(
@@ -253,7 +298,8 @@ def markdown(
     head = [
         "N", "variant", "success", "upstream calls/booking", "upstream 429s", "429 share",
         "p50", "p95", "p99", "wall", f"max general/{10 * s.scale:g} s",
-        f"max search/{s.scale:g} s", "data after the run",
+        f"max search/{s.scale:g} s", "half-done", "batch calls by operation",
+        "data after the run",
     ]  # fmt: skip
     failures = [
         f"- N={r['trainees']} {r['variant']}: "
@@ -274,9 +320,11 @@ def _notes(s: Settings) -> list[str]:
         "Variants: direct = no retries; sdk-retry = Node SDK policy (10 s x attempt on "
         "TEN_SECONDLY_ROLLING, 1 s x attempt on SECONDLY, 200 ms x attempt on 5xx, 6 attempts); "
         "gateway-k = k gateway processes on one Valkey, rules/default.yaml, no client retries.",
-        "Gateway warm-up before each burst: GET every exam through every gateway, one duplicate "
-        "search per exam date, then one general window of quiet. Its upstream calls are not "
-        "counted.",
+        "cold = nothing before the burst (exams open at 9:00: empty caches and indexes). warm = "
+        "before the burst, GET every exam through every gateway, one duplicate search per exam "
+        "date, then one general window of quiet; the warm-up's upstream calls are not counted.",
+        "half-done = bookings HubSpot holds whose client was not told they succeeded. Batch "
+        "calls by operation come from the simulator's call log (burst and drain).",
         "Upstream calls include refused ones (429); 429 share = 429s / all upstream calls "
         "(HubSpot's 5% guideline). Percentiles over successful bookings; wall = first arrival "
         "to last booking's end. Max-in-window counts the calls the simulator admitted.",
@@ -307,8 +355,12 @@ async def run(quick: bool, facts: dict[str, Any], results: Path) -> dict[str, An
         rules = scaled_default(s.scale, Path(tmp))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             ctx = Context(s, sim.url, redis_url, rules, session)
-            for n in s.trainees:
-                for v in variants(s.scale):
+            trainees, chosen = _selected(s)
+            data["ran"] = {"trainees": trainees, "variants": [v.name for v in chosen]}
+            notes.append(f"Ran N = {', '.join(map(str, trainees))}; variants: "
+                         f"{', '.join(v.name for v in chosen)}.")  # fmt: skip
+            for n in trainees:
+                for v in chosen:
                     print(f"[peak] N={n} {v.name} ...", flush=True)
                     try:
                         row = await run_variant(ctx, n, v)

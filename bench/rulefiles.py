@@ -27,7 +27,7 @@ def scaled_default(factor: float, directory: Path) -> Path:
     if factor == 1:
         return DEFAULT_RULES
     doc: dict[str, Any] = yaml.safe_load(DEFAULT_RULES.read_text())
-    for bucket in ("general", "search", "associations"):
+    for bucket in ("general", "search", "associations", "admissions"):
         spec = doc.get("limits", {}).get(bucket)
         if isinstance(spec, dict) and "window" in spec:
             spec["window"] = _scaled(str(spec["window"]), factor)

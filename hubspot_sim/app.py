@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from . import assoc_api, batch_api, fixtures_api, introspection, objects_api
+from . import account_api, assoc_api, batch_api, fixtures_api, introspection, objects_api
 from .config import SimConfig
 from .gate import HANDLER_KINDS, Handler, hubspot_gate
 from .limits import KIND_ASSOC_BATCH, KIND_SEARCH
@@ -106,6 +106,7 @@ def create_app(
     app[HANDLER_KINDS] = kinds
     _object_routes(app.router)
     _association_routes(app.router)
+    app.router.add_get("/account-info/v3/details", account_api.account_details)
     _sim_routes(app.router)
     return app
 

@@ -56,6 +56,9 @@ class SimConfig:
     search_body_max_chars: int = 3000
     gzip_min_bytes: int = 1024
     call_log_max: int = 100_000
+    # None: any bearer token is a valid private-app token. A tuple: only these are; any other
+    # gets HubSpot's 401 (an unknown, revoked or mistyped token).
+    accepted_tokens: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tier not in TIER_LIMITS:
@@ -99,6 +102,8 @@ class SimConfig:
             if key == "latency_ms":
                 lo, hi = value
                 coerced[key] = (float(lo), float(hi))
+            elif key == "accepted_tokens" and value is not None:
+                coerced[key] = tuple(str(v) for v in value)
             else:
                 coerced[key] = value
         return dataclasses.replace(self, **coerced)
@@ -106,6 +111,8 @@ class SimConfig:
     def to_json(self) -> dict[str, Any]:
         body = dataclasses.asdict(self)
         body["latency_ms"] = list(self.latency_ms)
+        body.pop("accepted_tokens")  # tokens are secrets, even a simulator's
+        body["token_check"] = self.accepted_tokens is not None
         body["general_max"] = self.general_max
         body["daily_max"] = self.daily_max
         return body

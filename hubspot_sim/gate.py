@@ -126,7 +126,8 @@ async def hubspot_gate(request: web.Request, handler: Handler) -> web.StreamResp
         maybe_gzip(request, response, state.config.gzip_min_bytes)
         return response
     token = bearer_token(request)
-    if token is None:
+    accepted = state.config.accepted_tokens
+    if token is None or (accepted is not None and token not in accepted):
         state.stats.unauthenticated += 1
         return json_response(error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION"), status=401)
     hashed, cfg, now = token_hash(token), state.config, state.clock()

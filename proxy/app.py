@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from yarl import URL
 
 from proxy.budget.limiter import Limiter
 from proxy.budget.plans import CallPlan, plan_for
-from proxy.config import Settings
+from proxy.config import Settings, SettingsError, credential_key_status
 from proxy.http.middleware import error_middleware
 from proxy.jobs.runner import JobEndpoints, JobRunner
 from proxy.jobs.specs import build_jobs
@@ -31,15 +33,18 @@ from proxy.runtime.counter_endpoints import CounterEndpoints
 from proxy.runtime.edge import FORWARD_ROUTE, ProxyHandler
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.portals import Portals
 from proxy.runtime.probes import Probes
 from proxy.runtime.write_behind import WriteBehindAction, WriteEndpoints
-from proxy.store.health import RedisHealth
+from proxy.store.credentials import KnownCredentials
+from proxy.store.health import REDIS_TROUBLE, RedisHealth
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.background import BackgroundClient, PlanFor
 from proxy.upstream.coalesce.gatherer import Coalescer
 from proxy.upstream.rate_headers import RateLimitRecorder
+from proxy.upstream.singleflight import Singleflight
 from proxy.upstream.transport import Upstream
 from proxy.writes.model import WriteConfig
 from proxy.writes.service import WriteBehind
@@ -58,11 +63,40 @@ class Services:
     recorder: RateLimitRecorder
     caller: AdmittedCaller
     actions: Actions
+    credentials: KnownCredentials
     writes: WriteBehind | None = None
     jobs: JobRunner | None = None
 
 
 SERVICES = web.AppKey("services", Services)
+log = logging.getLogger("proxy.app")
+
+
+async def _report_queued_writes(services: Services) -> None:
+    """Say at shutdown how many accepted writes wait, and where: they are sent after restart."""
+    assert services.writes is not None
+    try:
+        backlog = await services.writes.store.backlog()
+    except REDIS_TROUBLE:
+        log.warning("shutting down; queued writes could not be counted (Redis unreachable)")
+        return
+    queued = backlog.pending + backlog.undelivered
+    if queued == 0 and backlog.dead == 0:
+        return
+    url = URL(services.settings.redis_url or "")
+    where = (
+        "the embedded Valkey in the data directory (--data-dir)"
+        if services.settings.data_dir
+        else f"Redis at {url.host}:{url.port}"
+    )
+    log.warning(
+        "shutting down with %d writes queued and %d dead letters in %s, stream %s",
+        queued,
+        backlog.dead,
+        where,
+        services.writes.store.keys.stream,
+        extra={"queued": queued, "dead_letters": backlog.dead},
+    )
 
 
 def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
@@ -100,12 +134,14 @@ def _build_actions(
     own: OwnCalls,
     metrics: Metrics,
     writes: WriteBehind | None,
+    credentials: KnownCredentials,
 ) -> Actions:
     index = SearchIndex(store)
     learner = IndexLearner(index)
     counters = CounterRuntime(Counters(store))
     cache = ObjectCache(store)
-    learning = RuleLearning(index, learner, counters, cache, own, metrics)
+    portals = Portals(own, store)
+    learning = RuleLearning(index, learner, counters, cache, own, portals, metrics)
     write_behind = None
     if writes is not None:
         write_behind = WriteBehindAction(writes, learning, rules_store=store.client is not None)
@@ -122,6 +158,9 @@ def _build_actions(
         learning=learning,
         write_behind=write_behind,
         coalescer=Coalescer(caller, metrics),
+        credentials=credentials,
+        portals=portals,
+        flights=Singleflight(metrics),
     )
 
 
@@ -151,17 +190,18 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         health=health,
     )
     upstream = Upstream(settings)
-    recorder = RateLimitRecorder(redis, metrics)
+    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics, health=health)
+    credentials = KnownCredentials(store, label_max=settings.credential_labels)
+    recorder = RateLimitRecorder(redis, metrics, credentials=credentials)
     holder = RulesHolder(settings.rules_path, rules, metrics)
     caller = AdmittedCaller(limiter, upstream, recorder, metrics)
     client = BackgroundClient(caller, _rules_plan(holder))
-    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics, health=health)
     vault = TokenVault(redis, settings.credential_key) if redis is not None else None
     writes = None
     if redis is not None and vault is not None:
         writes = _build_write_behind(settings, metrics, redis, vault, client, health)
-    own = OwnCalls(client, vault, store)
-    actions = _build_actions(holder, caller, store, own, metrics, writes)
+    own = OwnCalls(client, vault, store, settings.credential_key.encode())
+    actions = _build_actions(holder, caller, store, own, metrics, writes, credentials)
     services = Services(
         settings=settings,
         metrics=metrics,
@@ -173,6 +213,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         caller=caller,
         actions=actions,
         writes=writes,
+        credentials=credentials,
     )
     if redis is not None:
         services.jobs = JobRunner(redis, build_jobs(redis, holder, client, actions), metrics)
@@ -229,6 +270,7 @@ async def _write_behind(app: web.Application) -> AsyncIterator[None]:
     # Unfinished writes stay pending in the stream for another replica (or the next start).
     if services.writes is not None:
         await services.writes.stop(grace_s=services.settings.shutdown_timeout_s / 2)
+        await _report_queued_writes(services)
 
 
 async def _jobs(app: web.Application) -> AsyncIterator[None]:
@@ -259,16 +301,27 @@ def create_app(
     app = web.Application(
         middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 1
     )
-    services = build_services(
-        settings, metrics or Metrics(), rules or load_rules(settings.rules_path)
-    )
+    rules = rules or load_rules(settings.rules_path)
+    if not settings.credential_key:
+        # No built-in key: with one, every token stored in the vault is readable by anyone.
+        why = credential_key_status(settings)[1] if settings.redis_url else "unset"
+        raise SettingsError(f"credential_key: {why}")
+    services = build_services(settings, metrics or Metrics(), rules)
     app[SERVICES] = services
     app.cleanup_ctx.extend(RESOURCES)
-    Probes(settings, services.metrics, services.rules, services.redis, services.limiter).register(
-        app.router
-    )
+    Probes(
+        settings,
+        services.metrics,
+        services.rules,
+        services.redis,
+        services.limiter,
+        services.credentials,
+    ).register(app.router)
     CounterEndpoints(
-        services.actions, settings.credential_key, body_timeout_s=settings.body_timeout_s
+        services.actions,
+        services.credentials,
+        settings.credential_key,
+        body_timeout_s=settings.body_timeout_s,
     ).register(app.router)
     if services.writes is not None:
         WriteEndpoints(services.writes, settings.admin_token, settings.credential_key).register(

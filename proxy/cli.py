@@ -9,7 +9,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from proxy.config import SettingsError, load_settings, masked
+from proxy.config import SettingsError, credential_key_status, load_settings, masked
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +36,11 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=int,
         help="open client connections served at once (HUBSPOT_PROXY_MAX_CONNECTIONS, 1000)",
     )
+    run.add_argument(
+        "--data-dir",
+        help="embedded Valkey's data and generated key (HUBSPOT_PROXY_DATA_DIR, "
+        "default $XDG_STATE_HOME/hubspot-proxy or ~/.local/state/hubspot-proxy)",
+    )
     run.add_argument("--print-config", action="store_true", help="print effective settings, exit")
 
 
@@ -48,6 +53,7 @@ RUN_FLAGS = (
     "header_timeout_s",
     "body_timeout_s",
     "max_connections",
+    "data_dir",
 )
 
 
@@ -88,11 +94,14 @@ def _command_check(ns: argparse.Namespace) -> int:
     from proxy.rules.loader import check_file
 
     try:
-        load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         print(f"environment: {exc}", file=sys.stderr)
         return 2
-    return check_file(ns.file)
+    usable, key_status = credential_key_status(settings)
+    if not settings.credential_key:
+        print(f"environment: {key_status}", file=sys.stderr)
+    return max(check_file(ns.file), 0 if usable else 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,8 @@ class Settings:
     upstream: str = DEFAULT_UPSTREAM
     rules_path: str = "rules/default.yaml"
     redis_url: str | None = None
+    # The embedded Valkey's data (and generated credential key); unused with redis_url.
+    data_dir: str | None = None
     max_body_bytes: int = 10 * MiB
     pool_size: int = 100
     connect_timeout_s: float = 5.0
@@ -39,12 +41,15 @@ class Settings:
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 512
     admin_token: str | None = field(default=None, repr=False)
-    credential_key: str = field(default="hubspot-proxy", repr=False)
+    # Unset (""): generated and kept in data_dir with the embedded Valkey, refused otherwise.
+    credential_key: str = field(default="", repr=False)
     log_level: str = "INFO"
     access_log: bool = False
     shutdown_timeout_s: float = 20.0
     # How long a write-behind entry sits unacknowledged before another replica takes it over.
     write_claim_idle_s: float = 30.0
+    # Accepted credentials that get their own `credential` label; later ones are `other`.
+    credential_labels: int = 20
 
     @property
     def upstream_url(self) -> URL:
@@ -80,7 +85,7 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("upstream: must not carry a query string or fragment")
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port: {settings.port} is not a TCP port")
-    for name in ("max_body_bytes", "pool_size", "max_connections"):
+    for name in ("max_body_bytes", "pool_size", "max_connections", "credential_labels"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
     for name in (
@@ -112,6 +117,22 @@ def load_settings(
     return validate(replace(defaults, **values))
 
 
+def credential_key_status(settings: Settings) -> tuple[bool, str]:
+    """(usable, what happens): how the gateway gets the key of credential hashes and vault."""
+    env = ENV_NAMES["credential_key"]
+    if settings.credential_key:
+        return True, "set"
+    if settings.redis_url:
+        return False, (
+            f"{env} is unset: refused with an external Redis, where every replica must use the "
+            "same key; set it (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return True, (
+        f"{env} is unset: a key is generated on first start and kept in the data directory, "
+        "beside the embedded Valkey's data; set it for anything but a trial"
+    )
+
+
 def masked(settings: Settings) -> dict[str, Any]:
     """Effective settings for display, secrets masked."""
     shown: dict[str, Any] = {}
@@ -119,6 +140,8 @@ def masked(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, f.name)
         if f.name in SECRET_SETTINGS and value:
             value = "********"
+        if f.name == "credential_key" and not value:
+            value = "(unset) " + credential_key_status(settings)[1]
         if f.name == "redis_url" and value:
             value = str(URL(value).with_password("********")) if URL(value).password else value
         shown[f.name] = value

@@ -124,6 +124,13 @@ class Metrics:
             ["rule", "type"],
             registry=r,
         )
+        self.singleflight_hits = Counter(
+            "hubspot_proxy_singleflight_hits",
+            "Calls that shared an identical call already in flight instead of going upstream, "
+            "by kind (call: the same read; scope_load: a miss waiting for its scope's load)",
+            ["kind"],
+            registry=r,
+        )
         self.rules_reloads = Counter(
             "hubspot_proxy_rules_reloads",
             "Rules file reloads, by result (ok, error)",
@@ -198,6 +205,12 @@ class Metrics:
         self.job_duration = Gauge(
             "hubspot_proxy_job_duration_seconds",
             "How long each job's last run took",
+            ["task"],
+            registry=r,
+        )
+        self.job_credential_failures = Counter(
+            "hubspot_proxy_job_credential_failures",
+            "Credentials whose part of a job run failed and was skipped (the run went on)",
             ["task"],
             registry=r,
         )

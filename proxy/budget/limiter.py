@@ -190,6 +190,7 @@ class Limiter:
         self._horizons = {**DEFAULT_HORIZONS_S, **(horizons or {})}
         self._clock = clock
         self._sleep = sleep  # waits are on `clock`: tests pass both to move time by hand
+        self._redis = redis
         self._scripts = None if redis is None else _Scripts(redis)
         self._health = health or RedisHealth(
             available=redis is not None,
@@ -269,6 +270,21 @@ class Limiter:
         keys = [self._keys.window(cred, bucket), self._keys.learned(cred, bucket)]
         args = [limit, upstream_max, upstream_remaining, window_ms, LEARNED_TTL_WINDOWS]
         await self._best_effort(self._scripts.learn, keys, args)
+
+    async def forget(self, cred: str) -> None:
+        """HubSpot refused a token it never accepted: drop the budget state its calls left,
+        so made-up tokens do not accumulate keys (such calls cost the portal nothing)."""
+        specs = [self._specs.pop(k) for k in [k for k in self._specs if k[0] == cred]]
+        if self._redis is None or not specs or not self._health.should_try():
+            return
+        keys = [self._keys.data(cred, spec) for spec in specs]
+        for spec in specs:
+            keys += [self._keys.pause(cred, spec.name), self._keys.learned(cred, spec.name)]
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.delete(*keys)
+        except REDIS_TROUBLE:
+            self._counts["redis_errors"] += 1
 
     def waiters(self) -> dict[tuple[str, str], int]:
         """Local callers not yet admitted, by (bucket, priority name)."""

@@ -12,13 +12,23 @@ from redis.asyncio import Redis
 from proxy.budget.limiter import KeyScheme
 from proxy.budget.model import BucketSpec
 from proxy.metrics import Metrics
+from proxy.store.credentials import KnownCredentials
 from proxy.store.health import REDIS_TROUBLE
 
 
 async def refresh_budget_gauges(
-    redis: Redis, keys: KeyScheme, known: dict[tuple[str, str], BucketSpec], metrics: Metrics
+    redis: Redis,
+    keys: KeyScheme,
+    known: dict[tuple[str, str], BucketSpec],
+    metrics: Metrics,
+    credentials: KnownCredentials,
 ) -> None:
-    """Set used / limit / remaining; reservations already made count as used."""
+    """Set used / limit / remaining; reservations already made count as used.
+
+    Only accepted credentials are reported; those past the label bound are summed as `other`.
+    """
+    labels = {cred: credentials.label(cred) for cred, _ in known}
+    known = {k: spec for k, spec in known.items() if labels[k[0]] is not None}
     if not known:
         return
     now_ms = int(time.time() * 1000)
@@ -34,8 +44,12 @@ async def refresh_budget_gauges(
     except REDIS_TROUBLE:
         metrics.redis_errors.labels("budget_metrics").inc()
         return
+    totals: dict[tuple[str, str], tuple[int, int]] = {}
     for ((cred, bucket), spec), reply in zip(items, replies, strict=True):
-        used = int(reply or 0)
-        metrics.budget_limit.labels(cred, bucket).set(spec.limit)
-        metrics.budget_used.labels(cred, bucket).set(used)
-        metrics.budget_remaining.labels(cred, bucket).set(max(0, spec.limit - used))
+        named = (labels[cred] or "", bucket)
+        limit, used = totals.get(named, (0, 0))
+        totals[named] = (limit + spec.limit, used + int(reply or 0))
+    for (label, bucket), (limit, used) in totals.items():
+        metrics.budget_limit.labels(label, bucket).set(limit)
+        metrics.budget_used.labels(label, bucket).set(used)
+        metrics.budget_remaining.labels(label, bucket).set(max(0, limit - used))

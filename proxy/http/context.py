@@ -36,6 +36,7 @@ class ClientRequest:
     # What the rules found on the way in, for them to finish after the answer:
     lookup: tuple[SearchIndexRule, IndexLookup] | None = None
     cache_fill: tuple[ObjectCacheRule, str, str] | None = None  # rule, object id, generation
+    first_sight: bool = False  # the lookup waited for HubSpot to accept the token
 
     @property
     def has_token(self) -> bool:

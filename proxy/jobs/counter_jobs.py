@@ -6,20 +6,25 @@ has, fixes the count in Redis (bookings cancelled or deleted directly in HubSpot
 the next sync, in HubSpot; drops index entries of cancelled bookings; and reloads the loaded
 scopes of complete indexes. Both spend budget at background priority with the credential's
 stored token, and handle one credential at a time.
+
+One credential's trouble (its token gone from the vault, HubSpot refusing it, a failed call)
+never stops the others': its part of the run is skipped, logged and counted
+(`hubspot_proxy_job_credential_failures_total`), and the run goes on.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 
 from proxy.errors import GatewayError
+from proxy.hubspot.urls import api_path
 from proxy.reads.counters import CounterKeys
 from proxy.reads.index_entries import Record
 from proxy.reads.index_learning import Sighting
@@ -27,12 +32,14 @@ from proxy.reads.search_index import GATEWAY_SCOPE
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import CounterRule, SearchIndexRule
 from proxy.runtime.actions import Actions
+from proxy.runtime.portals import is_portal
 from proxy.store.keys import any_credential, part
 from proxy.store.scripts import script
 from proxy.store.vault import TokenVault
 from proxy.upstream.background import BackgroundClient, json_body
 
 log = logging.getLogger("proxy.jobs")
+T = TypeVar("T")
 
 BATCH: Final = 100  # HubSpot's limit for object batch calls
 JOB_WAIT_S: Final = 120.0  # a job call may queue this long behind interactive traffic
@@ -89,17 +96,30 @@ class CounterJobs:
         token = await self._vault.token_for(credential)
         if token is None:
             raise LookupError(f"no stored token for credential {credential}")
+        budget = self._actions.own.credential_of(token)  # a portal's state spends its token's
         answer = await self._client.call(
-            credential, token, "POST", path, json_body(body), wait_s=JOB_WAIT_S
+            budget, token, "POST", path, json_body(body), wait_s=JOB_WAIT_S
         )
         found = answer.json()
         if answer.status not in (200, 201, 207) or not isinstance(found, dict):
             raise GatewayError(f"HubSpot answered {answer.status} to {path}")
         return found
 
+    async def _guarded(self, task: str, credential: str, work: Awaitable[T]) -> T | None:
+        """`work`'s result, or None when it failed: counted and logged, never raised."""
+        try:
+            return await work
+        except Exception as exc:  # one credential's trouble must not stop another's
+            self._actions.metrics.job_credential_failures.labels(task).inc()
+            log.warning(
+                "job skipped a credential",
+                extra={"job": task, "credential": credential, "error": type(exc).__name__},
+            )
+            return None
+
     async def sync_counters(self) -> dict[str, Any]:
         """Batch-update every count that changed since it was last sent."""
-        sent = 0
+        sent = failed = 0
         for rule in counter_rules(self._rules):
             due: dict[str, list[tuple[CounterRef, int]]] = {}
             async for ref in counters_of(self._redis, rule):
@@ -107,13 +127,17 @@ class CounterJobs:
                 if count is not None and count != synced:
                     due.setdefault(ref.credential, []).append((ref, int(count)))
             for credential, items in due.items():
-                sent += await self._push(credential, rule, items)
-        return {"countersSent": sent}
+                pushed = await self._guarded(
+                    "sync_counters", credential, self._push(credential, rule, items)
+                )
+                failed += pushed is None
+                sent += pushed or 0
+        return {"countersSent": sent, "credentialsFailed": failed}
 
     async def _push(
         self, credential: str, rule: CounterRule, items: list[tuple[CounterRef, int]]
     ) -> int:
-        path = f"/crm/v3/objects/{rule.object_type}/batch/update"
+        path = api_path("crm", "v3", "objects", rule.object_type, "batch", "update")
         pushed = 0
         for batch in chunks(items):
             inputs = [
@@ -130,14 +154,19 @@ class CounterJobs:
 
     async def reconcile(self) -> dict[str, Any]:
         drift: Counter[str] = Counter()
+        failed = 0
         for rule in counter_rules(self._rules):
             refs: dict[str, list[CounterRef]] = {}
             async for ref in counters_of(self._redis, rule):
                 refs.setdefault(ref.credential, []).append(ref)
             for credential, found in refs.items():
-                drift += await self._reconcile_counters(credential, rule, found)
+                fixed = await self._guarded(
+                    "reconcile", credential, self._reconcile_counters(credential, rule, found)
+                )
+                failed += fixed is None
+                drift += fixed or Counter()
         drift["scopes"] = await self._refresh_scopes()
-        return {"drift": dict(drift)}
+        return {"drift": dict(drift), "credentialsFailed": failed}
 
     async def _reconcile_counters(
         self, credential: str, rule: CounterRule, refs: list[CounterRef]
@@ -160,7 +189,7 @@ class CounterJobs:
         self, credential: str, rule: CounterRule, exam_ids: Sequence[str]
     ) -> dict[str, Any]:
         """HubSpot's own copy of each count, to tell whether it drifted."""
-        path = f"/crm/v3/objects/{rule.object_type}/batch/read"
+        path = api_path("crm", "v3", "objects", rule.object_type, "batch", "read")
         body = {"inputs": [{"id": i} for i in exam_ids], "properties": [rule.property]}
         answer = await self._post(credential, path, body)
         return {
@@ -171,7 +200,9 @@ class CounterJobs:
     async def _linked_bookings(
         self, credential: str, rule: CounterRule, exam_ids: Sequence[str]
     ) -> dict[str, list[str]]:
-        path = f"/crm/v4/associations/{rule.object_type}/{rule.booking_object_type}/batch/read"
+        path = api_path(
+            "crm", "v4", "associations", rule.object_type, rule.booking_object_type, "batch", "read"
+        )
         answer = await self._post(credential, path, {"inputs": [{"id": i} for i in exam_ids]})
         linked: dict[str, list[str]] = {exam: [] for exam in exam_ids}
         for result in answer.get("results", []):
@@ -185,7 +216,7 @@ class CounterJobs:
         ids = sorted({b for bookings in linked.values() for b in bookings})
         asked = await self._index_properties(rule)
         found: dict[str, dict[str, Any]] = {}
-        path = f"/crm/v3/objects/{rule.booking_object_type}/batch/read"
+        path = api_path("crm", "v3", "objects", rule.booking_object_type, "batch", "read")
         for batch in chunks(ids):
             body = {"inputs": [{"id": i} for i in batch], "properties": asked}
             answer = await self._post(credential, path, body)
@@ -215,13 +246,12 @@ class CounterJobs:
         """HubSpot's current bookings, trusted: cancelled ones leave the duplicate index."""
         sightings = [Sighting(r) for r in map(Record.from_object, bookings.values()) if r]
         learner = self._actions.learning.learner
-        await learner.apply(
-            credential,
-            rule.booking_object_type,
-            sightings,
-            self._index_rules(rule),
-            trusted=True,
-        )
+        indexes = self._index_rules(rule)
+        if is_portal(credential):  # a portal's counter: only the portal's indexes are its
+            indexes = [r for r in indexes if r.shared_by == "portal"]
+        owners = await self._actions.portals.grouped(credential, indexes, None)
+        for owner, owned in owners.items():
+            await learner.apply(owner, rule.booking_object_type, sightings, owned, trusted=True)
 
     async def _fix(
         self, ref: CounterRef, rule: CounterRule, active: list[str], in_hubspot: str | None
@@ -250,12 +280,16 @@ class CounterJobs:
             _, rule_name, scope, _ = found.split("}:", 1)[1].split(":", 3)
             if scope == part(GATEWAY_SCOPE):
                 continue  # scope-less complete rules have nothing to reload
-            try:
-                await self._actions.refresh_index_scope(credential, rule_name, unquote(scope))
-            except (ValueError, KeyError):
-                continue  # the rule changed since the scope was loaded
-            refreshed += 1
+            work = self._refresh_scope(credential, rule_name, unquote(scope))
+            refreshed += bool(await self._guarded("reconcile", credential, work))
         return refreshed
+
+    async def _refresh_scope(self, credential: str, rule_name: str, scope: str) -> bool:
+        try:
+            await self._actions.refresh_index_scope(credential, rule_name, scope)
+        except (ValueError, KeyError):
+            return False  # the rule changed since the scope was loaded
+        return True
 
 
 def _active(rule: CounterRule, booking: dict[str, Any] | None) -> bool:

@@ -2,9 +2,13 @@
 
 A `complete` rule (e.g. the duplicate check, scoped by exam date) answers a miss with "none"
 without HubSpot, which is only true once every record of the scope is filed. On first sight of
-a scope the gateway loads it in the background: a paged search on the scope property alone (so
-cancelled records are seen too and dropped), at background priority. Entries the load did not
-see are swept (deleted in HubSpot), then the scope is marked loaded, last.
+a scope the gateway loads it: a paged search on the scope property alone (so cancelled records
+are seen too and dropped), at the priority and within the deadline of the caller whose miss
+started it. That caller, and every concurrent miss of the same scope in this process, wait for
+that one load instead of each forwarding its search (a cold 9:00 burst costs one search per exam
+date); when another replica holds the load, they wait for its marker instead. Entries the load
+did not see are swept (deleted in HubSpot), then the scope is marked loaded, last. Refreshes run
+at background priority.
 
 The reconcile job calls `refresh` for the same thing on a schedule; lookups also refresh a scope
 whose load is older than REFRESH_AFTER_MS, so changes made directly in HubSpot heal by
@@ -24,6 +28,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
+from proxy.budget.model import Priority
 from proxy.reads.index_entries import Record, positive_ttl_ms
 from proxy.reads.index_learning import IndexLearner, Sighting
 from proxy.reads.search_index import IndexKeys, SearchIndex
@@ -32,8 +37,20 @@ from proxy.store.rule_store import Unavailable, s
 
 log = logging.getLogger("proxy.index_loader")
 
-# (credential, object type, search body) -> HubSpot's answer, or None when it could not be had.
-SearchFn = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+@dataclass(frozen=True)
+class Urgency:
+    """Whom a load's searches queue as: the waiting caller's priority and deadline (monotonic);
+    no deadline means a background load's own wait per page."""
+
+    priority: Priority = Priority.BACKGROUND
+    deadline: float | None = None
+
+
+BACKGROUND: Final = Urgency()
+
+# (credential, object type, search body, urgency) -> HubSpot's answer, or None when it failed.
+SearchFn = Callable[[str, str, dict[str, Any], Urgency], Awaitable[dict[str, Any] | None]]
 
 PAGE_SIZE: Final = 200  # HubSpot's maximum
 MAX_RESULTS: Final = 10_000  # HubSpot pages no further: a bigger scope cannot be complete
@@ -45,6 +62,7 @@ REFRESH_AFTER_MS: Final = 15 * 60_000
 LEARN_CHUNK: Final = 100
 BODY_MAX_CHARS: Final = 3000
 RETRY_AFTER_S: Final = 300.0
+BUSY_POLL_S: Final = 0.1
 TaskKey = tuple[str, str, str, str]  # credential, object type, scope property, scope
 
 
@@ -53,6 +71,14 @@ class LoadResult:
     status: str  # loaded | busy | failed | too-large
     objects: int = 0
     dropped: int = 0
+
+
+@dataclass(frozen=True)
+class ScopeLoad:
+    """A load running in this process; `joined`: it was already running for someone else."""
+
+    task: asyncio.Task[LoadResult]
+    joined: bool
 
 
 def scope_group(rules: Sequence[SearchIndexRule], rule: SearchIndexRule) -> list[SearchIndexRule]:
@@ -75,17 +101,25 @@ class IndexLoader:
         self._tasks: dict[TaskKey, asyncio.Task[LoadResult]] = {}
         self._resting: dict[TaskKey, float] = {}
 
-    def ensure(self, cred: str, rules: Sequence[SearchIndexRule], scope: str) -> None:
-        """Start a background load of the scope unless one runs here or one failed lately."""
+    def ensure(
+        self,
+        cred: str,
+        rules: Sequence[SearchIndexRule],
+        scope: str,
+        urgency: Urgency = BACKGROUND,
+    ) -> ScopeLoad | None:
+        """The load of the scope running here, started unless one runs or one failed lately."""
         first = rules[0]
         task_key = (cred, first.object_type, first.scope or "", scope)
-        if task_key in self._tasks or not first.scope:
-            return
-        if self._clock() < self._resting.get(task_key, 0.0):
-            return  # a scope too large, or HubSpot refusing: do not retry on every lookup
-        task = asyncio.create_task(self.refresh(cred, rules, scope))
+        running = self._tasks.get(task_key)
+        if running is not None:
+            return ScopeLoad(running, joined=True)
+        if not first.scope or self._clock() < self._resting.get(task_key, 0.0):
+            return None  # a scope too large, or HubSpot refusing: do not retry on every lookup
+        task = asyncio.create_task(self.refresh(cred, rules, scope, urgency))
         self._tasks[task_key] = task
         task.add_done_callback(lambda t: self._finished(task_key, t))
+        return ScopeLoad(task, joined=False)
 
     def _finished(self, task_key: TaskKey, task: asyncio.Task[LoadResult]) -> None:
         self._tasks.pop(task_key, None)
@@ -110,7 +144,13 @@ class IndexLoader:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    async def refresh(self, cred: str, rules: Sequence[SearchIndexRule], scope: str) -> LoadResult:
+    async def refresh(
+        self,
+        cred: str,
+        rules: Sequence[SearchIndexRule],
+        scope: str,
+        urgency: Urgency = BACKGROUND,
+    ) -> LoadResult:
         """Load every record of `scope` for `rules` (one scope group) and mark it complete."""
         first = rules[0]
         if not first.scope:
@@ -123,15 +163,34 @@ class IndexLoader:
         if isinstance(locked, Unavailable):
             return LoadResult("failed")
         if not locked:
-            return LoadResult("busy")
+            if urgency.deadline is None:
+                return LoadResult("busy")
+            return await self._loaded_elsewhere(cred, first, scope, urgency.deadline)
         try:
-            return await self._load(cred, list(rules), scope)
+            return await self._load(cred, list(rules), scope, urgency)
         finally:
             await self.index.store.run("index_load", lambda r: _unlock(r, lock, token))
 
-    async def _load(self, cred: str, rules: list[SearchIndexRule], scope: str) -> LoadResult:
+    async def _loaded_elsewhere(
+        self, cred: str, rule: SearchIndexRule, scope: str, deadline: float
+    ) -> LoadResult:
+        """Another replica holds the load a caller waits for: wait, within the caller's
+        deadline, for its marker, so this replica's misses are not forwarded one by one."""
+        marker = IndexKeys.scope(cred, rule, scope, "loaded")
+        while self._clock() + BUSY_POLL_S < deadline:
+            await asyncio.sleep(BUSY_POLL_S)
+            found = await self.index.store.run("index_load", lambda r: r.exists(marker))
+            if isinstance(found, Unavailable):
+                return LoadResult("failed")
+            if found:
+                return LoadResult("loaded")
+        return LoadResult("busy")
+
+    async def _load(
+        self, cred: str, rules: list[SearchIndexRule], scope: str, urgency: Urgency
+    ) -> LoadResult:
         started = self.index.now_ms()
-        records = await self._fetch_all(cred, rules, scope)
+        records = await self._fetch_all(cred, rules, scope, urgency)
         if isinstance(records, str):
             return LoadResult(records)
         object_type = rules[0].object_type
@@ -151,7 +210,7 @@ class IndexLoader:
         return LoadResult("loaded", len(records), dropped)
 
     async def _fetch_all(
-        self, cred: str, rules: list[SearchIndexRule], scope: str
+        self, cred: str, rules: list[SearchIndexRule], scope: str, urgency: Urgency
     ) -> list[Record] | str:
         first = rules[0]
         props = _properties(rules, await self.index.asked_properties(cred, rules))
@@ -159,7 +218,7 @@ class IndexLoader:
         after: str | None = None
         while True:
             body = _page_body(first.scope or "", scope, props, after)
-            answer = await self._search(cred, first.object_type, body)
+            answer = await self._search(cred, first.object_type, body, urgency)
             if answer is None:
                 return "failed"
             total = answer.get("total")

@@ -1,9 +1,15 @@
 """Answering searches from Redis: the duplicate and idempotency checks (PRD 1B).
 
 A search `select_search_index` accepts is looked up here. Found `{id}:Active` with its record:
-answer it. `NO_DUPLICATE`: answer "none". Nothing, but the rule is `complete` and its scope
-(e.g. the exam date) was loaded: answer "none" too, without HubSpot. Anything else is a miss and
-goes to HubSpot, whose answer teaches the index (`reads.index_learning`).
+answer it. `NO_DUPLICATE`: answer "none". Nothing, but the rule is `complete`, its scope (e.g.
+the exam date) was loaded and the gateway has seen this credential create such a record: answer
+"none" too, without HubSpot. Anything else is a miss and goes to HubSpot, whose answer teaches
+the index (`reads.index_learning`).
+
+Why "seen create": a complete index knows the records created through the gateway *by this
+credential*. Another token of the same portal (a rotation, a second backend) creates records
+this credential's index never learns, so until the gateway has seen a credential create, its
+misses go to HubSpot, which knows every token's records.
 
 Redis layout (every key under the credential's hash tag, so a token only sees its own):
 
@@ -15,6 +21,7 @@ Redis layout (every key under the credential's hash tag, so a token only sees it
     idxscope:{rule}:{scope}:loaded     epoch ms of the last complete load of that scope
     idxscope:{rule}:{scope}:keys       SET of entry keys written in the scope (for refreshes)
     idxprops:{rule}                    SET of properties callers asked for (what loads request)
+    idxcreator:{rule}                  "1": this credential created a record the rule learned
 """
 
 from __future__ import annotations
@@ -71,6 +78,10 @@ class IndexKeys:
         return key(cred, "idxprops", rule.name)
 
     @staticmethod
+    def creator(cred: str, rule: SearchIndexRule) -> str:
+        return key(cred, "idxcreator", rule.name)
+
+    @staticmethod
     def load_lock(cred: str, object_type: str, prop: str, scope: str) -> str:
         return key(cred, "idxload", part(object_type), part(prop), part(scope))
 
@@ -102,9 +113,10 @@ class SearchIndex:
         entry_key = IndexKeys.entry(cred, rule, found.key)
         marker = IndexKeys.scope(cred, rule, scope, "loaded") if scope is not None else None
 
-        async def read(r: aioredis.Redis) -> tuple[str | None, str | None, Record | None]:
+        async def read(r: aioredis.Redis) -> tuple[str | None, str | None, Record | None, bool]:
             pipe = r.pipeline(transaction=False)
             pipe.get(entry_key)
+            pipe.exists(IndexKeys.creator(cred, rule))
             if marker is not None:
                 pipe.get(marker)
             if found.properties:
@@ -112,22 +124,35 @@ class SearchIndex:
                 pipe.sadd(asked, *found.properties[:ASKED_MAX])
                 pipe.pexpire(asked, ASKED_TTL_MS)
             replies = await pipe.execute()
-            entry = s(replies[0])
-            loaded = s(replies[1]) if marker is not None else None
+            entry, created = s(replies[0]), bool(replies[1])
+            loaded = s(replies[2]) if marker is not None else None
             object_id = active_id(entry)
             if object_id is None:
-                return entry, loaded, None
+                return entry, loaded, None, created
             raw = await r.get(IndexKeys.record(cred, rule.object_type, object_id))
-            return entry, loaded, Record.loads(raw)
+            return entry, loaded, Record.loads(raw), created
 
         got = await self.store.run("search_index", read)
         if isinstance(got, Unavailable):
             return UNAVAILABLE
-        entry, loaded, record = got
+        entry, loaded, record, created = got
         loaded_at = int(loaded) if loaded and loaded.isdigit() else None
-        if scope == GATEWAY_SCOPE and loaded_at is None:
+        if scope == GATEWAY_SCOPE and loaded_at is None and created:
             loaded_at = await self._vouch(cred, rule)
-        return _decide(entry, record, found, scope, loaded_at)
+        return _decide(entry, record, found, scope, loaded_at, answer_misses=created)
+
+    async def saw_create(self, cred: str, rules: list[SearchIndexRule]) -> None:
+        """This credential created records these rules learned: their misses may be answered."""
+        if not rules:
+            return
+
+        async def mark(r: aioredis.Redis) -> None:
+            pipe = r.pipeline(transaction=False)
+            for rule in rules:
+                pipe.set(IndexKeys.creator(cred, rule), "1", px=ASKED_TTL_MS)
+            await pipe.execute()
+
+        await self.store.run("search_index", mark)
 
     async def _vouch(self, cred: str, rule: SearchIndexRule) -> int | None:
         """Start answering misses of a scope-less complete rule, unless a create went unlearned."""
@@ -203,6 +228,8 @@ def _decide(
     found: IndexLookup,
     scope: str | None,
     loaded_at: int | None,
+    *,
+    answer_misses: bool,
 ) -> Lookup:
     if entry == NO_DUPLICATE:
         return Lookup(search_answer([], found.properties), "hit", scope, loaded_at)
@@ -210,7 +237,7 @@ def _decide(
         return Lookup(search_answer([record], found.properties), "hit", scope, loaded_at)
     if entry is not None:  # `{id}:Cancelled`, or a record that expired: HubSpot decides
         return Lookup(None, "stale", scope, loaded_at)
-    if loaded_at is not None:  # a complete scope: nothing filed means nothing exists
+    if loaded_at is not None and answer_misses:  # complete: nothing filed, nothing exists
         return Lookup(search_answer([], found.properties), "hit", scope, loaded_at)
     return Lookup(None, "miss", scope, loaded_at)
 

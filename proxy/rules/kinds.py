@@ -27,11 +27,14 @@ from proxy.rules.reader import Reader, Sink, kind, read_match, read_name, read_o
 from proxy.rules.yamlpos import YList, YMap, plain
 
 COMMON_KEYS = ("name", "type", "description", "enabled")
+SHARED_BY = ("credential", "portal")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "respond": ("match", "status", "body", "headers"),
-    "search_index": ("object_type", "key", "when", "scope", "complete", "ttl", "timezone"),
+    "search_index": (
+        "object_type", "key", "when", "scope", "complete", "ttl", "timezone", "shared_by",
+    ),
     "counter": ("object_type", "property", "capacity_property", "source", "booking_object_type",
-                "active_property", "cancelled_value", "ttl", "patch"),
+                "active_property", "cancelled_value", "ttl", "patch", "shared_by"),
     "object_cache": ("object_type", "ttl"),
     "write_behind": ("match", "kind", "only_properties"),
 }  # fmt: skip
@@ -90,6 +93,7 @@ def _search_index(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
     if scope is not None and key and scope not in key:
         r.problem("scope", f"{scope!r} must be one of the key properties ({', '.join(key)})")
     complete = r.boolean("complete", False)
+    shared_by = r.choice("shared_by", SHARED_BY, default="credential") or "credential"
     timezone = r.timezone("timezone", "UTC") or "UTC"
     ttl = r.sub("ttl", ("positive", "negative"), required=True)
     positive = _positive_ttl(ttl, key or (), timezone) if ttl else None
@@ -99,7 +103,7 @@ def _search_index(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
     return SearchIndexRule(
         name=name, enabled=enabled, matchers=endpoints.search_index(object_type),
         object_type=object_type, key=key, when=when, scope=scope, complete=complete,
-        positive_ttl=positive, negative_ttl_ms=negative, timezone=timezone,
+        positive_ttl=positive, negative_ttl_ms=negative, timezone=timezone, shared_by=shared_by,
     )  # fmt: skip
 
 
@@ -146,6 +150,7 @@ def _counter(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule | No
     cancelled = _cancelled_values(r, active)
     ttl = r.duration("ttl", default=90 * DAY_MS)  # the PRD's self-healing expiry
     patch = r.choice("patch", ("absorb", "forward"), default="absorb")
+    shared_by = r.choice("shared_by", SHARED_BY, default="credential") or "credential"
     if len(r.sink.problems) > before or not (object_type and prop and source and counted and ttl):
         return None
     matchers = endpoints.counter(object_type, counted, source, absorb=patch == "absorb")
@@ -153,7 +158,7 @@ def _counter(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule | No
         name=name, enabled=enabled, matchers=matchers, object_type=object_type, property=prop,
         capacity_property=capacity, source=source, booking_object_type=counted,
         active_property=active, cancelled_values=cancelled, ttl_ms=ttl,
-        patch="forward" if patch == "forward" else "absorb",
+        patch="forward" if patch == "forward" else "absorb", shared_by=shared_by,
     )  # fmt: skip
 
 

@@ -20,7 +20,9 @@ from proxy.rules.yamlpos import Problem
 
 PriorityName: TypeAlias = Literal["interactive", "default", "background"]
 PRIORITIES: tuple[PriorityName, ...] = ("interactive", "default", "background")
-BUCKETS = ("general", "search", "daily", "associations")
+BUCKETS = ("general", "search", "daily", "associations", "admissions")
+# Buckets that exist only when the rules configure them.
+OPTIONAL_BUCKETS = ("associations", "admissions")
 TIERS = ("starter", "professional", "enterprise", "addon")
 DAY_MS = 86_400_000
 
@@ -59,10 +61,15 @@ class LimitsConfig:
     daily_timezone: str
     associations: BucketLimit | None
     expected_replicas: int
+    # The gateway's own budget, not HubSpot's: how many new flows (bookings) may start per window,
+    # so that those admitted can finish; a route drawing from it is a flow's first call.
+    admissions: BucketLimit | None = None
 
     @property
     def buckets(self) -> tuple[str, ...]:
-        return tuple(b for b in BUCKETS if b != "associations" or self.associations is not None)
+        return tuple(
+            b for b in BUCKETS if b not in OPTIONAL_BUCKETS or getattr(self, b) is not None
+        )
 
     def raw(self, bucket: str) -> BucketLimit:
         spec = getattr(self, bucket, None) if bucket in BUCKETS else None
@@ -73,6 +80,8 @@ class LimitsConfig:
     def effective(self, bucket: str) -> tuple[int, int]:
         """(limit, window_ms) the gateway may use: HubSpot's limit times the safety margin."""
         spec = self.raw(bucket)
+        if bucket == "admissions":
+            return spec.limit, spec.window_ms  # not HubSpot's: no headroom to keep
         # The epsilon keeps 100 * 0.9 at 90 despite binary floating point.
         return max(1, int(spec.limit * self.safety_margin + 1e-9)), spec.window_ms
 
@@ -140,6 +149,9 @@ class SearchIndexRule(_RuleBase):
     positive_ttl: int | UntilEndOf  # ms, or until the end of a date
     negative_ttl_ms: int | None = None  # None: a miss is never cached
     timezone: str = "UTC"
+    # "credential": each token has its own index; "portal": the tokens of one HubSpot portal
+    # (hub id) share it.
+    shared_by: str = "credential"
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,7 @@ class CounterRule(_RuleBase):
     cancelled_values: tuple[str, ...] = ()
     ttl_ms: int
     patch: Literal["absorb", "forward"] = "absorb"
+    shared_by: str = "credential"  # as for SearchIndexRule: "portal" shares the counts
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ from proxy.rules.model import (
     BUCKETS,
     DAY_MS,
     MAX_BATCH_INPUTS,
+    OPTIONAL_BUCKETS,
     PRIORITIES,
     TIERS,
     BucketLimit,
@@ -29,7 +30,7 @@ from proxy.rules.yamlpos import BROKEN, YMap
 
 TOP_KEYS = ("version", "object_types", "limits", "defaults", "routes", "rules")
 LIMIT_KEYS = ("tier", "safety_margin", "general", "search", "daily", "associations",
-              "expected_replicas")  # fmt: skip
+              "admissions", "expected_replicas")  # fmt: skip
 ROUTE_KEYS = ("name", "description", "match", "priority", "max_wait", "buckets", "coalesce")
 COALESCE_KEYS = ("enabled", "max_batch", "max_hold")
 # A hold longer than this is a wait the caller did not ask for, not a gathering window.
@@ -103,7 +104,21 @@ def _limits(r: Reader) -> LimitsConfig:
         daily_timezone=tz,
         associations=associations,
         expected_replicas=r.integer("expected_replicas", default=1) or 1,
+        admissions=_admissions(r),
     )
+
+
+def _admissions(r: Reader) -> BucketLimit | None:
+    """The gateway's own limit on new flows: no tier value, so `limit` is required."""
+    sub = r.sub("admissions", ("limit", "window"))
+    if sub is None:
+        return None
+    if not sub.has("limit"):
+        sub.problem("limit", "required: new flows per window the budget can finish")
+        return None
+    limit = sub.integer("limit")
+    window = sub.duration("window", default=TEN_SECONDS) or TEN_SECONDS
+    return BucketLimit(limit, window) if limit else None
 
 
 def _safety_margin(r: Reader) -> float:
@@ -195,9 +210,7 @@ def _route_buckets(r: Reader, limits: LimitsConfig) -> tuple[str, ...] | None:
         return ()
     bad = [n for n in names if n not in limits.buckets]
     for n in bad:
-        hint = (
-            " (configure limits.associations first)" if n == "associations" else suggest(n, BUCKETS)
-        )
+        hint = f" (configure limits.{n} first)" if n in OPTIONAL_BUCKETS else suggest(n, BUCKETS)
         r.problem("buckets", f"unknown bucket {n!r}{hint}")
     return () if bad else names
 

@@ -13,6 +13,7 @@ answered from, nor fills, a cache (invariant 4). Redis trouble means forwarding 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Final
@@ -24,12 +25,20 @@ from proxy.http.responses import json_response
 from proxy.hubspot.protocol import parse_json
 from proxy.metrics import Metrics
 from proxy.reads.counter_rules import CounterRuntime
-from proxy.reads.index_loader import REFRESH_AFTER_MS, IndexLoader, LoadResult, scope_group
+from proxy.reads.index_loader import (
+    REFRESH_AFTER_MS,
+    IndexLoader,
+    LoadResult,
+    ScopeLoad,
+    Urgency,
+    scope_group,
+)
 from proxy.reads.object_cache import CacheRead, ObjectCache
 from proxy.reads.search_index import Lookup, SearchIndex
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import (
     CounterRule,
+    IndexLookup,
     ObjectCacheRule,
     RespondRule,
     Role,
@@ -41,13 +50,16 @@ from proxy.rules.paths import canonical_type
 from proxy.runtime.coalescing import ride_for
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.portals import Portals
 from proxy.runtime.write_behind import WriteBehindAction
+from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer
 from proxy.upstream.coalesce.departure import Ride
 from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
 from proxy.upstream.forward import answer_response, forward, forward_buffered
+from proxy.upstream.singleflight import FlightKey, Shared, Singleflight, flight_key
 
 log = logging.getLogger("proxy.actions")
 
@@ -75,8 +87,12 @@ class Actions:
         learning: RuleLearning,
         write_behind: WriteBehindAction | None,
         coalescer: Coalescer,
+        credentials: KnownCredentials,
+        portals: Portals,
+        flights: Singleflight,
     ) -> None:
         self.rules = rules
+        self.credentials = credentials
         self.caller = caller
         self.store = store
         self.metrics = metrics
@@ -88,6 +104,8 @@ class Actions:
         self.learning = learning
         self.write_behind = write_behind
         self.coalescer = coalescer
+        self.portals = portals
+        self.flights = flights
 
     async def handle(self, req: ClientRequest) -> web.StreamResponse:
         action = req.classification.action
@@ -110,7 +128,11 @@ class Actions:
         return await self._forward_and_learn(req)
 
     async def _forward(self, req: ClientRequest) -> web.StreamResponse:
-        """Streamed through, unless the call coalesces (its answer is then made whole)."""
+        """Streamed through, unless it shares an identical read's answer or coalesces with
+        compatible calls (its answer is then made whole)."""
+        key = _flight_key(req)
+        if key is not None:
+            return _respond_with(req, await self._shared(req, key))
         ride = ride_for(self.rules.current, req)
         if ride is None:
             return await forward(req, self.caller)
@@ -118,12 +140,25 @@ class Actions:
         async def alone(admitted: bool) -> web.StreamResponse:
             return await forward(req, self.caller, admitted=admitted)
 
-        answer = await self._coalesced(ride, req, alone)
+        return _respond_with(req, await self._coalesced(ride, req, alone))
+
+    async def _whole(self, req: ClientRequest) -> Shared:
+        """HubSpot's answer read whole: the one of an identical read in flight (singleflight),
+        or this call's own (coalesced or alone); past the buffering cap, relayed as it came."""
+        key = _flight_key(req)
+        if key is None:
+            return await self._upstream_answer(req)
+        return await self._shared(req, key)
+
+    async def _shared(self, req: ClientRequest, key: FlightKey) -> Shared:
+        answer = await self.flights.share(key, lambda: self._upstream_answer(req))
+        if answer is None:  # the twin's answer was too large to share: it was relayed to it
+            return await forward(req, self.caller)
         if isinstance(answer, Answer):
-            return answer_response(answer, req.request_id)
+            req.upstream_status = answer.status
         return answer
 
-    async def _upstream_answer(self, req: ClientRequest) -> Answer | web.StreamResponse:
+    async def _upstream_answer(self, req: ClientRequest) -> Shared:
         """HubSpot's answer to the call: sent alone, or coalesced with compatible calls that
         wait for the same budget (the answer is then exactly the one it would have had)."""
         ride = ride_for(self.rules.current, req)
@@ -169,11 +204,20 @@ class Actions:
         if selected is None:
             return None
         rule, found = selected
-        got = await self.index.lookup(req.credential, rule, found)
+        if not await self.credentials.is_accepted(req.credential):
+            # Nothing is kept for a token HubSpot has not accepted (its index is empty anyway);
+            # a 2xx answer accepts it and still fills the index.
+            self.learning.event(rule.name, "miss")
+            req.lookup, req.first_sight = (rule, found), True
+            return None
+        owner = await self.portals.owner(req.credential, rule, req.token)
+        got = await self.index.lookup(owner, rule, found)
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
             return None
-        await self._keep_scope_fresh(req, rule, got)
+        load = await self._keep_scope_fresh(req, owner, rule, got)
+        if got.answer is None and load is not None:
+            got = await self._after_load(req, owner, rule, found, load) or got
         if got.answer is None:
             self.learning.event(rule.name, got.event)
             req.lookup = (rule, found)
@@ -183,25 +227,52 @@ class Actions:
         return json_response(got.answer)
 
     async def _keep_scope_fresh(
-        self, req: ClientRequest, rule: SearchIndexRule, got: Lookup
-    ) -> None:
-        """First sight of a scope of a complete rule loads it; an old load is redone.
+        self, req: ClientRequest, owner: str, rule: SearchIndexRule, got: Lookup
+    ) -> ScopeLoad | None:
+        """First sight of a scope of a complete rule loads it at the caller's priority, and
+        gives the load to wait for; an old load is redone in the background.
 
-        Any scoped rule keeps the token in the vault: refreshes run later, without a client."""
+        Any scoped rule keeps the token in the vault (under the index's owner): refreshes run
+        later, without a client."""
         token = req.token
         remembered = (
             rule.scope is not None
             and token is not None
-            and await self.own.remember_token(req.credential, token)
+            and await self.own.remember_token(owner, token)
         )
-        if not rule.complete or got.scope is None:
-            return
+        if not rule.complete or got.scope is None or not remembered:
+            return None
+        group = self._scope_group(rule)
         loaded = got.loaded_at_ms
-        if loaded is not None and self.index.now_ms() - loaded < REFRESH_AFTER_MS:
-            return
-        if remembered:
-            group = scope_group(self._index_rules(), rule)
-            self.loader.ensure(req.credential, group, got.scope)
+        if loaded is None:
+            urgency = Urgency(req.plan.priority, req.plan.deadline)
+            return self.loader.ensure(owner, group, got.scope, urgency)
+        if self.index.now_ms() - loaded >= REFRESH_AFTER_MS:
+            self.loader.ensure(owner, group, got.scope)
+        return None
+
+    async def _after_load(
+        self,
+        req: ClientRequest,
+        owner: str,
+        rule: SearchIndexRule,
+        found: IndexLookup,
+        load: ScopeLoad,
+    ) -> Lookup | None:
+        """Wait (within the caller's deadline) for the scope's one load, then ask the index
+        again: concurrent misses of a scope cost HubSpot one load, not a search each."""
+        if load.joined:
+            self.metrics.singleflight_hits.labels("scope_load").inc()
+        try:
+            result = await asyncio.wait_for(
+                asyncio.shield(load.task), max(0.0, req.plan.deadline - time.monotonic())
+            )
+        except TimeoutError:
+            return None
+        if result.status != "loaded":
+            return None  # busy on another replica, or failed: HubSpot answers this one
+        got = await self.index.lookup(owner, rule, found)
+        return None if isinstance(got, Unavailable) else got
 
     async def _cached(
         self, req: ClientRequest, rule: ObjectCacheRule, object_id: str
@@ -226,9 +297,10 @@ class Actions:
             return None
         for match in req.classification.by_role("overlay"):
             counter = match.rule
-            if isinstance(counter, CounterRule) and not await self.counters.overlay(
-                req.credential, counter, [data]
-            ):
+            if not isinstance(counter, CounterRule):
+                continue
+            owner = await self.portals.owner(req.credential, counter, req.token)
+            if not await self.counters.overlay(owner, counter, [data]):
                 self.learning.event(rule.name, "bypass")
                 return None  # a count that cannot be read must not come from a cache
         self.learning.event(rule.name, "hit")
@@ -237,23 +309,43 @@ class Actions:
 
     async def _forward_and_learn(self, req: ClientRequest) -> web.StreamResponse:
         await self.learning.before_send(req)
-        answer = await self._upstream_answer(req)
+        answer = await self._whole(req)
         if isinstance(answer, web.StreamResponse):
             return answer  # too large to read whole: relayed as it came, nothing learned
         if answer.parsable:
             await self.learning.after_answer_safely(req, answer)
+        await self._after_first_sight(req)
         return answer_response(answer, req.request_id)
+
+    async def _after_first_sight(self, req: ClientRequest) -> None:
+        """HubSpot has just accepted the token of a search: start the scope load its lookup
+        would have started."""
+        if not req.first_sight or req.lookup is None or not self.credentials.seen(req.credential):
+            return
+        rule, found = req.lookup
+        try:
+            owner = await self.portals.owner(req.credential, rule, req.token)
+            got = await self.index.lookup(owner, rule, found)
+            if not isinstance(got, Unavailable):
+                await self._keep_scope_fresh(req, owner, rule, got)
+        except Exception:  # a rule must never fail the request it learns from
+            log.exception("scope load after first sight failed", extra={"route": req.route})
 
     def _index_rules(self) -> list[SearchIndexRule]:
         return [r for r in self.rules.current.rules if isinstance(r, SearchIndexRule) and r.enabled]
 
-    async def refresh_index_scope(self, cred: str, rule_name: str, scope: str) -> LoadResult:
+    def _scope_group(self, rule: SearchIndexRule) -> list[SearchIndexRule]:
+        """The rules one load of `rule`'s scope fills: they keep their state in one place."""
+        return [r for r in scope_group(self._index_rules(), rule) if r.shared_by == rule.shared_by]
+
+    async def refresh_index_scope(self, owner: str, rule_name: str, scope: str) -> LoadResult:
         """Reload one scope of a complete index from HubSpot (the reconcile job's entry point):
-        entries of records cancelled or deleted directly in HubSpot are dropped."""
+        entries of records cancelled or deleted directly in HubSpot are dropped. `owner` is
+        the id the index is kept under (a credential, or a shared portal)."""
         rule = self.rules.current.rule(rule_name)
         if not isinstance(rule, SearchIndexRule) or not rule.scope:
             raise ValueError(f"{rule_name!r} is not a search_index rule with a scope")
-        return await self.loader.refresh(cred, scope_group(self._index_rules(), rule), scope)
+        return await self.loader.refresh(owner, self._scope_group(rule), scope)
 
     async def aclose(self) -> None:
         await self.loader.aclose()
@@ -265,3 +357,12 @@ class Actions:
             if isinstance(rule, CounterRule) and rule.enabled and rule.object_type == canonical:
                 return rule
         return None
+
+
+def _flight_key(req: ClientRequest) -> FlightKey | None:
+    credential = req.credential if req.has_token else None
+    return flight_key(credential, req.method, req.path_qs, req.path, req.body)
+
+
+def _respond_with(req: ClientRequest, answer: Shared) -> web.StreamResponse:
+    return answer_response(answer, req.request_id) if isinstance(answer, Answer) else answer

@@ -12,7 +12,8 @@ from proxy.upstream.forward import outgoing_for
 
 
 def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
-    """The call's ride, or None when it goes out on its own (no token: HubSpot answers 401)."""
+    """The call's ride, or None when it goes out on its own: no token (HubSpot answers 401), or
+    a bucket the batch call would not draw from (`admissions` counts each rider, a batch one)."""
     route = req.classification.route
     settings = route.coalesce if route is not None else None
     if settings is None or not settings.enabled or not req.has_token:
@@ -21,6 +22,8 @@ def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
     if call is None:
         return None
     batch_buckets = rules.classify("POST", call.batch_path).buckets
+    if not {bucket.name for bucket in req.plan.buckets} <= set(batch_buckets):
+        return None
     return Ride(
         call=call,
         plan=req.plan,

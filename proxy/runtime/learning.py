@@ -34,8 +34,10 @@ from proxy.rules.loader import (
     PropertySource,
     Role,
     RuleMatch,
+    SearchIndexRule,
 )
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.portals import Portals
 from proxy.upstream.answer import Answer
 
 log = logging.getLogger("proxy.actions")
@@ -49,6 +51,7 @@ class RuleLearning:
         counters: CounterRuntime,
         cache: ObjectCache,
         own: OwnCalls,
+        portals: Portals,
         metrics: Metrics,
     ) -> None:
         self.index = index
@@ -56,6 +59,7 @@ class RuleLearning:
         self.counters = counters
         self.cache = cache
         self.own = own
+        self.portals = portals
         self.metrics = metrics
 
     def event(self, rule: str, event: str) -> None:
@@ -69,7 +73,8 @@ class RuleLearning:
             if not isinstance(rule, CounterRule) or body is None:
                 continue
             object_id = match.params.get("objectId")
-            if await self.counters.absorb(call.credential, rule, body, object_id):
+            owner = await self.portals.owner(call.credential, rule, call.token)
+            if await self.counters.absorb(owner, rule, body, object_id):
                 call.replace_json(body, orjson.dumps(body))
                 self.event(rule.name, "absorb")
 
@@ -129,8 +134,9 @@ class RuleLearning:
         if call.lookup is None:
             return
         rule, found = call.lookup
-        rules = call.index_rules("lookup")
-        if await self.learner.fill(call.credential, rule, found, data, rules):
+        owner = await self.portals.owner(call.credential, rule, call.token)
+        rules = [r for r in call.index_rules("lookup") if r.shared_by == rule.shared_by]
+        if await self.learner.fill(owner, rule, found, data, rules):
             self.event(rule.name, "fill")
 
     async def _index_writes(self, call: ClientRequest, data: Any) -> None:
@@ -147,27 +153,36 @@ class RuleLearning:
             else:
                 records = written_records(data, call.json, object_id, create=role == "create")
                 sightings = [Sighting(r) for r in records]
-            object_type = rules[0].object_type
-            learned = await self.learner.apply(
-                call.credential, object_type, sightings, rules, trusted=True
-            )
-            if not learned:
-                self.index.forget_scopes_later(call.credential, [r for r in rules if r.complete])
-            for rule in rules:
-                self.event(rule.name, "learn" if learned else "bypass")
+            groups = await self.portals.grouped(call.credential, rules, call.token)
+            for owner, owned in groups.items():
+                await self._learn_writes(owner, role, sightings, owned)
+
+    async def _learn_writes(
+        self, owner: str, role: Role, sightings: list[Sighting], rules: list[SearchIndexRule]
+    ) -> None:
+        object_type = rules[0].object_type
+        learned = await self.learner.apply(owner, object_type, sightings, rules, trusted=True)
+        complete = [r for r in rules if r.complete]
+        if not learned:
+            self.index.forget_scopes_later(owner, complete)
+        elif role == "create":
+            await self.index.saw_create(owner, complete)
+        for rule in rules:
+            self.event(rule.name, "learn" if learned else "bypass")
 
     async def _counter_event(
         self, call: ClientRequest, match: RuleMatch, rule: CounterRule, data: Any
     ) -> None:
         object_id = match.params.get("objectId")
-        cred = call.credential
-
         token = call.token
         if token is None:
             return  # answers to calls without a token are never learned from (invariant 4)
+        cred = await self.portals.owner(call.credential, rule, token)
+        if cred != call.credential:  # a shared count: the jobs serve it with a token of the portal
+            await self.own.remember_token(cred, token)
 
-        async def fetch(c: str, r: CounterRule, oid: str) -> tuple[int | None, int | None] | None:
-            return await self.own.counts(c, r, oid, token)
+        async def fetch(_: str, r: CounterRule, oid: str) -> tuple[int | None, int | None] | None:
+            return await self.own.counts(call.credential, r, oid, token)  # the caller's budget
 
         if match.role in ("associate", "dissociate") and isinstance(rule.source, AssociationSource):
             exam_first = rule.source.from_type == rule.object_type
@@ -203,6 +218,7 @@ class RuleLearning:
         for match in call.classification.by_role("overlay", "absorb"):
             if isinstance(match.rule, CounterRule):
                 seed = match.role == "overlay"  # an absorbed write's echo is the client's number
-                await self.counters.overlay(call.credential, match.rule, objects, seed=seed)
+                owner = await self.portals.owner(call.credential, match.rule, call.token)
+                await self.counters.overlay(owner, match.rule, objects, seed=seed)
                 overlaid = True
         return overlaid

@@ -14,6 +14,7 @@ from proxy.config import Settings
 from proxy.http.responses import json_response
 from proxy.metrics import Metrics
 from proxy.rules.holder import RulesHolder
+from proxy.store.credentials import KnownCredentials
 
 
 class Probes:
@@ -24,8 +25,10 @@ class Probes:
         rules: RulesHolder,
         redis: aioredis.Redis | None,
         limiter: Limiter,
+        credentials: KnownCredentials,
     ) -> None:
         self._settings = settings
+        self._credentials = credentials
         self._metrics = metrics
         self._rules = rules
         self._redis = redis
@@ -63,6 +66,8 @@ class Probes:
         for (bucket, priority), count in limiter.waiters().items():
             metrics.queue_waiters.labels(bucket, priority).set(count)
         if self._redis is not None and not limiter.fallback_active:
-            await refresh_budget_gauges(self._redis, limiter.keys, limiter.known_buckets(), metrics)
+            await refresh_budget_gauges(
+                self._redis, limiter.keys, limiter.known_buckets(), metrics, self._credentials
+            )
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -30,6 +30,7 @@ from proxy.errors import (
 )
 from proxy.hubspot import protocol as hubspot
 from proxy.metrics import Metrics
+from proxy.store.credentials import accepts
 from proxy.upstream.answer import MAX_BUFFERED_BYTES, Answer, Unread, read_answer
 from proxy.upstream.rate_headers import RateLimitRecorder, RateLimitSnapshot, parse_headers
 from proxy.upstream.transport import Outgoing, Upstream, response_headers
@@ -212,6 +213,7 @@ class AdmittedCaller:
                 await asyncio.sleep(delay)
                 continue
             self._metrics.upstream_calls.labels(plan.bucket_label, str(resp.status)).inc()
+            await self._judge_token(plan.credential, resp.status)
             snapshot = parse_headers(resp.headers)
             self._recorder.record(plan.credential, snapshot)
             if resp.status == 429:
@@ -232,6 +234,14 @@ class AdmittedCaller:
                     continue
             await self._report_upstream_count(plan, snapshot)
             return resp
+
+    async def _judge_token(self, credential: str, status: int) -> None:
+        """Learn that HubSpot accepts a credential; forget one it refuses and never accepted."""
+        known = self._recorder.credentials
+        if accepts(status):
+            await known.accepted(credential)
+        elif status == 401 and not await known.is_accepted(credential):
+            await self._limiter.forget(credential)
 
     async def _pause_after_429(
         self, plan: CallPlan, resp: aiohttp.ClientResponse, window_ms: int | None

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from proxy.hubspot.protocol import RATE_LIMIT_HEADER_PREFIX
 from proxy.metrics import Metrics
+from proxy.store.credentials import KnownCredentials
 from proxy.store.health import REDIS_TROUBLE
 from proxy.store.keys import rate_limits_key
 
@@ -76,22 +77,26 @@ class RateLimitRecorder:
         redis: aioredis.Redis | None,
         metrics: Metrics,
         thresholds: Thresholds = Thresholds(),
+        credentials: KnownCredentials | None = None,
         *,
         flush_interval_s: float = 1.0,
     ) -> None:
         self._redis = redis
         self._metrics = metrics
         self._thresholds = thresholds
+        self.credentials = credentials or KnownCredentials(None)
         self._interval = flush_interval_s
         self._pending: dict[str, dict[str, int]] = {}  # credential -> values not yet in Redis
         self._flusher: asyncio.Task[None] | None = None
 
     def record(self, credential: str, snapshot: RateLimitSnapshot) -> None:
-        """Gauges and logs now; Redis at the next flush (the latest values win)."""
-        if not snapshot.values:
+        """Gauges and logs now; Redis at the next flush (the latest values win). Only for a
+        credential HubSpot accepted: a made-up token leaves no label or key."""
+        label = self.credentials.label(credential)
+        if not snapshot.values or label is None:
             return
         for header, value in snapshot.values.items():
-            self._metrics.ratelimit_header.labels(credential, header).set(value)
+            self._metrics.ratelimit_header.labels(label, header).set(value)
         self._check("burst", credential, snapshot.remaining, snapshot.max)
         self._check("daily", credential, snapshot.daily_remaining, snapshot.daily)
         if self._redis is not None:

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, cast
 
 from proxy.hubspot.batch_results import InputOutcome, Operation, map_batch_answer
 from proxy.hubspot.protocol import canonical_object_type, dumps_exact
+from proxy.hubspot.urls import api_path
 from proxy.writes.model import OP_ASSOCIATE, OP_CREATE, OP_UPDATE, WriteItem, entry_sort_key
 
 MAX_INPUTS: Final = 100
@@ -52,8 +53,9 @@ class Batch:
     @property
     def path(self) -> str:
         if self.op == OP_ASSOCIATE:
-            return f"/crm/v4/associations/{self.object_type}/{self.to_type}/batch/associate/default"
-        return f"/crm/v3/objects/{self.object_type}/batch/{self.op}"
+            pair = (self.object_type, self.to_type or "")
+            return api_path("crm", "v4", "associations", *pair, "batch", "associate", "default")
+        return api_path("crm", "v3", "objects", self.object_type, "batch", self.op)
 
     @property
     def items(self) -> tuple[WriteItem, ...]:

@@ -28,6 +28,7 @@ from typing import Any, Final
 import orjson
 
 from proxy.hubspot.batch_results import instant, normalised, properties_match
+from proxy.hubspot.urls import api_path
 from proxy.writes.model import WriteItem
 from proxy.writes.store import WriteStore
 
@@ -96,7 +97,7 @@ def _search_body(chunk: Sequence[tuple[WriteItem, int]], after: str | None) -> d
 async def _search(
     call: CallJson, object_type: str, chunk: Sequence[tuple[WriteItem, int]]
 ) -> list[Mapping[str, Any]]:
-    path = f"/crm/v3/objects/{object_type}/search"
+    path = api_path("crm", "v3", "objects", object_type, "search")
     results: list[Mapping[str, Any]] = []
     after: str | None = None
     for _ in range(MAX_PAGES):

@@ -20,6 +20,12 @@ class CallResult:
     kind: str
 
 
+def nth(path: str, i: int) -> str:
+    """The i-th of a burst of reads that must each cost a call: identical concurrent reads share
+    one upstream call (singleflight), so a burst asks distinct URLs."""
+    return f"{path}{'&' if '?' in path else '?'}n={i}"
+
+
 def burst_rules(
     general: tuple[int, str], search: tuple[int, str], *, margin: float, replicas: int
 ) -> str:
@@ -56,11 +62,12 @@ async def mixed_burst(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
-        async def one(kind: str, base: str) -> CallResult:
+        async def one(i: int, kind: str, base: str) -> CallResult:
             if kind == "general":
-                call = session.get(f"{base}/crm/v3/objects/contacts/{contact_id}", headers=AUTH)
+                path = nth(f"/crm/v3/objects/contacts/{contact_id}", i)
+                call = session.get(base + path, headers=AUTH)
             else:
-                query = {"filterGroups": [], "limit": 1}
+                query = {"filterGroups": [], "limit": 1, "after": str(i)}
                 call = session.post(
                     f"{base}/crm/v3/objects/contacts/search", json=query, headers=AUTH
                 )
@@ -68,7 +75,7 @@ async def mixed_burst(
                 await resp.read()
                 return CallResult(resp.status, kind)
 
-        return await asyncio.gather(*(one(kind, next(targets)) for kind in kinds))
+        return await asyncio.gather(*(one(i, kind, next(targets)) for i, kind in enumerate(kinds)))
 
 
 async def sim_token_calls(sim: str) -> list[dict[str, Any]]:

@@ -13,6 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 TOKEN = "test-token-not-real"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# The key gateways under test seal stored tokens with (a real deployment sets its own).
+CREDENTIAL_KEY = "test-credential-key-not-real"
 
 Client = TestClient[Any, Any]
 SimFactory = Callable[..., Awaitable[TestServer]]

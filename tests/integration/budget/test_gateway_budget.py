@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from proxy.app import SERVICES
-from tests.kit.burst import burst_rules, seed_objects, sim_token_calls, sim_token_stats
+from tests.kit.burst import burst_rules, nth, seed_objects, sim_token_calls, sim_token_stats
 from tests.kit.harness import AUTH, TOKEN, GatewayFactory, SimFactory, sim_url
 from tests.kit.processes import start_valkey
 from tests.kit.waiting import eventually
@@ -108,12 +108,14 @@ async def test_interactive_calls_go_before_background_ones(stack: StackFactory) 
     gw, contact_path = s.gw, s.contact_path
     (company,) = await seed_objects(s.sim, "companies", 1)
     company_path = f"/crm/v3/objects/companies/{company}"
-    await asyncio.gather(*(gw.get(contact_path, headers=AUTH) for _ in range(4)))
+    await asyncio.gather(*(gw.get(nth(contact_path, i), headers=AUTH) for i in range(4)))
 
-    background = [asyncio.create_task(gw.get(company_path, headers=AUTH)) for _ in range(4)]
+    background = [asyncio.create_task(gw.get(nth(company_path, i), headers=AUTH)) for i in range(4)]
     limiter = gw.app[SERVICES].limiter
     await eventually(lambda: limiter.waiters().get(("general", "BACKGROUND")) == 4)  # queued first
-    interactive = [asyncio.create_task(gw.get(contact_path, headers=AUTH)) for _ in range(4)]
+    interactive = [
+        asyncio.create_task(gw.get(nth(contact_path, i), headers=AUTH)) for i in range(4)
+    ]
     answers = await asyncio.gather(*background, *interactive)
 
     assert [a.status for a in answers] == [200] * 8
@@ -131,7 +133,9 @@ async def test_hubspot_429s_caused_by_another_integration_are_absorbed(
         spend = {"token": TOKEN, "bucket": "general", "count": 8}
         await session.post(f"{s.sim}/__sim/spend", json=spend)
 
-    answers = await asyncio.gather(*(gw.get(s.contact_path, headers=AUTH) for _ in range(10)))
+    answers = await asyncio.gather(
+        *(gw.get(nth(s.contact_path, i), headers=AUTH) for i in range(10))
+    )
 
     assert [a.status for a in answers] == [200] * 10
     stats = await sim_token_stats(s.sim)
@@ -148,7 +152,7 @@ async def test_redis_killed_mid_burst_falls_back_without_a_429_storm(
     try:
         s = await stack(20, 1, margin=0.9, redis_url=str(valkey.connection_url))
         gw, path = s.gw, s.contact_path
-        calls = [asyncio.create_task(gw.get(path, headers=AUTH)) for _ in range(60)]
+        calls = [asyncio.create_task(gw.get(nth(path, i), headers=AUTH)) for i in range(60)]
         await asyncio.sleep(0.5)
         valkey.terminate()
         answers = await asyncio.gather(*calls)

@@ -14,12 +14,13 @@ date is loaded and the exams cached, as they would be minutes after the first vi
     8. associate booking -> exam            -> write-behind, batched (the counter counts it)
     9. PATCH exam total_bookings            -> absorbed: the gateway's count, coalesced
    10. PATCH contact credits                -> HubSpot
-   11. create the note                      -> write-behind, batched
+   11. create the note                      -> HubSpot (201 with the note's id, as the SDKs need)
 
-so about 3 upstream calls per booking (at most 3.2), none of them a search or an exam read, no
-429 from HubSpot, and every booking succeeds. The gateway may ask a client to come back (its own
-429 with Retry-After when a call's deadline cannot be met); the client honours it, as the SDKs
-do. After the jobs run, HubSpot's every count equals its exam's bookings.
+so 4 upstream calls per booking plus the write-behind batches (at most 4.5 in all), none of them
+a search or an exam read, no 429 from HubSpot, and every booking succeeds. The gateway may ask
+a client to come back (its own 429 with Retry-After when a call's deadline cannot be met, or a
+new booking cannot be admitted yet); the client honours it, as the SDKs do. After the jobs run,
+HubSpot's every count equals its exam's bookings.
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ async def test_a_burst_of_100_bookings_on_starter_limits(
         first_sight = {"filterGroups": [{"filters": dup}], "properties": ["booking_id"]}
         await warm.ok("POST", f"/crm/v3/objects/{BOOKINGS}/search", first_sight)
         await gw.app[SERVICES].actions.loader.wait_idle()  # the date's scope is loaded
+        # The backend has booked before: the gateway answers complete-index misses only for a
+        # token it has seen create (another token's bookings are not in this token's index).
+        earlier = {"contact_id": "visitor", "exam_date": "2030-01-01", "is_active": "Cancelled"}
+        booked_before = await warm.ok(
+            "POST", f"/crm/v3/objects/{BOOKINGS}", {"properties": earlier}
+        )
         before = await stats(sim)
         before_calls = len(await sim.calls())
 
@@ -171,7 +178,7 @@ async def test_a_burst_of_100_bookings_on_starter_limits(
     )
     print("\n" + report)
     assert len(set(booked)) == USERS
-    assert upstream <= 3.2 * USERS, report
+    assert upstream <= 4.5 * USERS, report
     assert after["rate_limited"] == {} and "429" not in after["by_status"]
     assert not [c for c in burst_calls if c[1].endswith("/search")]
     assert not [c for c in burst_calls if c[0] == "GET" and f"/{EXAMS}/" in c[1]]
@@ -183,7 +190,7 @@ async def test_a_burst_of_100_bookings_on_starter_limits(
             url = f"{base}/proxy/v1/jobs/{job}/run"
             async with session.post(url, headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
                 assert resp.status == 200, await resp.text()
-    stored = {o["id"]: o for o in await sim.objects(BOOKINGS)}
+    stored = {o["id"]: o for o in await sim.objects(BOOKINGS) if o["id"] != booked_before["id"]}
     assert len(stored) == USERS
     per_exam = Counter(o["properties"]["mock_exam_id"] for o in stored.values())
     async with aiohttp.ClientSession() as session:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -25,6 +26,7 @@ from hubspot.crm.objects import (
 from hubspot.crm.objects.exceptions import ApiException
 
 from tests.kit.harness import TOKEN, GatewayFactory, SimFactory, sim_url
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,14 +97,26 @@ async def test_batch_read_and_associations(client: HubSpot) -> None:
     assert [t.to_object_id for t in fetched.results[0].to] == [booking.id]
 
 
-async def test_a_note_accepted_for_write_behind_parses(client: HubSpot) -> None:
+async def test_a_note_create_gets_hubspots_201_with_the_note(client: HubSpot) -> None:
     note = SimplePublicObjectInputForCreate(
         properties={"hs_note_body": "hello", "hs_timestamp": "2030-01-01T00:00:00Z"}
     )
     answer = await run(client.crm.objects.notes.basic_api.create, note)
-    # HubSpot's create answers 201; the gateway's 202 is outside the SDK's response map, so
-    # the call succeeds without raising and returns no model (the note id comes later, from
-    # GET /proxy/v1/writes/{id}). Callers that need the id at once disable the notes rule.
+    assert answer.id and answer.properties["hs_note_body"] == "hello"
+
+
+async def test_a_note_written_behind_by_opt_in_returns_none(
+    sim_factory: SimFactory, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    sim = await sim_factory()
+    gw = await gateway_factory(sim_url(sim), rules_path=str(notes_written_behind(tmp_path)))
+    client = HubSpot(access_token=TOKEN, host=str(gw.make_url("")).rstrip("/"))
+    note = SimplePublicObjectInputForCreate(
+        properties={"hs_note_body": "hello", "hs_timestamp": "2030-01-01T00:00:00Z"}
+    )
+    answer = await run(client.crm.objects.notes.basic_api.create, note)
+    # The gateway's 202 is outside the SDK's response map for a create, so the call succeeds
+    # without raising and returns no model (the Node SDK raises on it instead).
     assert answer is None
 
 

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from proxy.app import SERVICES
-from proxy.config import Settings
 from proxy.http.credentials import credential_id
-from tests.kit.harness import AUTH, TOKEN, GatewayFactory
+from tests.kit.harness import AUTH, CREDENTIAL_KEY, TOKEN, GatewayFactory
 from tests.kit.read_side import (
     BOOKINGS,
     DATE,
@@ -103,10 +102,12 @@ async def test_a_complete_scope_is_loaded_once_then_misses_cost_nothing(
         {"contact_id": "gone", "exam_date": DATE, "is_active": "Cancelled"},
     )
     gw = await read_side_gateway(world.url, rules_path=rules_file(tmp_path, complete=True))
-    await search(gw, dup_search("first-sight", properties=ASKED))  # forwarded; starts a load
+    await book(gw, "earlier", date="2030-01-01")  # seen creating: its misses may be answered
+    first = await search(gw, dup_search("first-sight", properties=ASKED))  # waits for the load
+    assert first == {"total": 0, "results": []}
     await actions_of(gw).loader.wait_idle()
     before = searches(await world.calls())
-    assert before == 2  # the miss itself, and one page of the load
+    assert before == 1  # one page of the load; the miss itself was answered from it
     found = await search(gw, dup_search("old", properties=ASKED))
     assert [r["id"] for r in found["results"]] == [seeded[0]]
     assert found["results"][0]["properties"]["booking_id"] == "B-0"  # asked before the load
@@ -162,7 +163,7 @@ async def test_prd_timeline_through_the_gateway(
     await world.direct("PATCH", f"/crm/v3/objects/{BOOKINGS}/{booking['id']}", cancel)
     assert (await search(gw, dup_search("c1")))["total"] == 1  # stale until reconciled
     calls = searches(await world.calls())
-    cred = credential_id(TOKEN, Settings().credential_key.encode())
+    cred = credential_id(TOKEN, CREDENTIAL_KEY.encode())
     result = await actions_of(gw).refresh_index_scope(cred, "booking-duplicate", DATE)
     assert result.status == "loaded" and result.objects == 1
     assert (await search(gw, dup_search("c1")))["total"] == 0  # rebooking allowed

@@ -66,7 +66,7 @@ async def test_index_answers_parse_like_hubspots(
 ) -> None:
     gw = await read_side_gateway(world.url, rules_path=rules_file(tmp_path, complete=True))
     via, hubspot = sdk(gateway_url(gw)), sdk(world.url)
-    ours, theirs = await search_both(via, hubspot, "c0")  # first sight: forwarded
+    ours, theirs = await search_both(via, hubspot, "c0")  # first sight: answered after the load
     assert ours == theirs and ours["total"] == 0
     await actions_of(gw).loader.wait_idle()
     before = len(await world.calls())
@@ -84,7 +84,7 @@ async def test_index_answers_parse_like_hubspots(
     ours, theirs = await search_both(via, hubspot, "c2")  # complete scope: none, from Redis
     assert ours == theirs == {"total": 0, "results": [], "paging": None}
     all_searches = [c for c in await world.calls() if c[1].endswith("/search")]
-    assert len(all_searches) == 2 + 3  # first sight and the load; the 3 direct references
+    assert len(all_searches) == 1 + 3  # the load (first sight waited for it); 3 direct references
     assert len(await world.calls()) == before + 1 + 2  # the create; the direct searches
 
 

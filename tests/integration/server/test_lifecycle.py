@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,20 +12,10 @@ import pytest
 
 from tests.kit.burst import seed_objects
 from tests.kit.harness import AUTH
-from tests.kit.processes import REPO, start_gateway, start_sim
+from tests.kit.processes import cli, start_gateway, start_sim
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-    )
 
 
 def test_check_accepts_the_default_rules() -> None:
@@ -99,13 +87,14 @@ async def test_sigterm_finishes_in_flight_calls_and_stops_accepting(redis_url: s
     assert any("shutting down" in line for line in gateway.output)
 
 
-async def test_sigterm_with_queued_writes_loses_nothing(redis_url: str) -> None:
+async def test_sigterm_with_queued_writes_loses_nothing(redis_url: str, tmp_path: Path) -> None:
+    rules = notes_written_behind(tmp_path)  # notes are created synchronously unless opted in
     """Writes accepted by a gateway that is told to stop are sent by the next one, once each."""
     # HubSpot answers slower than the first gateway's shutdown lets its worker wait, so some
     # writes are still queued or in flight when it stops.
     sim = start_sim("--latency-ms", "2000,2000")
     env = {"HUBSPOT_PROXY_WRITE_CLAIM_IDLE_S": "1", "HUBSPOT_PROXY_SHUTDOWN_TIMEOUT_S": "1"}
-    first = start_gateway(sim.url, redis_url, env=env)
+    first = start_gateway(sim.url, redis_url, rules, env=env)
     second = None
     bodies = [f"queued note {i}" for i in range(250)]
     try:
@@ -117,7 +106,7 @@ async def test_sigterm_with_queued_writes_loses_nothing(redis_url: str) -> None:
                     assert resp.status == 202
             first.signal(signal.SIGTERM)
             assert await asyncio.to_thread(first.wait, 30) == 0
-            second = start_gateway(sim.url, redis_url, env=env)
+            second = start_gateway(sim.url, redis_url, rules, env=env)
             async with session.get(f"{sim.url}/__sim/objects/0-46") as resp:
                 sent_by_first = len((await resp.json())["results"])
             for _ in range(240):

@@ -170,10 +170,13 @@ async def test_connection_reuse_uses_one_pool(
     upstream: EchoUpstream, gateway_factory: GatewayFactory
 ) -> None:
     gw = await gateway_factory(upstream.url, pool_size=POOL)
-    for _ in range(2):
+    for round_ in range(2):
         results = await asyncio.gather(
-            *(gw.get("/crm/v3/objects/contacts", headers=AUTH) for _ in range(25))
-        )
+            *(
+                gw.get(f"/crm/v3/objects/contacts?after={round_ * 25 + i}", headers=AUTH)
+                for i in range(25)
+            )
+        )  # distinct pages: identical concurrent reads would share one call (singleflight)
         assert all(r.status == 200 for r in results)
     assert len(upstream.seen) == 50
     assert upstream.server.runner is not None and upstream.server.runner.server is not None

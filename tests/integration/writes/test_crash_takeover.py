@@ -16,6 +16,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ import redis.asyncio as aioredis
 
 from tests.kit.harness import AUTH, TOKEN
 from tests.kit.processes import Process, start_gateway, start_sim
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -82,8 +84,9 @@ async def backlog(redis: aioredis.Redis) -> tuple[int, int, int]:
 
 
 async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_once(
-    redis_url: str, redis_client: aioredis.Redis
+    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
+    rules = notes_written_behind(tmp_path)  # notes are created synchronously unless opted in
     sim = start_sim("--latency-ms", SLOW_MS, "--seed", "7")
     # A shorter takeover than the 30 s default keeps the test quick; the mechanism is the same.
     env = {"HUBSPOT_PROXY_ADMIN_TOKEN": ADMIN_TOKEN, "HUBSPOT_PROXY_WRITE_CLAIM_IDLE_S": "5"}
@@ -109,7 +112,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
             )
             exam_of = {b: exams[i % EXAMS] for i, b in enumerate(bookings)}
 
-            gateway_a = start_gateway(sim.url, redis_url, env=env)
+            gateway_a = start_gateway(sim.url, redis_url, rules, env=env)
             gateways.append(gateway_a)
 
             # The booking app reads an exam before booking it: that seeds its counter (at 0).
@@ -188,7 +191,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
 
             # -- B takes over ------------------------------------------------------------------
             await sim_json(session, "POST", f"{sim.url}/__sim/config", json={"latency_ms": FAST_MS})
-            gateway_b = await asyncio.to_thread(start_gateway, sim.url, redis_url, env=env)
+            gateway_b = await asyncio.to_thread(start_gateway, sim.url, redis_url, rules, env=env)
             gateways.append(gateway_b)
             deadline = time.monotonic() + DRAIN_WITHIN_S
             while (left := await backlog(redis_client)) != (0, 0, 0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hubspot import HubSpot
 from tests.kit.harness import AUTH, TOKEN, Client, GatewayFactory
 from tests.kit.processes import start_valkey
 from tests.kit.read_side import BOOKINGS, DATE, EXAMS, book, dup_search, search
+from tests.kit.rulefiles import notes_written_behind
 from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(90)
@@ -32,9 +34,10 @@ async def wait_sent(gw: Client, write_id: str) -> dict[str, Any]:
 
 
 async def test_a_note_is_accepted_now_and_sent_later(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
-    gw = await gateway_factory(world.url, admin_token=ADMIN)
+    rules = str(notes_written_behind(tmp_path))  # an opt-in: notes are created synchronously
+    gw = await gateway_factory(world.url, admin_token=ADMIN, rules_path=rules)
     note = {"properties": {"hs_note_body": "booked", "hs_timestamp": "2030-03-01T10:00:00Z"}}
 
     resp = await gw.post("/crm/v3/objects/notes", json=note, headers=AUTH)
@@ -88,10 +91,11 @@ async def test_admin_endpoints_are_off_without_a_token_and_closed_to_others(
 
 
 async def test_a_write_redis_cannot_keep_is_refused_with_503(
-    world: Sim, gateway_factory: GatewayFactory
+    world: Sim, gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
     valkey = start_valkey()
-    gw = await gateway_factory(world.url, redis_url=str(valkey.connection_url))
+    rules = str(notes_written_behind(tmp_path))
+    gw = await gateway_factory(world.url, redis_url=str(valkey.connection_url), rules_path=rules)
     valkey.terminate()
     note = {"properties": {"hs_note_body": "x", "hs_timestamp": "2030-03-01T10:00:00Z"}}
 

@@ -20,7 +20,7 @@ import pytest
 from proxy.metrics import Metrics
 from proxy.reads.index_entries import NO_DUPLICATE, Record
 from proxy.reads.index_learning import IndexLearner, Sighting
-from proxy.reads.index_loader import IndexLoader
+from proxy.reads.index_loader import IndexLoader, Urgency
 from proxy.reads.search_index import IndexKeys, Lookup, SearchIndex
 from proxy.rules.loader import SearchIndexRule, index_key_for_search, load_rules
 from proxy.store.rule_store import RuleRedis
@@ -68,7 +68,9 @@ class FakeHubSpot:
         return {"id": booking_id, "properties": {**props, "hs_object_id": booking_id},
                 "createdAt": stamp, "updatedAt": stamp, "archived": False}  # fmt: skip
 
-    async def search(self, cred: str, object_type: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def search(
+        self, cred: str, object_type: str, body: dict[str, Any], urgency: Urgency
+    ) -> dict[str, Any]:
         self.searches += 1
         filters = body["filterGroups"][0]["filters"]
         found = []
@@ -123,7 +125,7 @@ async def has_duplicate(
     assert isinstance(got, Lookup)
     if got.answer is not None:
         return bool(got.answer["total"])
-    answer = await hubspot.search(CRED, BOOKINGS, dup_body(contact))
+    answer = await hubspot.search(CRED, BOOKINGS, dup_body(contact), Urgency())
     await learner.fill(CRED, DUP, found, answer, INDEXES)
     return bool(answer["total"])
 
@@ -207,6 +209,7 @@ async def test_a_complete_scope_answers_misses_and_heals_on_refresh(
     complete = SearchIndexRule(**{**DUP.__dict__, "complete": True})
     kept = hubspot.create(contact_id="c1", exam_date=EXAM_DATE, is_active="Active")
     assert (await loader.refresh(CRED, [complete], EXAM_DATE)).status == "loaded"
+    await index.saw_create(CRED, [complete])  # misses are answered only for a known creator
     searches = hubspot.searches
     for contact, wanted in (("c1", 1), ("c2", 0), ("c3", 0)):
         found = index_key_for_search(complete, dup_body(contact))

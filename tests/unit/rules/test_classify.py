@@ -386,14 +386,14 @@ def test_default_rules_classify_the_booking_flow() -> None:
         ("POST", "/crm/v3/objects/2-50158943/search", "interactive", "booking-duplicate"),
         ("POST", "/crm/v3/objects/2-41701559/search", "interactive", "enrollments-unused"),
         ("GET", "/crm/v3/objects/2-50158913/1", "interactive", "exam-cache"),
-        ("GET", "/crm/v3/objects/0-1/1", "interactive", None),
+        ("GET", "/crm/v3/objects/0-1/1", "default", None),  # a new booking's admission
         ("POST", "/crm/v3/objects/2-50158943", "interactive", None),
         ("PUT", "/crm/v4/objects/0-1/1/associations/default/2-50158943/2", "background",
          "contact-booking-association-async"),
         ("PUT", "/crm/v4/objects/2-50158943/2/associations/default/2-50158913/3", "background",
          "booking-exam-association-async"),
         ("PATCH", "/crm/v3/objects/2-50158913/3", "default", "exam-total-bookings-async"),
-        ("POST", "/crm/v3/objects/0-46", "background", "notes-async"),
+        ("POST", "/crm/v3/objects/0-46", "interactive", None),  # 201 with the id: forwarded
         ("POST", "/crm/v3/objects/0-46/batch/create", "background", None),
     ]  # fmt: skip
     for method, path, priority, action in expect:

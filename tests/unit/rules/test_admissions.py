@@ -1,0 +1,60 @@
+"""`limits.admissions`: the gateway's own limit on new flows, drawn by a flow's first call."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from proxy.rules.loader import RulesError, load_rules, parse_rules
+
+
+def parse(text: str) -> object:
+    return parse_rules(textwrap.dedent(text).lstrip("\n"), "r.yaml")
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        parse(text)
+    return [str(p) for p in info.value.problems]
+
+
+def test_the_shipped_contact_read_coalesces_and_yields_to_bookings_under_way() -> None:
+    rules = load_rules("rules/default.yaml")
+    read = rules.classify("GET", "/crm/v3/objects/contacts/42?properties=credits")
+    assert read.buckets == ("general", "daily")  # no admissions bucket: it would stop coalescing
+    assert read.route is not None and read.route.coalesce is not None
+    assert read.route.priority == "default"
+    create = rules.classify("POST", "/crm/v3/objects/2-50158943")
+    assert create.route is not None and create.route.priority == "interactive"
+    with pytest.raises(KeyError):
+        rules.limits.raw("admissions")
+
+
+def test_admissions_needs_a_limit_and_defaults_to_a_ten_second_window() -> None:
+    assert problems("""
+        version: 1
+        limits:
+          admissions: {window: 5s}
+    """) == [
+        "r.yaml:3: limits.admissions.limit: required: new flows per window the budget can finish"
+    ]
+    rules = parse("""
+        version: 1
+        limits:
+          admissions: {limit: 7}
+    """)
+    assert rules.limits.raw("admissions").window_ms == 10_000  # type: ignore[attr-defined]
+
+
+def test_a_route_cannot_draw_from_admissions_unless_it_is_configured() -> None:
+    assert problems("""
+        version: 1
+        routes:
+          - name: a
+            match: {path: /a}
+            buckets: [admissions, general]
+    """) == [
+        "r.yaml:5: routes[0].buckets: unknown bucket 'admissions' "
+        "(configure limits.admissions first)"
+    ]
