@@ -6,6 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.metrics import Metrics
+from proxy.store.credentials import KnownCredentials
 from proxy.upstream.rate_headers import RateLimitRecorder, parse_headers
 
 pytestmark = pytest.mark.timeout(30)
@@ -26,6 +27,14 @@ def headers(remaining: int) -> dict[str, str]:
     }
 
 
+async def accepting(*credentials: str) -> KnownCredentials:
+    """Credentials HubSpot has accepted: only those are recorded."""
+    known = KnownCredentials(None)
+    for credential in credentials:
+        await known.accepted(credential)
+    return known
+
+
 def gauge(metrics: Metrics, credential: str, header: str) -> float | None:
     return metrics.registry.get_sample_value(
         "hubspot_proxy_ratelimit_header", {"credential": credential, "header": header}
@@ -36,7 +45,8 @@ async def test_answers_update_gauges_at_once_and_redis_once_per_flush(
     redis_client: aioredis.Redis,
 ) -> None:
     metrics = Metrics()
-    recorder = RateLimitRecorder(redis_client, metrics, flush_interval_s=3600)
+    known = await accepting("credA", "credB")
+    recorder = RateLimitRecorder(redis_client, metrics, credentials=known, flush_interval_s=3600)
     for remaining in range(ANSWERS, 0, -1):
         recorder.record("credA", parse_headers(headers(remaining)))
     recorder.record("credB", parse_headers(headers(7)))
@@ -51,7 +61,8 @@ async def test_answers_update_gauges_at_once_and_redis_once_per_flush(
 
 
 async def test_stop_writes_what_is_pending(redis_client: aioredis.Redis) -> None:
-    recorder = RateLimitRecorder(redis_client, Metrics(), flush_interval_s=3600)
+    known = await accepting("credA")
+    recorder = RateLimitRecorder(redis_client, Metrics(), credentials=known, flush_interval_s=3600)
     recorder.start()
     recorder.record("credA", parse_headers(headers(42)))
     await recorder.stop()
