@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -27,6 +28,7 @@ from proxy.writes.model import UPDATE, WriteRequest
 from proxy.writes.service import WriteBehind
 from tests.kit.harness import AUTH, GatewayFactory, SimFactory, sim_url
 from tests.kit.processes import start_valkey
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,13 +137,17 @@ async def test_through_the_gateway_a_hung_redis_slows_one_call_not_every_call(
     hung_redis: tuple[aioredis.Redis, int],
     sim_factory: SimFactory,
     gateway_factory: GatewayFactory,
+    tmp_path: Path,
 ) -> None:
     """Exam reads (object cache and counter overlay in Redis) and notes accepted for
     write-behind: each used to wait on Redis (1.5 s a read, 1.0 s an accept) while it hung."""
     client, pid = hung_redis
     sim = await sim_factory()
     port = client.get_connection_kwargs()["port"]  # type: ignore[no-untyped-call]
-    gw = await gateway_factory(sim_url(sim), redis_url=f"redis://127.0.0.1:{port}")
+    rules = str(notes_written_behind(tmp_path))  # an opt-in: notes are created synchronously
+    gw = await gateway_factory(
+        sim_url(sim), redis_url=f"redis://127.0.0.1:{port}", rules_path=rules
+    )
     assert gw.app is not None
     services = gw.app[SERVICES]
     seeded = await gw_sim_seed(sim_url(sim), EXAMS, {"capacity": "10", "total_bookings": "0"})
