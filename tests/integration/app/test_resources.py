@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.app import SERVICES, Services, create_app
 from proxy.config import Settings
-from tests.kit.harness import SimFactory, sim_url
+from tests.kit.harness import CREDENTIAL_KEY, SimFactory, sim_url
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,7 +43,8 @@ async def test_a_failing_stop_still_closes_every_other_resource(
     sim_factory: SimFactory, redis_url: str
 ) -> None:
     sim = await sim_factory()
-    app = create_app(Settings(upstream=sim_url(sim), redis_url=redis_url))
+    settings = Settings(upstream=sim_url(sim), redis_url=redis_url, credential_key=CREDENTIAL_KEY)
+    app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()  # starts every resource, as serving would
     services = app[SERVICES]
