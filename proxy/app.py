@@ -32,6 +32,7 @@ from proxy.rules.loader import Rules, WriteBehindRule, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
 from proxy.runtime.write_behind import WriteEndpoints, accept_write
+from proxy.store.client import redis_client
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
@@ -270,14 +271,7 @@ def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
 
 
 def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
-    redis = None
-    if settings.redis_url:
-        redis = aioredis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s * 4,
-            socket_connect_timeout=settings.redis_timeout_s * 4,
-            max_connections=settings.redis_max_connections,
-        )
+    redis = redis_client(settings)
     limiter = Limiter(
         redis,
         redis_timeout_s=settings.redis_timeout_s,

@@ -19,6 +19,12 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--upstream", help="HubSpot base URL (HUBSPOT_PROXY_UPSTREAM)")
     run.add_argument("--rules", dest="rules_path", help="rules file (HUBSPOT_PROXY_RULES)")
     run.add_argument("--redis-url", help="Redis URL (REDIS_URL); embedded Valkey when unset")
+    run.add_argument(
+        "--redis-cluster",
+        action="store_const",
+        const=True,
+        help="REDIS_URL is a node of a Redis Cluster (HUBSPOT_PROXY_REDIS_CLUSTER)",
+    )
     run.add_argument("--print-config", action="store_true", help="print effective settings, exit")
 
 
@@ -35,10 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RUN_SETTINGS = ("host", "port", "upstream", "rules_path", "redis_url", "redis_cluster")
+
+
 def _command_run(ns: argparse.Namespace) -> int:
     from proxy.server import serve
 
-    overrides = {k: getattr(ns, k) for k in ("host", "port", "upstream", "rules_path", "redis_url")}
+    overrides = {k: getattr(ns, k) for k in _RUN_SETTINGS}
     settings = load_settings(overrides)
     if ns.print_config:
         print(json.dumps(masked(settings), indent=2))

@@ -27,6 +27,8 @@ class Settings:
     upstream: str = DEFAULT_UPSTREAM
     rules_path: str = "rules/default.yaml"
     redis_url: str | None = None
+    # REDIS_URL names one node of a Redis Cluster (see proxy/store/client.py for why a flag).
+    redis_cluster: bool = False
     max_body_bytes: int = 10 * MiB
     pool_size: int = 100
     connect_timeout_s: float = 5.0
@@ -87,6 +89,8 @@ def validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
+    if settings.redis_cluster and not settings.redis_url:
+        raise SettingsError("redis_cluster: needs REDIS_URL (the embedded Valkey is one server)")
     return replace(settings, upstream=str(url).rstrip("/"))
 
 

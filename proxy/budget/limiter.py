@@ -42,6 +42,7 @@ from proxy.budget.model import (
     Priority,
     policy_for,
 )
+from proxy.store.client import CLUSTER_TROUBLE
 from proxy.store.scripts import lua_source
 
 __all__ = [
@@ -58,7 +59,13 @@ log = logging.getLogger("proxy.limiter")
 T = TypeVar("T")
 
 # What counts as "Redis is in trouble" (go to the in-process budget) rather than a bug.
-REDIS_TROUBLE: Final = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+REDIS_TROUBLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OSError,
+    *CLUSTER_TROUBLE,
+)
 _STATUS: Final[dict[int, PlanStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 

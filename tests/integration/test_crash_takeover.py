@@ -1,13 +1,13 @@
 """Crash takeover of write-behind: a gateway SIGKILLed mid-drain, a second one finishes the job.
 
 1,000 writes (notes, contact->booking and booking->exam default associations) are accepted by
-gateway A. A is SIGKILLed after at least one batch has landed and while a note batch is in
-flight at the simulator (its notes are marked `sending`, so A's answer is never recorded). Gateway
-B, on the same Valkey, reads what A never read, claims A's abandoned entries once they have been
-idle for `claim_idle_s` (30 s: the gateway process does not let it be shrunk), looks up the notes
-that may have landed, and sends the rest. The simulator must end with every note and association
-exactly once, every exam counter equal to its bookings, and nothing left in the stream or the
-dead letters.
+gateway A. A is SIGKILLed after at least one batch has landed and while a note batch is in flight
+at the simulator (its notes are marked `sending`, so A's answer is never recorded). Gateway B, on
+the same Valkey (one server, then a cluster), reads what A never read, claims A's abandoned entries
+once they have been idle for `claim_idle_s` (30 s: the gateway process does not let it be shrunk),
+looks up the notes that may have landed, and sends the rest. The simulator must end with every note
+and association exactly once, every exam counter equal to its bookings, and nothing left in the
+stream or the dead letters.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import AUTH, TOKEN
+from tests.kit.cluster import RedisTarget
 from tests.kit.processes import Process, start_gateway, start_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -81,12 +83,24 @@ async def backlog(redis: aioredis.Redis) -> tuple[int, int, int]:
     return await redis.xlen(STREAM), int(summary["pending"]), await redis.xlen(DEAD)
 
 
+@pytest.fixture
+async def redis_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    client = redis_target.client()
+    yield client
+    await client.aclose()
+
+
 async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_once(
-    redis_url: str, redis_client: aioredis.Redis
+    redis_target: RedisTarget, redis_client: aioredis.Redis
 ) -> None:
     sim = start_sim("--latency-ms", SLOW_MS, "--seed", "7")
     # A shorter takeover than the 30 s default keeps the test quick; the mechanism is the same.
-    env = {"HUBSPOT_PROXY_ADMIN_TOKEN": ADMIN_TOKEN, "HUBSPOT_PROXY_WRITE_CLAIM_IDLE_S": "5"}
+    env = {
+        "HUBSPOT_PROXY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "HUBSPOT_PROXY_WRITE_CLAIM_IDLE_S": "5",
+        **redis_target.env,
+    }
+    redis_url = redis_target.url
     gateways: list[Process] = []
     timeout = aiohttp.ClientTimeout(total=120)
     try:

