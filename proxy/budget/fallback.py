@@ -6,6 +6,12 @@ aiolimiter's leaky bucket sized by `budget.fallback_rate` (a leaky bucket lets u
 capacity through one rolling window, so it holds half the share). Daily buckets keep a local
 counter of the share. Calls admitted here are unknown to Redis: a replica in fallback while the
 others still reach Redis can add its share on top of the limit for as long as that split lasts.
+
+The switches themselves are guarded so that, for one replica, no rolling window holds more than
+the limit across them: the in-process budget of a bucket starts as full as the slots Redis gave
+this replica in the last window make it (`prefill`), and `recent_windows` tells the limiter how
+long Redis must pause each bucket once it answers again, until the calls admitted here have left
+their window.
 """
 
 from __future__ import annotations
@@ -104,6 +110,8 @@ class LocalBudget:
         self._windows: dict[tuple[str, str, int, int], AsyncLimiter] = {}
         self._daily: dict[tuple[str, str], _DailyCount] = {}
         self._pauses: dict[tuple[str, str], float] = {}
+        # (cred, bucket) -> local clock time until which calls admitted here fill a window
+        self._busy_until: dict[tuple[str, str], float] = {}
 
     def pause(self, cred: str, bucket: str, seconds: float) -> None:
         key = (cred, bucket)
@@ -137,7 +145,33 @@ class LocalBudget:
                 raise BudgetExceeded(left, spec.name, policy_for(spec))
             await asyncio.sleep(left)
 
+    async def prefill(self, cred: str, spec: BucketSpec, used: int) -> None:
+        """Start the bucket's in-process budget as if `used` calls had just been admitted here,
+        and pause it while the excess over the leaky bucket's capacity drains."""
+        key = (cred, spec.name, spec.limit, spec.window_ms)
+        self._windows.pop(key, None)
+        limiter = self._limiter(cred, spec)
+        taken = min(used, int(limiter.max_rate))
+        if taken > 0:
+            await limiter.acquire(taken)  # a fresh bucket: never blocks
+        excess = used - taken
+        if excess > 0:
+            self.pause(cred, spec.name, excess * limiter.time_period / limiter.max_rate)
+
+    def recent_windows(self) -> dict[tuple[str, str], float]:
+        """Seconds from now that calls admitted here still fill each (cred, bucket)'s window."""
+        now = self._clock()
+        return {key: until - now for key, until in self._busy_until.items() if until > now}
+
+    def forget_recent(self) -> None:
+        """Redis knows of them now (as pauses)."""
+        self._busy_until.clear()
+
     async def _acquire_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
+        await self._take_window(cred, spec, deadline)
+        self._busy_until[(cred, spec.name)] = self._clock() + spec.window_ms / 1000
+
+    async def _take_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         limiter = self._limiter(cred, spec)
         if limiter.has_capacity():
             await limiter.acquire()

@@ -18,7 +18,7 @@ import math
 import re
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,6 +208,8 @@ class Limiter:
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
+        # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
+        self._recent_slots: dict[tuple[str, str], deque[float]] = {}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -353,10 +355,11 @@ class Limiter:
             return _Later(wake)  # a slot this class may take is not free yet: no round trip
         if self._health.should_try_redis():
             try:
+                if self._health.fallback_active:
+                    await self._hand_back()
                 step = await self._redis_step(lane, cred, specs, horizon, deadline, reset_ms)
             except REDIS_TROUBLE as exc:
-                self._counts["redis_errors"] += 1
-                self._health.failed(exc)
+                await self._failed(exc)
             except BudgetExceeded:
                 self._health.succeeded()  # Redis answered: it is back
                 raise
@@ -382,6 +385,7 @@ class Limiter:
         slot_at = self._clock() + plan.wait_ms / 1000
         if plan.status == "reserved":
             lane.next_slot = max(lane.next_slot, slot_at)
+            self._note_slot(cred, specs, slot_at)
             return _Reserved(plan.slot_ms, slot_at, token)
         spec = next(s for s in specs if s.name == plan.bucket)
         if plan.status == "daily_full" or plan.wait_ms > remaining_ms:
@@ -436,11 +440,40 @@ class Limiter:
         try:
             reply = await self._call(script, keys, args)
         except REDIS_TROUBLE as exc:
-            self._counts["redis_errors"] += 1
-            self._health.failed(exc)
+            await self._failed(exc)
             return None
         self._health.succeeded()
         return reply
+
+    # -- switching between Redis and the in-process budget ------------------------------------
+
+    def _note_slot(self, cred: str, specs: Sequence[BucketSpec], slot_at: float) -> None:
+        for spec in specs:
+            if spec.kind == "window":
+                slots = self._recent_slots.setdefault((cred, spec.name), deque(maxlen=spec.limit))
+                slots.append(slot_at)
+
+    async def _failed(self, exc: BaseException) -> None:
+        """Redis trouble. On the switch to fallback, each window bucket's in-process budget
+        starts as full as this replica's own slots of the last window made it."""
+        self._counts["redis_errors"] += 1
+        if not self._health.fallback_active:
+            now = self._clock()
+            for (cred, bucket), slots in self._recent_slots.items():
+                spec = self._specs.get((cred, bucket))
+                if spec is not None and spec.kind == "window":
+                    used = sum(1 for at in slots if at > now - spec.window_ms / 1000)
+                    await self._local.prefill(cred, spec, used)
+            self._recent_slots.clear()
+        self._health.failed(exc)
+
+    async def _hand_back(self) -> None:
+        """Before Redis admits again, it pauses every bucket this replica filled in process
+        until those calls leave their window (for every replica, as an upstream 429 would)."""
+        assert self._scripts is not None
+        for (cred, bucket), seconds in self._local.recent_windows().items():
+            await self._call(self._scripts.pause, [self._keys.pause(cred, bucket)], [_ms(seconds)])
+        self._local.forget_recent()
 
     async def _release(self, cred: str, specs: Sequence[BucketSpec], token: str) -> None:
         assert self._scripts is not None
