@@ -299,7 +299,11 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         services.writes = WriteBehind(
             redis,
             vault,
-            config=WriteConfig(claim_idle_s=settings.write_claim_idle_s),
+            config=WriteConfig(
+                claim_idle_s=settings.write_claim_idle_s,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=round(settings.redis_timeout_s * 1000),
+            ),
             metrics=metrics,
             send=caller.send,
             plan_for=_background_plan(holder),

@@ -35,6 +35,8 @@ class Settings:
     read_timeout_s: float = 30.0
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 512
+    # Replicas that must hold an accepted write before the client hears of it (Redis WAIT).
+    redis_wait_replicas: int = 0
     admin_token: str | None = field(default=None, repr=False)
     credential_key: str = field(default="hubspot-proxy", repr=False)
     log_level: str = "INFO"
@@ -77,6 +79,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("upstream: must not carry a query string or fragment")
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port: {settings.port} is not a TCP port")
+    if settings.redis_wait_replicas < 0:
+        raise SettingsError("redis_wait_replicas: must be >= 0")
     for name in ("max_body_bytes", "pool_size"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")

@@ -9,7 +9,7 @@ others still reach Redis can add its share on top of the limit for as long as th
 
 The switches themselves are guarded so that, for one replica, no rolling window holds more than
 the limit across them: the in-process budget of a bucket starts as full as the slots Redis gave
-this replica in the last window make it (`prefill`), and `recent_windows` tells the limiter how
+this replica make it, after the last of them (`prefill`), and `recent_windows` tells the limiter how
 long Redis must pause each bucket once it answers again, until the calls admitted here have left
 their window.
 """
@@ -145,18 +145,25 @@ class LocalBudget:
                 raise BudgetExceeded(left, spec.name, policy_for(spec))
             await asyncio.sleep(left)
 
-    async def prefill(self, cred: str, spec: BucketSpec, used: int) -> None:
-        """Start the bucket's in-process budget as if `used` calls had just been admitted here,
-        and pause it while the excess over the leaky bucket's capacity drains."""
+    async def prefill(self, cred: str, spec: BucketSpec, used: int, hold_s: float) -> None:
+        """Start the bucket's in-process budget as if `used` calls had been admitted here
+        `hold_s` from now (the last slot Redis gave this replica, which may lie ahead).
+
+        Both forms keep this replica's calls in any window within its share (twice the leaky
+        bucket's capacity `c`): starting now at level `used` <= c lets through at most
+        `2c - used` more while those calls are in the window; otherwise an empty bucket starts
+        `used / c` periods after the hold, when the calls it must count fill at most
+        `used - c x elapsed` of the window, and none once `used >= c`.
+        """
         key = (cred, spec.name, spec.limit, spec.window_ms)
         self._windows.pop(key, None)
         limiter = self._limiter(cred, spec)
-        taken = min(used, int(limiter.max_rate))
-        if taken > 0:
-            await limiter.acquire(taken)  # a fresh bucket: never blocks
-        excess = used - taken
-        if excess > 0:
-            self.pause(cred, spec.name, excess * limiter.time_period / limiter.max_rate)
+        capacity = int(limiter.max_rate)
+        if hold_s <= 0 and used <= capacity:
+            if used > 0:
+                await limiter.acquire(used)  # a fresh bucket: never blocks
+            return
+        self.pause(cred, spec.name, max(0.0, hold_s) + used * limiter.time_period / capacity)
 
     def recent_windows(self) -> dict[tuple[str, str], float]:
         """Seconds from now that calls admitted here still fill each (cred, bucket)'s window."""

@@ -455,15 +455,17 @@ class Limiter:
 
     async def _failed(self, exc: BaseException) -> None:
         """Redis trouble. On the switch to fallback, each window bucket's in-process budget
-        starts as full as this replica's own slots of the last window made it."""
+        starts after this replica's last Redis slot, as full as its slots made it."""
         self._counts["redis_errors"] += 1
         if not self._health.fallback_active:
             now = self._clock()
             for (cred, bucket), slots in self._recent_slots.items():
                 spec = self._specs.get((cred, bucket))
-                if spec is not None and spec.kind == "window":
-                    used = sum(1 for at in slots if at > now - spec.window_ms / 1000)
-                    await self._local.prefill(cred, spec, used)
+                if spec is None or not slots:
+                    continue
+                start = max(now, slots[-1])  # interactive callers may hold slots far ahead
+                used = sum(1 for at in slots if at > start - spec.window_ms / 1000)
+                await self._local.prefill(cred, spec, used, start - now)
             self._recent_slots.clear()
         self._health.failed(exc)
 

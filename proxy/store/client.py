@@ -12,11 +12,17 @@ MULTI/EXEC touches one slot: one node, as Redis Cluster requires.
 
 from __future__ import annotations
 
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, ReadOnlyError, SlotNotCoveredError, TryAgainError
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from proxy.config import Settings
 
@@ -24,6 +30,34 @@ from proxy.config import Settings
 # moving): Redis is away for a moment, as when a connection drops, and the callers fall back
 # the same way. SlotNotCoveredError is no RedisError in redis-py, so broad tuples need it too.
 CLUSTER_TROUBLE: Final = (ClusterDownError, TryAgainError, ReadOnlyError, SlotNotCoveredError)
+
+# redis-py 8.1 lets a write on a connection closed under it (its node gone, or the client's own
+# topology refresh after a failover) escape as the transport's RuntimeError, AttributeError or
+# TypeError rather than ConnectionError (redis/redis-py#4287, #3546). Seen in the failover test;
+# on a cluster client they mean what a ConnectionError means.
+_CLOSED_UNDER_US: Final = (RuntimeError, AttributeError, TypeError)
+
+
+class _Cluster(RedisCluster):
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except _CLOSED_UNDER_US as exc:
+            raise ConnectionError(f"connection closed under the command: {exc!r}") from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # redis-py refuses it
+        # redis-py builds its own ClusterPipeline the same way; its stubs call it abstract
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except _CLOSED_UNDER_US as exc:
+            raise ConnectionError(f"connection closed under the pipeline: {exc!r}") from exc
 
 
 def redis_client(settings: Settings) -> aioredis.Redis | None:
@@ -41,5 +75,5 @@ def redis_client(settings: Settings) -> aioredis.Redis | None:
         "max_connections": settings.redis_max_connections,
     }
     if settings.redis_cluster:
-        return cast(aioredis.Redis, RedisCluster.from_url(settings.redis_url, **timeouts))
+        return cast(aioredis.Redis, _Cluster.from_url(settings.redis_url, **timeouts))
     return aioredis.from_url(settings.redis_url, **timeouts)

@@ -80,14 +80,22 @@ class ValkeyCluster:
             node.call("SCRIPT", "FLUSH")
 
     def wait_ok(self, timeout_s: float = 30.0) -> None:
-        """Until every live node says the cluster is ok and agrees on 3 serving primaries."""
+        """Until every live node says the cluster is ok, 3 primaries serve slots and every
+        replica whose primary is alive has its replication link up."""
 
         def ready() -> bool:
             for node in self.live():
                 info = _cluster_info(node)
                 if info.get("cluster_state") != "ok" or info.get("cluster_size") != "3":
                     return False
-            return all(_slots(node) for node in self.primaries()) and len(self.primaries()) == 3
+            primaries = self.primaries()
+            live_ports = {str(node.port) for node in primaries}
+            for node in self.live():
+                repl = _info(node, "replication")
+                linked = repl.get("master_link_status") == "up"
+                if repl.get("role") == "slave" and repl["master_port"] in live_ports and not linked:
+                    return False
+            return len(primaries) == 3 and all(_slots(node) for node in primaries)
 
         _until(ready, timeout_s, "cluster_state:ok")
 
@@ -126,6 +134,9 @@ def _start_node() -> Node:
             # A replica takes over however long it was cut off (a test kills primaries on
             # purpose; production keeps the default).
             "cluster-replica-validity-factor": 0,
+            # Replicas sync over the socket at once, without a fork and a file first.
+            "repl-diskless-sync": "yes",
+            "repl-diskless-sync-delay": 0,
         },
     )
     server.start()

@@ -318,13 +318,35 @@ async def test_fallback_waits_while_this_replica_filled_more_than_its_bucket(
 ) -> None:
     limiter = Limiter(redis)
     spec = BucketSpec("general", 20, 10_000)
-    for _ in range(15):  # 5 more than the in-process bucket holds: 5 x 1 s to drain
+    for _ in range(15):  # more than the in-process bucket of 10 holds: 15 x 1 s to empty it
         await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
     server.connected = False
     with pytest.raises(BudgetExceeded) as err:
         await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
-    assert 4.5 < err.value.retry_after_s <= 5
+    assert 14.5 < err.value.retry_after_s <= 15
     assert limiter.fallback_active
+
+
+async def test_fallback_starts_after_the_slots_reserved_ahead(
+    redis: Any, server: fakeredis.FakeServer, cred: str
+) -> None:
+    """Slots Redis gave ahead are sent later: the in-process budget starts after the last."""
+    limiter = Limiter(redis)
+    spec = BucketSpec("general", 2, 10_000)
+    ahead = [
+        asyncio.create_task(
+            limiter.acquire(cred, [spec], priority=Priority.INTERACTIVE, max_wait_s=15)
+        )
+        for _ in range(3)  # the third slot lies one window ahead
+    ]
+    await asyncio.sleep(0.1)
+    server.connected = False
+    with pytest.raises(BudgetExceeded) as err:
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    assert err.value.retry_after_s > 9.5  # the hold to that slot, then its window drains
+    for task in ahead:
+        task.cancel()
+    await asyncio.gather(*ahead, return_exceptions=True)
 
 
 async def test_back_on_redis_buckets_filled_in_process_are_paused_for_every_replica(

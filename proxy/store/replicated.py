@@ -1,0 +1,60 @@
+"""Writes that must survive a primary failover: MULTI/EXEC, then WAIT, on one connection.
+
+Redis replicates asynchronously: a primary that dies a moment after answering can take the
+newest writes with it, and the replica promoted in its place never saw them. For a write the
+gateway is about to vouch for (a write-behind item it tells the client was accepted, the mark
+that a create is about to reach HubSpot), `WAIT n timeout` holds the answer until n replicas
+have it. WAIT counts the writes of its own connection, so the transaction and the WAIT go out
+together on one connection taken from the client's pool (for a cluster: the pool of the node
+that serves the key).
+
+Its price: one more round trip's worth of replication latency on each such write, and while no
+replica answers within the timeout those writes are refused (the client hears 503) rather than
+accepted on a primary alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError
+
+Command = tuple[str | int | bytes, ...]
+
+
+class NotReplicated(ConnectionError):
+    """The write is on the primary only: a failover now could lose it."""
+
+
+async def transact_and_wait(
+    client: aioredis.Redis, key: str, commands: Sequence[Command], replicas: int, timeout_ms: int
+) -> tuple[list[Any], int]:
+    """EXEC's replies and how many replicas acknowledged them within `timeout_ms`."""
+    batch: list[Command] = [("MULTI",), *commands, ("EXEC",), ("WAIT", replicas, timeout_ms)]
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        conn = node.acquire_connection()
+        try:
+            replies = await _send(conn, batch)
+        finally:
+            node.release(conn)
+    else:
+        pool = client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            replies = await _send(conn, batch)
+        finally:
+            await pool.release(conn)
+    return list(replies[-2]), int(replies[-1])
+
+
+async def _send(conn: Any, batch: Sequence[Command]) -> list[Any]:
+    try:
+        await conn.send_packed_command(conn.pack_commands(batch))
+        return [await conn.read_response() for _ in batch]
+    except BaseException:
+        await conn.disconnect()  # replies may be left unread: never hand it out again as is
+        raise
