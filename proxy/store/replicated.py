@@ -35,6 +35,7 @@ async def transact_and_wait(
     """EXEC's replies and how many replicas acknowledged them within `timeout_ms`."""
     batch: list[Command] = [("MULTI",), *commands, ("EXEC",), ("WAIT", replicas, timeout_ms)]
     if isinstance(client, RedisCluster):
+        await client.initialize()  # the slot map is read lazily, on the first command
         node = client.get_node_from_key(key)
         conn = node.acquire_connection()
         try:
