@@ -10,7 +10,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 
 @cache
@@ -23,23 +22,16 @@ async def run_script_batch(
 ) -> list[Any]:
     """`script` once per (keys, args), in order, in one pipelined round trip on one server.
 
-    A server that does not know the script yet (first use, SCRIPT FLUSH, a restart) answers
-    NOSCRIPT without running it; those calls alone run again through the script object, which
-    loads it, so no batch pays a SCRIPT EXISTS first. redis-py refuses EVALSHA in a cluster
-    pipeline, so on a cluster the calls go one by one, still in order: the calls of one batch
-    share a credential, hence a node, and each is its own round trip there.
+    redis-py refuses EVALSHA in a cluster pipeline, so on a cluster the calls go one by one,
+    still in order: the calls of one batch share a credential, hence a node. Either way a
+    server that does not know the script (first use, SCRIPT FLUSH, a replica promoted by a
+    failover) gets it loaded: the pipeline checks and loads its scripts before it runs, and
+    the script object reloads on NOSCRIPT.
     """
     if isinstance(client, RedisCluster):
         return [await script(keys=keys, args=args) for keys, args in calls]
     async with client.pipeline(transaction=False) as pipe:
         for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-    for i, reply in enumerate(replies):
-        if isinstance(reply, NoScriptError):
-            keys, args = calls[i]
-            replies[i] = await script(keys=keys, args=args)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+            await script(keys=keys, args=args, client=pipe)
+        replies: list[Any] = await pipe.execute()
     return replies
