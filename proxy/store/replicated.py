@@ -3,14 +3,15 @@
 Redis replicates asynchronously: a primary that dies a moment after answering can take the
 newest writes with it, and the replica promoted in its place never saw them. For a write the
 gateway is about to vouch for (a write-behind item it tells the client was accepted, the mark
-that a create is about to reach HubSpot), `WAIT n timeout` holds the answer until n replicas
-have it. WAIT counts the writes of its own connection, so the transaction and the WAIT go out
-together on one connection taken from the client's pool (for a cluster: the pool of the node
-that serves the key).
+that a create is about to reach HubSpot), `WAIT n timeout` holds the reply until n replicas
+have it, and says how many did. WAIT counts the writes of its own connection, so the
+transaction and the WAIT go out together on one connection taken from the client's pool (for a
+cluster: the pool of the node that serves the key). What a shortfall means is the caller's
+choice (`proxy.writes.store`: an accepted write is refused with 503, an in-flight mark is sent
+anyway).
 
-Its price: one more round trip's worth of replication latency on each such write, and while no
-replica answers within the timeout those writes are refused (the client hears 503) rather than
-accepted on a primary alone.
+Its price: the replication latency on each such write, and, while no replica answers within the
+timeout, writes refused rather than accepted on a primary alone.
 """
 
 from __future__ import annotations
