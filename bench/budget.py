@@ -20,7 +20,6 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench import procs, report, rulefiles
-from tests.conftest import AUTH
 from tests.kit.burst import (
     burst_rules,
     max_in_window,
@@ -29,6 +28,7 @@ from tests.kit.burst import (
     sim_token_calls,
     sim_token_stats,
 )
+from tests.kit.harness import AUTH
 
 GENERAL_LIMIT, GENERAL_WINDOW_S = 100, 2.0
 MARGIN = 0.95
@@ -134,7 +134,7 @@ async def run(quick: bool, facts: dict[str, Any], results: Path) -> dict[str, An
         "window); the ceiling is safety_margin x window / (window + 5% guard) = 90.5%.",
         "Redis commands per call counts every command Valkey executed, those inside the Lua "
         "admission script and the rate-limit header record included; the round trips per "
-        "admitted call are fewer (one EVALSHA admits a call; see tests/integration/"
+        "admitted call are fewer (one EVALSHA admits a call; see tests/integration/budget/"
         "test_limiter_contract.py).",
     ]
     if quick:

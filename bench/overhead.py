@@ -18,7 +18,7 @@ import aiohttp
 
 from bench import load, ops, plots, procs, report, rulefiles
 from bench.env import ensure_tool
-from tests.conftest import TOKEN
+from tests.kit.harness import TOKEN
 
 PATH = f"/crm/v3/objects/{rulefiles.EXAM_TYPE}/1001?properties=capacity,total_bookings"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}

@@ -21,7 +21,6 @@ import redis.asyncio as aioredis
 
 from bench import ops, plots, procs, report
 from bench.rulefiles import scaled_default
-from tests.conftest import TOKEN
 from tests.kit.booking_flow import (
     BOOKINGS,
     MOCK_EXAMS,
@@ -35,6 +34,7 @@ from tests.kit.booking_flow import (
     verify_portal,
 )
 from tests.kit.burst import max_in_window, sim_token_calls, sim_token_stats
+from tests.kit.harness import TOKEN
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def _scaled(text: str, factor: float) -> str:
 
 
 def scaled_default(factor: float, directory: Path) -> Path:
-    """rules/default.yaml on a faster clock: windows and waits times `factor`, counts kept.
+    """rules/default.yaml on a faster clock: windows, waits and holds times `factor`, counts kept.
 
     With factor 1 the file itself is used. Cache and index TTLs are left alone (they only
     need to outlive the run).
@@ -34,6 +34,9 @@ def scaled_default(factor: float, directory: Path) -> Path:
     for holder in [doc.get("defaults", {}), *doc.get("routes", [])]:
         if isinstance(holder, dict) and "max_wait" in holder:
             holder["max_wait"] = _scaled(str(holder["max_wait"]), factor)
+        coalesce = holder.get("coalesce") if isinstance(holder, dict) else None
+        if isinstance(coalesce, dict) and "max_hold" in coalesce:
+            coalesce["max_hold"] = _scaled(str(coalesce["max_hold"]), factor)
     path = directory / f"default-x{factor:g}.yaml"
     header = f"# rules/default.yaml with windows and max_wait scaled by {factor:g} (bench)\n"
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False))

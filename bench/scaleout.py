@@ -20,7 +20,6 @@ import redis.asyncio as aioredis
 
 from bench import load, ops, plots, procs, report, rulefiles
 from bench.env import ensure_tool
-from tests.conftest import TOKEN
 from tests.kit.burst import (
     budget_use,
     burst_rules,
@@ -30,6 +29,7 @@ from tests.kit.burst import (
     sim_token_calls,
     sim_token_stats,
 )
+from tests.kit.harness import TOKEN
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 GENERAL_LIMIT, GENERAL_WINDOW_S = 20, 2.0

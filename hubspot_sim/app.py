@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -87,10 +89,18 @@ async def _health(_: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def create_app(config: SimConfig | None = None) -> web.Application:
-    """A fresh simulator (its own data, counters and random stream) as an aiohttp app."""
+def create_app(
+    config: SimConfig | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> web.Application:
+    """A fresh simulator (its own data, counters and random stream) as an aiohttp app.
+
+    `clock` and `sleep` let tests move the simulator's time by hand instead of waiting.
+    """
     app = web.Application(middlewares=[hubspot_gate], client_max_size=MAX_REQUEST_BYTES)
-    app[STATE] = SimState(config or SimConfig())
+    app[STATE] = SimState(config or SimConfig(), clock, sleep)
     kinds: dict[Any, str] = {objects_api.search_objects: KIND_SEARCH}
     kinds.update({h: KIND_ASSOC_BATCH for h in _ASSOC_BATCH.values()})
     app[HANDLER_KINDS] = kinds

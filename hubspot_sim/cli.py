@@ -39,7 +39,22 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     p.add_argument("--fault-5xx-rate", type=float, default=0.0)
     p.add_argument("--fault-timeout-rate", type=float, default=0.0)
     p.add_argument("--fault-423-rate", type=float, default=0.0)
+    p.add_argument("--fault-5xx-after-rate", type=float, default=0.0, help="5xx after applying")
+    p.add_argument(
+        "--fault-timeout-after-rate", type=float, default=0.0, help="hang after applying"
+    )
     p.add_argument("--timeout-s", type=float, default=30.0, help="sleep of a timeout fault")
+    p.add_argument(
+        "--omit-trace-ids",
+        action="store_true",
+        help="batch answers carry no objectWriteTraceId (as HubSpot's reference example)",
+    )
+    p.add_argument("--shuffle-batch-results", action="store_true")
+    p.add_argument(
+        "--reject-whole-batch",
+        action="store_true",
+        help="one invalid input fails the whole batch with 400 instead of a 207",
+    )
     p.add_argument("--search-index-delay-s", type=float, default=0.0)
     return p
 
@@ -58,7 +73,12 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         fault_5xx_rate=ns.fault_5xx_rate,
         fault_timeout_rate=ns.fault_timeout_rate,
         fault_423_rate=ns.fault_423_rate,
+        fault_5xx_after_rate=ns.fault_5xx_after_rate,
+        fault_timeout_after_rate=ns.fault_timeout_after_rate,
         timeout_s=ns.timeout_s,
+        echo_trace_ids=not ns.omit_trace_ids,
+        shuffle_batch_results=ns.shuffle_batch_results,
+        reject_whole_batch=ns.reject_whole_batch,
         search_index_delay_s=ns.search_index_delay_s,
     )
 

@@ -39,7 +39,17 @@ class SimConfig:
     fault_5xx_rate: float = 0.0
     fault_timeout_rate: float = 0.0
     fault_423_rate: float = 0.0
+    # Faults after the call was applied: HubSpot wrote it, the client learns nothing (5xx) or
+    # gives up waiting (timeout). The faults above come before anything is applied.
+    fault_5xx_after_rate: float = 0.0
+    fault_timeout_after_rate: float = 0.0
     timeout_s: float = 30.0
+    # Batch answers as HubSpot may give them: `objectWriteTraceId` echoed on results and errors
+    # or not (the v3 reference example has none), results in input order or shuffled, and one
+    # invalid input failing the whole batch with a 400 instead of a 207.
+    echo_trace_ids: bool = True
+    shuffle_batch_results: bool = False
+    reject_whole_batch: bool = False
     portal_id: int = 12345678
     # HubSpot indexes new objects for search "after a few moments"; 0 makes them visible at once.
     search_index_delay_s: float = 0.0
@@ -53,12 +63,22 @@ class SimConfig:
         lo, hi = self.latency_ms
         if lo < 0 or hi < lo:
             raise ValueError(f"latency_ms must be 0 <= lo <= hi, got {self.latency_ms}")
-        rates = (self.fault_5xx_rate, self.fault_timeout_rate, self.fault_423_rate)
+        rates = self.fault_rates
         if any(r < 0 for r in rates) or sum(rates) > 1:
             raise ValueError("fault rates must be >= 0 and sum to at most 1")
         for name in ("general_window_s", "search_window_s", "daily_window_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+
+    @property
+    def fault_rates(self) -> tuple[float, ...]:
+        return (
+            self.fault_5xx_rate,
+            self.fault_timeout_rate,
+            self.fault_423_rate,
+            self.fault_5xx_after_rate,
+            self.fault_timeout_after_rate,
+        )
 
     @property
     def general_max(self) -> int:

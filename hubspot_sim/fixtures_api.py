@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Final
 
@@ -66,12 +65,12 @@ async def large(request: web.Request) -> web.StreamResponse:
         await response.write(piece)
         sent += len(piece)
         if delay and sent < total:
-            await asyncio.sleep(delay)
+            await state_of(request).sleep(delay)
     await response.write_eof()
     return response
 
 
 async def slow(request: web.Request) -> web.Response:
     ms = float(request.query.get("ms", "1000"))
-    await asyncio.sleep(ms / 1000)
+    await state_of(request).sleep(ms / 1000)
     return json_response({"slept_ms": ms})

@@ -7,7 +7,6 @@ toward the windows (the conservative reading for a client that must never exceed
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -56,43 +55,62 @@ def maybe_gzip(request: web.Request, response: web.StreamResponse, min_bytes: in
 async def _sleep_latency(state: SimState) -> None:
     lo, hi = state.config.latency_ms
     if hi > 0:
-        await asyncio.sleep(state.rng.uniform(lo, hi) / 1000)
+        await state.sleep(state.rng.uniform(lo, hi) / 1000)
 
 
-async def _fault(state: SimState) -> web.Response | None:
-    """A made-up failure for this call, or None (after sleeping, for a timeout fault)."""
+def _fault_response(state: SimState) -> web.Response:
+    status = state.rng.choice(FAULT_STATUSES)
+    body = error_body(f"Simulated upstream failure ({status})", _FAULT_CATEGORIES[status])
+    return json_response(body, status=status)
+
+
+async def _fault(state: SimState) -> tuple[web.Response | None, str]:
+    """A made-up failure before the call is applied, or None and the fault due after it.
+
+    After: "" (none), "5xx" (applied, then a 5xx) or "timeout" (applied, then a hang).
+    """
     cfg = state.config
-    if cfg.fault_5xx_rate + cfg.fault_423_rate + cfg.fault_timeout_rate <= 0:
-        return None  # no draw, so enabling faults later leaves the latency sequence alone
+    if sum(cfg.fault_rates) <= 0:
+        return None, ""  # no draw, so enabling faults later leaves the latency sequence alone
     roll = state.rng.random()
     if roll < cfg.fault_5xx_rate:
-        status = state.rng.choice(FAULT_STATUSES)
-        body = error_body(f"Simulated upstream failure ({status})", _FAULT_CATEGORIES[status])
-        return json_response(body, status=status)
+        return _fault_response(state), ""
     roll -= cfg.fault_5xx_rate
     if roll < cfg.fault_423_rate:
         body = error_body("The record is locked by another operation; retry later", "LOCKED")
-        return json_response(body, status=423)
-    if roll - cfg.fault_423_rate < cfg.fault_timeout_rate:
+        return json_response(body, status=423), ""
+    roll -= cfg.fault_423_rate
+    if roll < cfg.fault_timeout_rate:
         # The call still completes afterwards: a client that gave up never learns a write landed.
-        await asyncio.sleep(cfg.timeout_s)
-    return None
+        await state.sleep(cfg.timeout_s)
+        return None, ""
+    roll -= cfg.fault_timeout_rate
+    if roll < cfg.fault_5xx_after_rate:
+        return None, "5xx"
+    if roll - cfg.fault_5xx_after_rate < cfg.fault_timeout_after_rate:
+        return None, "timeout"
+    return None, ""
 
 
 async def _serve(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, bool]:
     """(response, faulted): the handler's answer, or an injected fault."""
     state = state_of(request)
     await _sleep_latency(state)
-    faulted = await _fault(state)
+    faulted, after = await _fault(state)
     if faulted is not None:
         return faulted, True
     try:
-        return await handler(request), False
+        response: web.StreamResponse = await handler(request)
     except ApiError as exc:
-        return exc.response(), False
+        response = exc.response()
     except web.HTTPException as exc:
         category = "OBJECT_NOT_FOUND" if exc.status == 404 else "VALIDATION_ERROR"
-        return json_response(error_body(exc.reason, category), status=exc.status), False
+        response = json_response(error_body(exc.reason, category), status=exc.status)
+    if after == "5xx":
+        return _fault_response(state), True
+    if after == "timeout":
+        await state.sleep(state.config.timeout_s)
+    return response, False
 
 
 def _refusal(state: SimState, policy: str, headers: dict[str, str]) -> web.Response:

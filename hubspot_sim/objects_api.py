@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.hubspot.protocol import OBJECT_NOT_FOUND_MESSAGE
+
 from .assoc_store import AssocType, labeled_type
 from .responses import json_response, not_found, read_object, validation_error
 from .search import SearchError, parse_search, run_search
@@ -14,7 +16,6 @@ from .state import SimState, state_of
 from .store import SimObject
 
 LIST_MAX_LIMIT = 100
-NOT_FOUND_MESSAGE = "Object not found.  objectId are usually numeric."
 
 
 def properties_param(request: web.Request) -> list[str] | None:
@@ -76,7 +77,7 @@ def _find(request: web.Request, *, archived: bool = False) -> SimObject:
     else:
         obj = state.objects.find(type_name, obj_id, request.query.get("idProperty"))
     if obj is None:
-        raise not_found(NOT_FOUND_MESSAGE)
+        raise not_found(OBJECT_NOT_FOUND_MESSAGE)
     return obj
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -16,8 +17,14 @@ from .store import ObjectStore
 
 
 class SimState:
-    def __init__(self, config: SimConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.clock = clock
+        self.sleep = sleep  # every wait the simulator makes (latency, faults, slow answers)
         self.config = config
         self.objects = ObjectStore(clock)
         self.assocs = AssociationStore()

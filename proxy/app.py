@@ -12,17 +12,24 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from proxy.budget.limiter import Limiter
 from proxy.budget.model import Priority
 from proxy.budget.plans import MAX_WAIT_HEADER, CallPlan, plan_for
 from proxy.budget.usage import refresh_budget_gauges
 from proxy.config import Settings
-from proxy.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from proxy.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from proxy.http.context import RequestContext
 from proxy.http.credentials import bearer_token, credential_id
+from proxy.http.incoming import checked_headers, read_body
 from proxy.http.responses import error_response, json_response
 from proxy.jobs.runner import JobEndpoints, JobRunner
 from proxy.jobs.specs import build_jobs
@@ -44,6 +51,9 @@ from proxy.writes.service import WriteBehind
 log = logging.getLogger("proxy.app")
 
 GATEWAY_PREFIX = "/proxy/"
+FORWARD_ROUTE = "forward"
+# Where the gateway's own routes live (create_app): never forwarded, whatever the method.
+OWN_PATHS = ("/healthz", "/readyz", "/metrics", GATEWAY_PREFIX)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -83,20 +93,47 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if request.method == "CONNECT":
             raise MethodNotAllowed("CONNECT is not supported: this is not a forward proxy")
         response = await handler(request)
-    except GatewayError as exc:
-        response = error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
-        response = error_response(PayloadTooLarge("Request body is larger than the gateway allows"))
+    except ConnectionError:
+        raise  # the client, or an answer already under way, is gone: nothing can be sent
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         response = error_response(_from_http_exception(exc))
+    except Exception as exc:  # every fault gets a HubSpot-shaped answer, never a traceback
+        response = error_response(_gateway_error(exc, request_id))
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     return response
 
 
+def _gateway_error(exc: Exception, request_id: str) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        _log_refusal(exc, request_id)
+        return exc
+    fault = {"request_id": request_id, "fault": type(exc).__name__}
+    if isinstance(exc, RedisError):
+        log.warning("Redis unavailable for a gateway endpoint", extra=fault)
+        return ServiceUnavailable(
+            "The gateway's store is unavailable; try again shortly", headers={"Retry-After": "1"}
+        )
+    log.error("request failed", extra=fault)
+    log.debug("request failure detail", exc_info=exc)
+    return GatewayError("The gateway failed to handle this request")
+
+
+def _log_refusal(exc: GatewayError, request_id: str) -> None:
+    """One line per answer the gateway makes up for a fault; 429s are counted, not logged, since
+    a burst makes thousands of them on purpose."""
+    if exc.status == 429:
+        return
+    level = logging.WARNING if exc.status >= 500 else logging.INFO
+    extra = {"request_id": request_id, "status": exc.status, "proxy_error": exc.proxy_error}
+    log.log(level, exc.message, extra=extra)
+
+
 def _from_http_exception(exc: web.HTTPException) -> GatewayError:
+    if exc.status == 413:
+        return PayloadTooLarge("Request body is larger than the gateway allows")
     if exc.status == 404:
         return NotFound(exc.reason)
     if exc.status == 405:
@@ -106,30 +143,41 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
     return error
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"Request body of {request.content_length} bytes exceeds {limit}")
-    body = await request.read()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-    return body
-
-
 async def build_context(request: web.Request, settings: Settings) -> RequestContext:
     path_qs = safe_path_qs(request.raw_path)
     if path_qs.startswith(GATEWAY_PREFIX):
         raise NotFound(f"No gateway endpoint at {path_qs.partition('?')[0]}")
     token = bearer_token(request)
+    headers = checked_headers(request)
+    body = await read_body(
+        request, headers, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     return RequestContext(
         request_id=request[REQUEST_ID],
         method=request.method,
         path_qs=path_qs,
         path=path_qs.partition("?")[0],
-        headers=CIMultiDict(request.headers),
-        body=await read_body(request, settings.max_body_bytes),
+        headers=headers,
+        body=body,
         credential=credential_id(token, settings.credential_key.encode()),
         has_token=token is not None,
     )
+
+
+async def refuse_other_methods(request: web.Request) -> None:
+    """405 when the path is one of the gateway's own (health, metrics, admin) under another
+    method: those paths are never forwarded, whatever the method."""
+    if not request.path.startswith(OWN_PATHS):
+        return  # the common case: a HubSpot path, checked without walking the routes
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name != FORWARD_ROUTE:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed here",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
 
 
 async def dispatch(
@@ -163,6 +211,7 @@ async def dispatch(
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
+    await refuse_other_methods(request)
     started = time.monotonic()
     ctx = await build_context(request, services.settings)
     status = 500
@@ -338,7 +387,9 @@ def create_app(
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/metrics", metrics_handler)
-    CounterEndpoints(services.actions, settings.credential_key).register(app.router)
+    CounterEndpoints(
+        services.actions, settings.credential_key, body_timeout_s=settings.body_timeout_s
+    ).register(app.router)
     if services.writes is not None:
         WriteEndpoints(services.writes, settings.admin_token, settings.credential_key).register(
             app.router
@@ -346,5 +397,5 @@ def create_app(
     if services.jobs is not None:
         JobEndpoints(services.jobs, settings.admin_token).register(app.router)
     app.on_cleanup.insert(0, lambda _: services.actions.aclose())  # before Redis closes
-    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    app.router.add_route("*", "/{tail:.*}", proxy_handler, name=FORWARD_ROUTE)
     return app

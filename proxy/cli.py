@@ -25,7 +25,37 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         const=True,
         help="REDIS_URL is a node of a Redis Cluster (HUBSPOT_PROXY_REDIS_CLUSTER)",
     )
+    run.add_argument(
+        "--header-timeout",
+        type=float,
+        dest="header_timeout_s",
+        help="seconds a request head may take to arrive (HUBSPOT_PROXY_HEADER_TIMEOUT_S, 10)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=float,
+        dest="body_timeout_s",
+        help="seconds a request body may take to arrive (HUBSPOT_PROXY_BODY_TIMEOUT_S, 30)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        help="open client connections served at once (HUBSPOT_PROXY_MAX_CONNECTIONS, 1000)",
+    )
     run.add_argument("--print-config", action="store_true", help="print effective settings, exit")
+
+
+RUN_FLAGS = (
+    "host",
+    "port",
+    "upstream",
+    "rules_path",
+    "redis_url",
+    "redis_cluster",
+    "header_timeout_s",
+    "body_timeout_s",
+    "max_connections",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RUN_SETTINGS = ("host", "port", "upstream", "rules_path", "redis_url", "redis_cluster")
-
-
 def _command_run(ns: argparse.Namespace) -> int:
     from proxy.server import serve
 
-    overrides = {k: getattr(ns, k) for k in _RUN_SETTINGS}
+    overrides = {k: getattr(ns, k) for k in RUN_FLAGS}
     settings = load_settings(overrides)
     if ns.print_config:
         print(json.dumps(masked(settings), indent=2))

@@ -33,6 +33,11 @@ class Settings:
     pool_size: int = 100
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
+    # A client's request head must arrive whole within this, and its body within the other:
+    # slow clients cannot hold connections open (slowloris).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1000
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 512
     # Replicas that must hold an accepted write before the client hears of it (Redis WAIT).
@@ -81,12 +86,14 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"port: {settings.port} is not a TCP port")
     if settings.redis_wait_replicas < 0:
         raise SettingsError("redis_wait_replicas: must be >= 0")
-    for name in ("max_body_bytes", "pool_size"):
+    for name in ("max_body_bytes", "pool_size", "max_connections"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
     for name in (
         "connect_timeout_s",
         "read_timeout_s",
+        "header_timeout_s",
+        "body_timeout_s",
         "redis_timeout_s",
         "shutdown_timeout_s",
         "write_claim_idle_s",

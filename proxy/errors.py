@@ -31,6 +31,16 @@ class BadRequest(GatewayError):
     proxy_error = "bad-request"
 
 
+class BadEncoding(BadRequest):
+    proxy_error = "bad-encoding"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    category = "TIMEOUT"
+    proxy_error = "body-timeout"
+
+
 class Unauthorized(GatewayError):
     status = 401
     category = "INVALID_AUTHENTICATION"
@@ -65,6 +75,14 @@ class UpstreamUnreachable(GatewayError):
     status = 502
     category = "BAD_GATEWAY"
     proxy_error = "upstream-unreachable"
+
+
+class UpstreamCutShort(UpstreamUnreachable):
+    proxy_error = "upstream-cut-short"
+
+
+class UpstreamTooLarge(UpstreamUnreachable):
+    proxy_error = "upstream-too-large"
 
 
 class ServiceUnavailable(GatewayError):

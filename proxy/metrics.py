@@ -163,6 +163,26 @@ class Metrics:
             buckets=(1, 2, 5, 10, 25, 50, 100),
             registry=r,
         )
+        self.coalesced_batch_size = Histogram(
+            "hubspot_proxy_coalesced_batch_size",
+            "Client calls per batch call sent by coalescing, by operation",
+            ["operation"],
+            buckets=(1, 2, 5, 10, 25, 50, 100),
+            registry=r,
+        )
+        self.coalesce_calls_saved = Counter(
+            "hubspot_proxy_coalesce_calls_saved",
+            "Upstream calls coalescing saved (client calls answered minus batch calls sent)",
+            ["operation"],
+            registry=r,
+        )
+        self.coalesce_hold = Histogram(
+            "hubspot_proxy_coalesce_hold_seconds",
+            "Time a client call waited in a coalescing group until its batch left, by operation",
+            ["operation"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
         self.job_runs = Counter(
             "hubspot_proxy_job_runs",
             "Job runs by job and result (ok, error, skipped)",

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxy.app import SERVICES, create_app
 from proxy.config import Settings
+from proxy.http.edge import EdgeRunner
 from proxy.logs import configure_logging
 from proxy.store.embedded import embedded_valkey
 
@@ -21,8 +22,9 @@ log = logging.getLogger("proxy.server")
 async def _serve_app(settings: Settings) -> int:
     app = create_app(settings)
     # handler_cancellation: a client that disconnects leaves the budget queue at once.
-    runner = web.AppRunner(
+    runner = EdgeRunner(
         app,
+        settings,
         shutdown_timeout=settings.shutdown_timeout_s,
         access_log=None,
         handler_cancellation=True,

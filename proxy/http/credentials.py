@@ -11,14 +11,19 @@ import hmac
 
 from aiohttp import web
 
+from proxy.errors import BadRequest
+
 ANONYMOUS = "anonymous"
 
 
 def bearer_token(request: web.BaseRequest) -> str | None:
+    """The bearer token, or None; 400 for one that is not ASCII, which no HubSpot token is."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
+    if not token.isascii():
+        raise BadRequest("The Authorization header must be ASCII")
     return token.strip()
 
 

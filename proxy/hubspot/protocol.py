@@ -6,6 +6,7 @@ so the shapes live here, in one place.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any, Final
@@ -48,6 +49,9 @@ OBJECT_TYPE_IDS: Final[dict[str, str]] = {
     "emails": "0-49",
     "email": "0-49",
 }
+
+# The message of HubSpot's 404 for a single-record GET or PATCH of a record that does not exist.
+OBJECT_NOT_FOUND_MESSAGE: Final = "Object not found.  objectId are usually numeric."
 
 HUBSPOT_DEFINED: Final = "HUBSPOT_DEFINED"
 USER_DEFINED: Final = "USER_DEFINED"
@@ -142,3 +146,24 @@ def rate_limit_body(
 
 def dumps(body: Any) -> bytes:
     return orjson.dumps(body)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_exact(raw: bytes | str) -> Any:
+    """JSON with every number kept exact: orjson reads integers past 64 bits as floats
+    (123456789012345678901234567890 -> 1.2345678901234568e+29), the standard library does not.
+    For bodies the gateway stores and sends on (write-behind), where the client's value must
+    reach HubSpot unchanged."""
+    return json.loads(raw, parse_constant=_no_constant)
+
+
+def dumps_exact(body: Any) -> bytes:
+    """The inverse of `loads_exact`: orjson, or the standard library for integers orjson
+    refuses (past 64 bits)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

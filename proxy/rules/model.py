@@ -88,6 +88,19 @@ class Defaults:
     max_wait_ms: int = 20_000
 
 
+# HubSpot's ceiling on inputs per object batch call.
+MAX_BATCH_INPUTS = 100
+
+
+@dataclass(frozen=True)
+class CoalesceConfig:
+    """How a route's calls gather into batch calls when they must wait for budget."""
+
+    max_batch: int = MAX_BATCH_INPUTS
+    max_hold_ms: int = 50  # the longest a call is held for others to join it
+    enabled: bool = True
+
+
 @dataclass(frozen=True)
 class Route:
     name: str
@@ -95,6 +108,7 @@ class Route:
     priority: Priority
     max_wait_ms: int
     buckets: tuple[str, ...] | None  # None: HubSpot's own rules decide (see `default_buckets`)
+    coalesce: CoalesceConfig | None = None  # None: every call goes out on its own
 
 
 @dataclass(frozen=True, kw_only=True)

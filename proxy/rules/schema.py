@@ -12,9 +12,11 @@ from proxy.rules.kinds import read_rule
 from proxy.rules.model import (
     BUCKETS,
     DAY_MS,
+    MAX_BATCH_INPUTS,
     PRIORITIES,
     TIERS,
     BucketLimit,
+    CoalesceConfig,
     Defaults,
     LimitsConfig,
     Route,
@@ -28,7 +30,10 @@ from proxy.rules.yamlpos import BROKEN, YMap
 TOP_KEYS = ("version", "object_types", "limits", "defaults", "routes", "rules")
 LIMIT_KEYS = ("tier", "safety_margin", "general", "search", "daily", "associations",
               "expected_replicas")  # fmt: skip
-ROUTE_KEYS = ("name", "description", "match", "priority", "max_wait", "buckets")
+ROUTE_KEYS = ("name", "description", "match", "priority", "max_wait", "buckets", "coalesce")
+COALESCE_KEYS = ("enabled", "max_batch", "max_hold")
+# A hold longer than this is a wait the caller did not ask for, not a gathering window.
+MAX_HOLD_MS = 1_000
 
 # HubSpot's published limits per tier (HUBSPOT.md): burst per 10 s, per day, associations per 10 s.
 TIER_GENERAL = {"starter": 100, "professional": 190, "enterprise": 190, "addon": 250}
@@ -153,10 +158,31 @@ def _routes(
         priority = r.choice("priority", PRIORITIES, default=defaults.priority)
         max_wait = r.duration("max_wait", default=defaults.max_wait_ms)
         buckets = _route_buckets(r, limits)
+        coalesce_ok, coalesce = _coalesce(r)
         prio = next((p for p in PRIORITIES if p == priority), None)
-        if name and match and prio and max_wait and buckets != ():
-            routes.append(Route(name, match, prio, max_wait, buckets))
+        if name and match and prio and max_wait and buckets != () and coalesce_ok:
+            routes.append(Route(name, match, prio, max_wait, buckets, coalesce))
     return tuple(routes)
+
+
+def _coalesce(r: Reader) -> tuple[bool, CoalesceConfig | None]:
+    """(valid, the route's `coalesce:` block or None when absent)."""
+    c = r.sub("coalesce", COALESCE_KEYS)
+    if c is None:
+        return not r.has("coalesce"), None
+    base = CoalesceConfig()
+    before = len(r.sink.problems)
+    enabled = c.boolean("enabled", base.enabled)
+    max_batch = c.integer("max_batch", default=base.max_batch, minimum=2)
+    if max_batch is not None and max_batch > MAX_BATCH_INPUTS:
+        c.problem("max_batch", f"HubSpot takes at most {MAX_BATCH_INPUTS} inputs per batch "
+                  f"(got {max_batch})")  # fmt: skip
+    max_hold = c.duration("max_hold", default=base.max_hold_ms)
+    if max_hold is not None and max_hold > MAX_HOLD_MS:
+        c.problem("max_hold", f"must be at most {MAX_HOLD_MS}ms (got {max_hold}ms)")
+    if len(r.sink.problems) > before or max_batch is None or max_hold is None:
+        return False, None
+    return True, CoalesceConfig(max_batch=max_batch, max_hold_ms=max_hold, enabled=enabled)
 
 
 def _route_buckets(r: Reader, limits: LimitsConfig) -> tuple[str, ...] | None:

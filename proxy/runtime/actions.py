@@ -13,6 +13,7 @@ answered from, nor fills, a cache (invariant 4). Redis trouble means forwarding 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Final
 
 import orjson
@@ -40,11 +41,14 @@ from proxy.rules.loader import (
     select_search_index,
 )
 from proxy.rules.paths import canonical_type
+from proxy.runtime.coalescing import ride_for
 from proxy.runtime.learning import Call, RuleLearning, parse_json
 from proxy.runtime.own_calls import OwnCalls
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.coalesce.departure import Ride
+from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
 from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
 
 log = logging.getLogger("proxy.actions")
@@ -69,6 +73,7 @@ class Actions:
         self.caller = caller
         self.store = store
         self.metrics = metrics
+        self.coalescer = Coalescer(caller, metrics)
         self.own = OwnCalls(rules, caller, vault, store)
         self.index = SearchIndex(store)
         learner = IndexLearner(self.index)
@@ -89,14 +94,54 @@ class Actions:
         if not cls.matches or token is None or self.store.client is None:
             for match in cls.matches if token is None else ():
                 self.learning.event(match.rule.name, "bypass")
-            return await forward(request, ctx, self.caller, plan)
+            return await self._forward(request, ctx, cls, plan)
         call = Call(request, ctx, cls, plan, token, parse_json(ctx.body))
         answered = await self._answer(call)
         if answered is not None:
             return answered
         if call.lookup is None and call.cache_fill is None and not cls.by_role(*LEARNING_ROLES):
-            return await forward(request, ctx, self.caller, plan)
+            return await self._forward(request, ctx, cls, plan)
         return await self._forward_and_learn(call)
+
+    async def _forward(
+        self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
+    ) -> web.StreamResponse:
+        """Streamed through, unless the call coalesces (its answer is then made whole)."""
+        ride = ride_for(self.rules.current, request, ctx, cls, plan)
+        if ride is None:
+            return await forward(request, ctx, self.caller, plan)
+
+        async def alone(admitted: bool) -> web.StreamResponse:
+            return await forward(request, ctx, self.caller, plan, admitted=admitted)
+
+        answer = await self._coalesced(ride, ctx, alone)
+        if isinstance(answer, Buffered):
+            return buffered_response(answer, ctx.request_id)
+        return answer
+
+    async def _upstream_answer(
+        self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
+    ) -> Buffered | web.StreamResponse:
+        """HubSpot's answer to the call: sent alone, or coalesced with compatible calls that
+        wait for the same budget (the answer is then exactly the one it would have had)."""
+        ride = ride_for(self.rules.current, request, ctx, cls, plan)
+        if ride is None:
+            return await forward_buffered(request, ctx, self.caller, plan)
+
+        async def alone(admitted: bool) -> Buffered | web.StreamResponse:
+            return await forward_buffered(request, ctx, self.caller, plan, admitted=admitted)
+
+        return await self._coalesced(ride, ctx, alone)
+
+    async def _coalesced(
+        self, ride: Ride, ctx: RequestContext, alone: SendAlone
+    ) -> Buffered | web.StreamResponse:
+        started = time.monotonic()
+        answer = await self.coalescer.send(ride, alone)
+        if isinstance(answer, Buffered):  # alone, the forwarding path kept the books itself
+            ctx.upstream_status = answer.status
+            ctx.waited_s += time.monotonic() - started  # held, then waited for the group's slot
+        return answer
 
     def _respond(self, rule: RespondRule) -> web.Response:
         self.metrics.rule_answers.labels(rule.name, "respond").inc()
@@ -180,7 +225,9 @@ class Actions:
 
     async def _forward_and_learn(self, call: Call) -> web.StreamResponse:
         await self._absorb(call)
-        answer = await forward_buffered(call.request, call.ctx, self.caller, call.plan)
+        answer = await self._upstream_answer(call.request, call.ctx, call.cls, call.plan)
+        if not isinstance(answer, Buffered):
+            return answer  # too large to read whole: relayed as it came, nothing learned
         try:
             await self.learning.learn(call, answer)
         except Exception:  # a rule must never fail the request it learns from
@@ -247,6 +294,7 @@ class Actions:
 
     async def aclose(self) -> None:
         await self.loader.aclose()
+        await self.coalescer.aclose()
 
     def counter_rule(self, object_type: str) -> CounterRule | None:
         canonical = canonical_type(object_type, self.rules.current.object_types)

@@ -19,9 +19,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unauthorized
 from proxy.http.credentials import bearer_token, credential_id
+from proxy.http.incoming import read_body
 from proxy.http.responses import json_response
 from proxy.reads.counters import CounterState, Op, count_value
 from proxy.reads.index_entries import text
@@ -46,10 +48,17 @@ class ExamFull(Conflict):
 
 
 class CounterEndpoints:
-    def __init__(self, actions: Actions, credential_key: str, max_body: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        actions: Actions,
+        credential_key: str,
+        max_body: int = 64 * 1024,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.actions = actions
         self._key = credential_key.encode()
         self._max_body = max_body
+        self._timeout_s = body_timeout_s
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_post(PATH + "/reserve", self.reserve)
@@ -93,11 +102,9 @@ class CounterEndpoints:
         rule = self.actions.counter_rule(request.match_info["objectType"])
         if rule is None:
             raise NotFound(f"No counter is configured for {request.match_info['objectType']}")
-        if (request.content_length or 0) > self._max_body:
-            raise BadRequest("Request body too large")
-        raw = await request.read()
-        if len(raw) > self._max_body:
-            raise BadRequest("Request body too large")
+        raw = await read_body(
+            request, CIMultiDict(request.headers), limit=self._max_body, timeout_s=self._timeout_s
+        )
         try:
             body = orjson.loads(raw) if raw.strip() else {}
         except orjson.JSONDecodeError as exc:

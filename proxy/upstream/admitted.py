@@ -119,11 +119,37 @@ class AdmittedCaller:
             },
         )
 
-    async def send(self, plan: CallPlan, out: Outgoing) -> aiohttp.ClientResponse:
-        """The upstream answer to `out`, sent within budget; the caller releases it."""
+    async def try_admit(self, plan: CallPlan) -> bool:
+        """Admit `plan` only if a slot is free now; False (nothing reserved) under pressure."""
+        try:
+            await self._limiter.acquire(
+                plan.credential,
+                plan.buckets,
+                priority=plan.priority,
+                max_wait_s=0.0,
+                daily_reset_ms=plan.daily_reset_ms,
+            )
+        except BudgetExceeded:
+            return False
+        self._metrics.admitted.labels(plan.priority.name.lower()).inc()
+        plan.trace.attempts += 1
+        return True
+
+    async def admit(self, plan: CallPlan) -> None:
+        """Wait for `plan`'s slot; RateLimited when its deadline cannot be met."""
+        await self._admit(plan)
+
+    async def send(
+        self, plan: CallPlan, out: Outgoing, *, admitted: bool = False
+    ) -> aiohttp.ClientResponse:
+        """The upstream answer to `out`, sent within budget; the caller releases it.
+
+        `admitted`: the first attempt's slot is already reserved (`try_admit` or `admit`)."""
         failures_5xx = 0
         while True:
-            await self._admit(plan)
+            if not admitted:
+                await self._admit(plan)
+            admitted = False
             try:
                 resp = await self._upstream.send(out)
             except (UpstreamTimeout, UpstreamUnreachable):

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
-import orjson
-
-from proxy.hubspot.protocol import canonical_object_type
+from proxy.hubspot.batch_results import InputOutcome, Operation, map_batch_answer
+from proxy.hubspot.protocol import canonical_object_type, dumps_exact
 from proxy.writes.model import OP_ASSOCIATE, OP_CREATE, OP_UPDATE, WriteItem, entry_sort_key
 
 MAX_INPUTS: Final = 100
@@ -61,7 +60,7 @@ class Batch:
         return tuple(item for unit in self.units for item in unit.items)
 
     def body(self) -> bytes:
-        return orjson.dumps({"inputs": [dict(u.payload) for u in self.units]})
+        return dumps_exact({"inputs": [dict(u.payload) for u in self.units]})
 
     def halves(self) -> tuple[Batch, Batch]:
         mid = len(self.units) // 2
@@ -222,110 +221,50 @@ def describe_error(status: int, body: Any) -> str:
 
 
 def judge(batch: Batch, status: int, body: Any) -> Verdict:
-    """Each input's outcome from HubSpot's answer to `batch`."""
-    if status in (200, 201, 207) and isinstance(body, Mapping):
-        return _per_item(batch, body)
-    error = describe_error(status, body)
+    """Each input's outcome from HubSpot's answer to `batch` (status 0: no answer came)."""
     if status in SPLITTABLE:
         if len(batch.units) > 1:
-            return Split(error)
-        return [Outcome("rejected", error=error)]
-    if status in HOPELESS:
-        return [Outcome("rejected", error=error)] * len(batch.units)
-    # 5xx may have been applied before failing; 401/403/423/429 and the like were not.
-    maybe = status >= 500 or status < 200
-    return [Outcome("retry", error=error, maybe_applied=maybe)] * len(batch.units)
+            return Split(describe_error(status, body))
+    elif status in HOPELESS:
+        return [Outcome("rejected", error=describe_error(status, body))] * len(batch.units)
+    elif 400 <= status < 500:
+        # 401/403/423/429 and the like: HubSpot applied nothing, and later it may.
+        return [Outcome("retry", error=describe_error(status, body))] * len(batch.units)
+    operation = cast(Operation, batch.op)
+    mapped = map_batch_answer(operation, [u.payload for u in batch.units], status, body)
+    unknown = [m for m in mapped if m.state == "unknown"]
+    if unknown and status == 207 and batch.op != OP_CREATE and len(unknown) > 1:
+        # An error nobody can be blamed for: halving tells whose it is (resending is harmless).
+        return Split(describe_error(status, body))
+    results = body.get("results") if isinstance(body, Mapping) else None
+    return [_outcome(batch, m, status, body, results or []) for m in mapped]
 
 
-def _index(batch: Batch) -> dict[str, int]:
-    return {ref: i for i, unit in enumerate(batch.units) for ref in unit.refs}
+def _outcome(batch: Batch, mapped: InputOutcome, status: int, body: Any, results: Any) -> Outcome:
+    if mapped.state == "applied":
+        if batch.op == OP_ASSOCIATE:
+            return Outcome("sent", result=_pair_results(batch.units[mapped.index], results))
+        return Outcome("sent", result=mapped.result)
+    if mapped.state == "failed":
+        error = mapped.error or {}
+        category = str(error.get("category") or "")
+        text = f"{category}: {error.get('message') or ''}".strip()
+        if status < 300:
+            return Outcome("retry" if category in TRANSIENT_CATEGORIES else "rejected", error=text)
+        return Outcome("rejected", error=describe_error(status, error))
+    # 5xx, no answer, or an answer that does not say: the input may have been applied.
+    why = describe_error(status, body) if status else "no answer from HubSpot"
+    return Outcome("retry", error=why, maybe_applied=True)
 
 
-def _per_item(batch: Batch, body: Mapping[str, Any]) -> Verdict:
-    index = _index(batch)
-    results = _results_by_unit(batch, body.get("results") or [], index)
-    errors: dict[int, Outcome] = {}
-    unattributed: list[str] = []
-    for error in body.get("errors") or []:
-        outcome = _error_outcome(error)
-        hits = [index[ref] for ref in _error_refs(batch.op, error) if ref in index]
-        if not hits:
-            unattributed.append(outcome.error)
-        for hit in hits:
-            errors[hit] = outcome
-    rest = [i for i in range(len(batch.units)) if i not in results and i not in errors]
-    if unattributed and len(rest) > 1:
-        return Split("; ".join(unattributed))  # only halving can tell whose error it is
-    outcomes: list[Outcome] = []
-    for i in range(len(batch.units)):
-        if i in errors:
-            outcomes.append(errors[i])
-        elif i in results:
-            outcomes.append(Outcome("sent", result=_one_or_all(results[i])))
-        else:
-            outcomes.append(_unanswered(batch.op, unattributed))
-    return outcomes
+def _pair_results(unit: Unit, results: Sequence[Any]) -> list[Any]:
+    """Both directions HubSpot reports for one default association (for learning type ids)."""
+    return [
+        r for r in results if isinstance(r, Mapping) and set(_both_directions(r)) & set(unit.refs)
+    ]
 
 
-def _unanswered(op: str, unattributed: list[str]) -> Outcome:
-    if unattributed:
-        return Outcome("rejected", error="; ".join(unattributed))
-    if op == OP_ASSOCIATE:
-        return Outcome("sent", result=[])  # no error for the pair: HubSpot associated it
-    return Outcome("retry", error="HubSpot answered without this input", maybe_applied=True)
-
-
-def _one_or_all(found: list[Any]) -> Any:
-    return found[0] if len(found) == 1 else found
-
-
-def _results_by_unit(
-    batch: Batch, results: list[Any], index: Mapping[str, int]
-) -> dict[int, list[Any]]:
-    found: dict[int, list[Any]] = {}
-    for result in results:
-        if not isinstance(result, Mapping):
-            continue
-        for ref in _result_refs(batch.op, result):
-            if ref in index:
-                found.setdefault(index[ref], []).append(result)
-                break
-    if not found and len(results) == len(batch.units) == 1:
-        found[0] = [results[0]]  # one input, one answer: no trace id needed to pair them
-    return found
-
-
-def _result_refs(op: str, result: Mapping[str, Any]) -> list[str]:
-    if op == OP_ASSOCIATE:
-        a = str((result.get("from") or {}).get("id", ""))
-        b = str((result.get("to") or {}).get("id", ""))
-        return [f"{a}>{b}", f"{b}>{a}"]  # HubSpot reports both directions
-    refs = [str(result["objectWriteTraceId"])] if result.get("objectWriteTraceId") else []
-    if op == OP_UPDATE and result.get("id") is not None:
-        refs.append(str(result["id"]))
-    return refs
-
-
-def _error_refs(op: str, error: Any) -> list[str]:
-    context = error.get("context") if isinstance(error, Mapping) else None
-    if not isinstance(context, Mapping):
-        return []
-    refs = [str(t) for t in context.get("objectWriteTraceId") or []]
-    if op == OP_UPDATE:
-        refs += [str(i) for i in context.get("ids") or []]
-    if op == OP_ASSOCIATE:
-        pairs = zip(
-            context.get("fromObjectId") or [], context.get("toObjectId") or [], strict=False
-        )
-        refs += [f"{a}>{b}" for a, b in pairs]
-    return refs
-
-
-def _error_outcome(error: Any) -> Outcome:
-    if not isinstance(error, Mapping):
-        return Outcome("rejected", error=str(error))
-    category = str(error.get("category") or "")
-    text = f"{category}: {error.get('message') or ''}".strip()
-    if category in TRANSIENT_CATEGORIES:
-        return Outcome("retry", error=text)
-    return Outcome("rejected", error=text)
+def _both_directions(result: Mapping[str, Any]) -> list[str]:
+    a = str((result.get("from") or {}).get("id", ""))
+    b = str((result.get("to") or {}).get("id", ""))
+    return [f"{a}>{b}", f"{b}>{a}"]

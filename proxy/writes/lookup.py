@@ -23,11 +23,11 @@ remains is at-least-once: a duplicate note only if HubSpot's index lags by more 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
+from proxy.hubspot.batch_results import instant, normalised, properties_match
 from proxy.writes.model import WriteItem
 from proxy.writes.store import WriteStore
 
@@ -117,7 +117,7 @@ def _pair(
 ) -> dict[str, Mapping[str, Any]]:
     """Each write to the earliest unclaimed record created after its mark that matches it."""
     ordered = sorted(
-        candidates, key=lambda c: (_instant(c.get("createdAt")) or 0.0, str(c.get("id")))
+        candidates, key=lambda c: (instant(c.get("createdAt")) or 0.0, str(c.get("id")))
     )
     taken: set[str] = set()
     paired: dict[str, Mapping[str, Any]] = {}
@@ -127,55 +127,17 @@ def _pair(
             owner = owners.get(cid)
             if cid in taken or (owner is not None and owner != item.write_id):
                 continue
-            created = _instant(cand.get("createdAt"))
+            created = instant(cand.get("createdAt"))
             if created is not None and created < since_ms - SKEW_MS:
                 continue
-            if _same_properties(item.request.properties, cand.get("properties") or {}):
+            if properties_match(item.request.properties, cand.get("properties") or {}):
                 taken.add(cid)
                 paired[item.write_id] = cand
                 break
     return paired
 
 
-def _same_properties(wanted: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
-    return all(_same_value(v, actual.get(k)) for k, v in wanted.items())
-
-
-def _same_value(wanted: Any, actual: Any) -> bool:
-    a, b = _as_text(wanted), _as_text(actual)
-    if a.strip() == b.strip():
-        return True
-    x, y = _instant(a), _instant(b)
-    return x is not None and x == y
-
-
-def _as_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else str(value)
-
-
-def _instant(value: Any) -> float | None:
-    """Numbers as numbers, dates (ISO or epoch ms) as epoch ms; None for anything else."""
-    if value is None:
-        return None
-    raw = _as_text(value).strip()
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:  # HubSpot's dates without a zone are UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp() * 1000
-
-
 def _instant_text(value: Any) -> str:
     """A timestamp as HubSpot's search filters take it: epoch milliseconds when it parses."""
-    instant = _instant(value)
-    return str(int(instant)) if instant is not None else _as_text(value)
+    moment = instant(value)
+    return str(int(moment)) if moment is not None else normalised(value)

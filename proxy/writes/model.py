@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
-from proxy.hubspot.protocol import canonical_object_type
+from proxy.hubspot.protocol import canonical_object_type, dumps_exact, loads_exact
 
 NOTE_CREATE: Final = "note_create"
 ASSOCIATE_DEFAULT: Final = "associate_default"
@@ -130,8 +128,8 @@ def _opt_str(value: Any) -> str | None:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        payload = orjson.loads(body or b"{}")
-    except orjson.JSONDecodeError as exc:
+        payload = loads_exact(body or b"{}")
+    except ValueError as exc:
         raise NotWritable(f"the body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise NotWritable("the body must be a JSON object")
@@ -170,7 +168,7 @@ class WriteItem:
             "w": self.write_id.encode(),
             "c": self.credential.encode(),
             "k": self.kind.encode(),
-            "r": orjson.dumps(self.request.to_json()),
+            "r": dumps_exact(self.request.to_json()),
             "t": str(self.accepted_ms).encode(),
         }
 
@@ -180,7 +178,7 @@ class WriteItem:
         kind = _text(fields["k"])
         if kind not in KINDS:
             raise ValueError(f"unknown write kind {kind!r}")
-        raw = orjson.loads(fields["r"])
+        raw = loads_exact(fields["r"])
         if not isinstance(raw, dict):
             raise ValueError("the request is not a JSON object")
         return cls(

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import AUTH, TOKEN
+from tests.kit.harness import AUTH, TOKEN
 
 
 @dataclass(frozen=True)

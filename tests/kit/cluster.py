@@ -33,7 +33,7 @@ class Node:
 
     @property
     def port(self) -> int:
-        return self.server.port
+        return int(self.server.port)
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
@@ -164,12 +164,12 @@ def _assign_slots(primaries: list[Node]) -> None:
 def _attach_replicas(cluster: ValkeyCluster) -> None:
     for primary, replica in zip(cluster.nodes[:PRIMARIES], cluster.nodes[PRIMARIES:], strict=True):
         # A replica may only follow a primary its own view of the cluster already knows.
-        _until(
-            lambda r=replica, p=primary: p.node_id in str(_decode(r.call("CLUSTER", "NODES"))),
-            30.0,
-            "the replica to learn of its primary",
-        )
+        _until(_knows(replica, primary), 30.0, "the replica to learn of its primary")
         replica.call("CLUSTER", "REPLICATE", primary.node_id)
+
+
+def _knows(node: Node, other: Node) -> Callable[[], bool]:
+    return lambda: other.node_id in str(_decode(node.call("CLUSTER", "NODES")))
 
 
 def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:

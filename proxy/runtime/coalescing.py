@@ -1,0 +1,34 @@
+"""Whether a forwarded call may ride in a batch call with its concurrent twins (its route's
+`coalesce:` block), and the ride it takes; `proxy.upstream.coalesce` does the gathering."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.budget.plans import CallPlan, bucket_specs
+from proxy.http.context import RequestContext
+from proxy.rules.loader import Classification, Rules
+from proxy.upstream.coalesce.calls import batchable
+from proxy.upstream.coalesce.gatherer import Ride
+from proxy.upstream.forward import outgoing_for
+
+
+def ride_for(
+    rules: Rules, request: web.BaseRequest, ctx: RequestContext, cls: Classification, plan: CallPlan
+) -> Ride | None:
+    """The call's ride, or None when it goes out on its own (no token: HubSpot answers 401)."""
+    settings = cls.route.coalesce if cls.route is not None else None
+    if settings is None or not settings.enabled or not ctx.has_token:
+        return None
+    call = batchable(ctx.method, ctx.path_qs, ctx.body)
+    if call is None:
+        return None
+    batch_buckets = rules.classify("POST", call.batch_path).buckets
+    return Ride(
+        call=call,
+        plan=plan,
+        out=outgoing_for(request, ctx),
+        max_batch=settings.max_batch,
+        max_hold_s=settings.max_hold_ms / 1000,
+        batch_buckets=bucket_specs(rules, batch_buckets),
+    )

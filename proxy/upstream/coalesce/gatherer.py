@@ -1,0 +1,177 @@
+"""Groups of compatible calls that leave together as one batch call when budget is short.
+
+A call finds no open group of its kind: if no call of that kind left within the hold window and
+a slot is free now (a non-waiting try), it leaves at once, alone, with no added latency.
+Otherwise it opens a group and leads it: the group gathers for at most `max_hold`, then the
+leader waits for admission while more calls join, up to `max_batch`. When the slot comes the
+group leaves: alone as the original single call, or as one batch call whose answer is cut back
+into each caller's single answer (`split`). A call the batch answer does not settle exactly is
+handed back to its caller, who sends it on its own within its own deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import web
+
+from proxy.budget.model import Priority
+from proxy.budget.plans import CallPlan
+from proxy.metrics import Metrics
+from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.coalesce.departure import Alone, Departure, Member, Ride, settle
+from proxy.upstream.coalesce.pacing import hold_s
+from proxy.upstream.forward import Buffered
+from proxy.upstream.rate_headers import RateLimitSnapshot, parse_headers
+
+__all__ = ["Coalescer", "Ride"]
+
+# Operations whose batch call may be resent after a 5xx or a timeout: applying them twice is
+# harmless. A create may have been applied before failing, so it is never resent.
+IDEMPOTENT: Final = frozenset({"read", "associate"})
+
+
+SendAlone = Callable[[bool], Awaitable[Buffered | web.StreamResponse]]
+
+
+@dataclass
+class _Group:
+    key: tuple[str, ...]
+    leader: Ride
+    hold_s: float
+    members: list[Member] = field(default_factory=list)
+    full: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Coalescer:
+    def __init__(self, caller: AdmittedCaller, metrics: Metrics) -> None:
+        self._caller = caller
+        self._departure = Departure(caller, metrics)
+        self._open: dict[tuple[str, ...], _Group] = {}
+        self._left: dict[tuple[str, ...], float] = {}  # when a call of each kind last left
+        self._waiting: Counter[tuple[str, ...]] = Counter()  # groups not yet left, by kind
+        self._seen: dict[str, RateLimitSnapshot] = {}  # HubSpot's last budget headers
+        self._record_turns: dict[tuple[str, ...], asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, ride: Ride, alone: SendAlone) -> Buffered | web.StreamResponse:
+        """HubSpot's answer to the single call, exactly as if it had gone out alone; a call that
+        rides in no batch is sent by `alone` (told whether its slot is already reserved)."""
+        async with self._record_turn(ride):
+            outcome = await self._coalesced(ride)
+            answer = await alone(outcome.admitted) if isinstance(outcome, Alone) else outcome
+        if isinstance(answer, Buffered):
+            seen = parse_headers(answer.headers)
+            if seen.max is not None and seen.remaining is not None:
+                self._seen[ride.plan.credential] = seen
+        return answer
+
+    async def aclose(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def _record_turn(self, ride: Ride) -> AsyncIterator[None]:
+        """Updates of one record leave one at a time, in arrival order: a second PATCH of an id
+        waits for the first's answer, so it rides in a later batch (HubSpot refuses an id twice)."""
+        if ride.call.operation != "update":
+            yield
+            return
+        key = (ride.plan.credential, *ride.call.group, ride.call.object_id)
+        while (ahead := self._record_turns.get(key)) is not None:
+            await asyncio.shield(ahead)
+        mine = asyncio.get_running_loop().create_future()
+        self._record_turns[key] = mine
+        try:
+            yield
+        finally:
+            del self._record_turns[key]
+            mine.set_result(None)
+
+    async def _coalesced(self, ride: Ride) -> Buffered | Alone:
+        key = (ride.plan.credential, *ride.call.group)
+        group = self._open.get(key)
+        if group is None:
+            if self._pressed(key, ride) or not await self._caller.try_admit(ride.plan):
+                group = self._open.get(key) or self._open_group(key, ride)
+            else:
+                self._left[key] = time.monotonic()
+                return Alone(admitted=True)
+        if ride.plan.deadline < group.leader.plan.deadline:
+            return Alone(admitted=False)  # the group may wait longer than this call may
+        member = Member(ride, time.monotonic(), asyncio.get_running_loop().create_future())
+        group.members.append(member)
+        if len(group.members) >= ride.max_batch:
+            self._seal(group)
+        return await asyncio.shield(member.answer)
+
+    def _hold_s(self, ride: Ride) -> float:
+        return hold_s(ride.max_hold_s, self._seen.get(ride.plan.credential))
+
+    def _pressed(self, key: tuple[str, ...], ride: Ride) -> bool:
+        """Calls of this kind keep coming (one left within the hold window) or wait for budget
+        (a group has not left yet): a new one gathers instead of spending a slot alone."""
+        recent = time.monotonic() - self._left.get(key, -math.inf) < self._hold_s(ride)
+        return recent or self._waiting[key] > 0
+
+    def _open_group(self, key: tuple[str, ...], leader: Ride) -> _Group:
+        group = _Group(key, leader, self._hold_s(leader))
+        self._open[key] = group
+        self._waiting[key] += 1
+        task = asyncio.ensure_future(self._run(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return group
+
+    def _seal(self, group: _Group) -> None:
+        if self._open.get(group.key) is group:
+            del self._open[group.key]
+        group.full.set()
+
+    async def _run(self, group: _Group) -> None:
+        try:
+            admitted = await self._admitted(group)
+        finally:
+            self._seal(group)
+            self._waiting[group.key] -= 1
+            if self._waiting[group.key] <= 0:
+                del self._waiting[group.key]
+        if admitted is not None:
+            self._left[group.key] = time.monotonic()
+            await self._departure.leave(group.members, admitted)
+
+    async def _admitted(self, group: _Group) -> CallPlan | None:
+        """Hold the group open, then wait for its slot while more calls join."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(group.full.wait(), group.hold_s)
+        plan = _batch_plan(group)
+        try:
+            await self._caller.admit(plan)
+        except Exception as exc:  # RateLimited, mostly: the leader's deadline is gone
+            leader, *others = group.members
+            settle(leader, exc)
+            for member in others:
+                settle(member, Alone(admitted=False))  # each may still meet its deadline
+            return None
+        return plan
+
+
+def _batch_plan(group: _Group) -> CallPlan:
+    leader = group.leader.plan
+    priority = min((m.ride.plan.priority for m in group.members), default=leader.priority)
+    return CallPlan(
+        credential=leader.credential,
+        buckets=group.leader.batch_buckets,
+        priority=Priority(priority),
+        deadline=leader.deadline,
+        idempotent=group.leader.call.operation in IDEMPOTENT,
+        daily_reset_ms=leader.daily_reset_ms,
+        trace=leader.trace,
+    )

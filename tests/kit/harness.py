@@ -1,0 +1,23 @@
+"""What tests share with their fixtures: the token clients send, and the fixtures' types.
+
+(Formerly exported by tests/conftest.py, which now only defines fixtures.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+TOKEN = "test-token-not-real"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+Client = TestClient[Any, Any]
+SimFactory = Callable[..., Awaitable[TestServer]]
+GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def sim_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
