@@ -61,6 +61,14 @@ def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
 
 
 @pytest.fixture
+async def target_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's `redis_target`, whichever kind it is."""
+    client = redis_target.client()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(redis_url)
     yield client

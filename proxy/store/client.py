@@ -35,14 +35,14 @@ CLUSTER_TROUBLE: Final = (ClusterDownError, TryAgainError, ReadOnlyError, SlotNo
 # topology refresh after a failover) escape as the transport's RuntimeError, AttributeError or
 # TypeError rather than ConnectionError (redis/redis-py#4287, #3546). Seen in the failover test;
 # on a cluster client they mean what a ConnectionError means.
-_CLOSED_UNDER_US: Final = (RuntimeError, AttributeError, TypeError)
+CLOSED_UNDER_US: Final = (RuntimeError, AttributeError, TypeError)
 
 
 class _Cluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
-        except _CLOSED_UNDER_US as exc:
+        except CLOSED_UNDER_US as exc:
             raise ConnectionError(f"connection closed under the command: {exc!r}") from exc
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
@@ -56,7 +56,7 @@ class _ClusterPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         try:
             return await super().execute(raise_on_error, allow_redirections)
-        except _CLOSED_UNDER_US as exc:
+        except CLOSED_UNDER_US as exc:
             raise ConnectionError(f"connection closed under the pipeline: {exc!r}") from exc
 
 

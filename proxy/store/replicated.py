@@ -23,6 +23,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError
 
+from proxy.store.client import CLOSED_UNDER_US
+
 Command = tuple[str | int | bytes, ...]
 
 
@@ -57,6 +59,8 @@ async def _send(conn: Any, batch: Sequence[Command]) -> list[Any]:
     try:
         await conn.send_packed_command(conn.pack_commands(batch))
         return [await conn.read_response() for _ in batch]
-    except BaseException:
+    except BaseException as exc:
         await conn.disconnect()  # replies may be left unread: never hand it out again as is
+        if isinstance(exc, CLOSED_UNDER_US):
+            raise ConnectionError(f"connection closed under the write: {exc!r}") from exc
         raise

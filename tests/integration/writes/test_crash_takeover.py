@@ -16,7 +16,6 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -83,15 +82,8 @@ async def backlog(redis: aioredis.Redis) -> tuple[int, int, int]:
     return await redis.xlen(STREAM), int(summary["pending"]), await redis.xlen(DEAD)
 
 
-@pytest.fixture
-async def redis_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
-    client = redis_target.client()
-    yield client
-    await client.aclose()
-
-
 async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_once(
-    redis_target: RedisTarget, redis_client: aioredis.Redis
+    redis_target: RedisTarget, target_client: aioredis.Redis
 ) -> None:
     sim = start_sim("--latency-ms", SLOW_MS, "--seed", "7")
     # A shorter takeover than the 30 s default keeps the test quick; the mechanism is the same.
@@ -190,13 +182,13 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
                 if landed and any("/notes/batch/create" in c["path"] for c in in_flight):
                     break
                 assert time.monotonic() < deadline, f"no note batch in flight: {seen}"
-                stream_len, _, _ = await backlog(redis_client)
+                stream_len, _, _ = await backlog(target_client)
                 assert stream_len > 0, f"A drained everything before it could be killed: {seen}"
                 await asyncio.sleep(0.02)
             gateway_a.kill()
             killed_at = time.monotonic()
             before_kill, caught = len(seen), {c["t"] for c in in_flight}
-            stream_len, pending, _ = await backlog(redis_client)
+            stream_len, pending, _ = await backlog(target_client)
             assert 0 < stream_len < len(jobs), "the kill was not mid-drain"
             assert pending > 0, "A held nothing when it died"
 
@@ -205,7 +197,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
             gateway_b = await asyncio.to_thread(start_gateway, sim.url, redis_url, env=env)
             gateways.append(gateway_b)
             deadline = time.monotonic() + DRAIN_WITHIN_S
-            while (left := await backlog(redis_client)) != (0, 0, 0):
+            while (left := await backlog(target_client)) != (0, 0, 0):
                 assert left[2] == 0, await dead_letters(session, gateway_b.url)
                 assert time.monotonic() < deadline, f"not drained: (xlen, pending, dead) = {left}"
                 await asyncio.sleep(0.2)
@@ -236,7 +228,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
                 assert sorted(got) == booked[exam] and len(got) == len(set(got))
 
             # -- every write recorded sent, nothing dead ---------------------------------------
-            async with redis_client.pipeline(transaction=False) as pipe:
+            async with target_client.pipeline(transaction=False) as pipe:
                 for wid in write_ids:
                     pipe.hget(f"{STREAM}:status:{wid}", "state")
                 states = Counter(s.decode() if s else None for s in await pipe.execute())
