@@ -41,6 +41,7 @@ from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
 from proxy.runtime.write_behind import WriteEndpoints, accept_write
 from proxy.store.credentials import KnownCredentials
+from proxy.store.client import redis_client
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
@@ -352,14 +353,7 @@ def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
 
 
 def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
-    redis = None
-    if settings.redis_url:
-        redis = aioredis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s * 4,
-            socket_connect_timeout=settings.redis_timeout_s * 4,
-            max_connections=settings.redis_max_connections,
-        )
+    redis = redis_client(settings)
     limiter = Limiter(
         redis,
         redis_timeout_s=settings.redis_timeout_s,
@@ -397,7 +391,11 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         services.writes = WriteBehind(
             redis,
             vault,
-            config=WriteConfig(claim_idle_s=settings.write_claim_idle_s),
+            config=WriteConfig(
+                claim_idle_s=settings.write_claim_idle_s,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=round(settings.redis_timeout_s * 1000),
+            ),
             metrics=metrics,
             send=caller.send,
             plan_for=_background_plan(holder),

@@ -18,7 +18,7 @@ import math
 import re
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +42,7 @@ from proxy.budget.model import (
     Priority,
     policy_for,
 )
+from proxy.store.client import CLUSTER_TROUBLE
 from proxy.store.scripts import lua_source
 
 __all__ = [
@@ -58,7 +59,13 @@ log = logging.getLogger("proxy.limiter")
 T = TypeVar("T")
 
 # What counts as "Redis is in trouble" (go to the in-process budget) rather than a bug.
-REDIS_TROUBLE: Final = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+REDIS_TROUBLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OSError,
+    *CLUSTER_TROUBLE,
+)
 _STATUS: Final[dict[int, PlanStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -204,6 +211,8 @@ class Limiter:
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
+        # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
+        self._recent_slots: dict[tuple[str, str], deque[float]] = {}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -364,10 +373,11 @@ class Limiter:
             return _Later(wake)  # a slot this class may take is not free yet: no round trip
         if self._health.should_try_redis():
             try:
+                if self._health.fallback_active:
+                    await self._hand_back()
                 step = await self._redis_step(lane, cred, specs, horizon, deadline, reset_ms)
             except REDIS_TROUBLE as exc:
-                self._counts["redis_errors"] += 1
-                self._health.failed(exc)
+                await self._failed(exc)
             except BudgetExceeded:
                 self._health.succeeded()  # Redis answered: it is back
                 raise
@@ -393,6 +403,7 @@ class Limiter:
         slot_at = self._clock() + plan.wait_ms / 1000
         if plan.status == "reserved":
             lane.next_slot = max(lane.next_slot, slot_at)
+            self._note_slot(cred, specs, slot_at)
             return _Reserved(plan.slot_ms, slot_at, token)
         spec = next(s for s in specs if s.name == plan.bucket)
         if plan.status == "daily_full" or plan.wait_ms > remaining_ms:
@@ -447,11 +458,42 @@ class Limiter:
         try:
             reply = await self._call(script, keys, args)
         except REDIS_TROUBLE as exc:
-            self._counts["redis_errors"] += 1
-            self._health.failed(exc)
+            await self._failed(exc)
             return None
         self._health.succeeded()
         return reply
+
+    # -- switching between Redis and the in-process budget ------------------------------------
+
+    def _note_slot(self, cred: str, specs: Sequence[BucketSpec], slot_at: float) -> None:
+        for spec in specs:
+            if spec.kind == "window":
+                slots = self._recent_slots.setdefault((cred, spec.name), deque(maxlen=spec.limit))
+                slots.append(slot_at)
+
+    async def _failed(self, exc: BaseException) -> None:
+        """Redis trouble. On the switch to fallback, each window bucket's in-process budget
+        starts after this replica's last Redis slot, as full as its slots made it."""
+        self._counts["redis_errors"] += 1
+        if not self._health.fallback_active:
+            now = self._clock()
+            for (cred, bucket), slots in self._recent_slots.items():
+                spec = self._specs.get((cred, bucket))
+                if spec is None or not slots:
+                    continue
+                start = max(now, slots[-1])  # interactive callers may hold slots far ahead
+                used = sum(1 for at in slots if at > start - spec.window_ms / 1000)
+                await self._local.prefill(cred, spec, used, start - now)
+            self._recent_slots.clear()
+        self._health.failed(exc)
+
+    async def _hand_back(self) -> None:
+        """Before Redis admits again, it pauses every bucket this replica filled in process
+        until those calls leave their window (for every replica, as an upstream 429 would)."""
+        assert self._scripts is not None
+        for (cred, bucket), seconds in self._local.recent_windows().items():
+            await self._call(self._scripts.pause, [self._keys.pause(cred, bucket)], [_ms(seconds)])
+        self._local.forget_recent()
 
     async def _release(self, cred: str, specs: Sequence[BucketSpec], token: str) -> None:
         assert self._scripts is not None

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from proxy.rules.loader import CounterRule
 from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, key, part
-from proxy.store.scripts import lua_source
+from proxy.store.scripts import lua_source, run_script_batch
 
 RESERVATION_HOLD_MS: Final = 10 * 60_000  # a reserved seat not taken by a booking comes back
 
@@ -122,11 +122,8 @@ class Counters:
             return UNAVAILABLE
 
         async def run(r: aioredis.Redis) -> list[CounterState]:
-            async with r.pipeline(transaction=False) as pipe:
-                for op in ops:
-                    keys, args = self._args(cred, rule, op)
-                    await script(keys=keys, args=args, client=pipe)
-                return [_state(reply) for reply in await pipe.execute()]
+            calls = [self._args(cred, rule, op) for op in ops]
+            return [_state(reply) for reply in await run_script_batch(r, script, calls)]
 
         if not ops:
             return []

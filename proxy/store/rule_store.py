@@ -26,12 +26,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from proxy.metrics import Metrics
+from proxy.store.client import CLUSTER_TROUBLE
 
 log = logging.getLogger("proxy.rule_redis")
 
 T = TypeVar("T")
 PREFIX: Final = "hubspot"
-TROUBLE: Final = (RedisError, OSError, TimeoutError)
+TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 MAX_REPAIRS: Final = 10_000  # bounded: an endless outage must not grow memory without limit
 TIMEOUTS_TO_REST: Final = 3
 

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from proxy.hubspot.protocol import RATE_LIMIT_HEADER_PREFIX
 from proxy.metrics import Metrics
 from proxy.store.credentials import KnownCredentials
+from proxy.store.client import CLUSTER_TROUBLE
 
 log = logging.getLogger("proxy.ratelimit")
 
@@ -97,7 +98,7 @@ class RateLimitRecorder:
                 pipe.hset(key, mapping={k: str(v) for k, v in snapshot.values.items()})
                 pipe.expire(key, RECORD_TTL_S)
                 await pipe.execute()
-        except (RedisError, OSError, TimeoutError):
+        except (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE):
             self._metrics.redis_errors.labels("ratelimit_headers").inc()
 
     def _check(

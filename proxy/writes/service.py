@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
+from proxy.store.client import CLUSTER_TROUBLE
 from proxy.store.vault import TokenVault
 from proxy.writes.answers import Accepted, AssocSpec, accepted, type_pair
 from proxy.writes.dead import DeadLetters
@@ -50,7 +51,7 @@ from proxy.writes.worker import WriteWorker
 
 __all__ = ["Accepted", "WriteBehind", "WriteConfig", "WriteRequest"]
 
-REDIS_TROUBLE = (RedisError, OSError, TimeoutError)
+REDIS_TROUBLE = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 LEARNED_TYPES_REFRESH_S = 60.0
 
 
@@ -75,7 +76,12 @@ class WriteBehind:
         self.metrics = metrics or Metrics()
         keys = WriteKeys(self.config.key_prefix)
         self.store = WriteStore(
-            redis, keys, status_ttl_s=self.config.status_ttl_s, group=self.config.group
+            redis,
+            keys,
+            status_ttl_s=self.config.status_ttl_s,
+            group=self.config.group,
+            wait_replicas=self.config.wait_replicas,
+            wait_timeout_ms=self.config.wait_timeout_ms,
         )
         self.dead = DeadLetters(self.store)
         self._vault = vault

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 from proxy.errors import GatewayError
 from proxy.hubspot.protocol import canonical_object_type
 from proxy.metrics import Metrics
+from proxy.store.client import CLUSTER_TROUBLE
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import RateLimited
 from proxy.writes.batching import Batch, Outcome, Split, Verdict, judge, plan
@@ -52,7 +53,7 @@ log = logging.getLogger("proxy.writes")
 
 
 CONSUMER_FORGET_MS: Final = 24 * 3600 * 1000
-TROUBLE: Final = (RedisError, OSError, TimeoutError)
+TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 
 
 def default_consumer() -> str:
