@@ -40,8 +40,8 @@ from proxy.rules.loader import Rules, WriteBehindRule, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
 from proxy.runtime.write_behind import WriteEndpoints, accept_write
-from proxy.store.credentials import KnownCredentials
 from proxy.store.client import redis_client
+from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller

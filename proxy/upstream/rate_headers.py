@@ -11,8 +11,8 @@ from redis.exceptions import RedisError
 
 from proxy.hubspot.protocol import RATE_LIMIT_HEADER_PREFIX
 from proxy.metrics import Metrics
-from proxy.store.credentials import KnownCredentials
 from proxy.store.client import CLUSTER_TROUBLE
+from proxy.store.credentials import KnownCredentials
 
 log = logging.getLogger("proxy.ratelimit")
 
