@@ -8,6 +8,7 @@ from aiohttp import web
 from proxy.budget.plans import CallPlan, bucket_specs
 from proxy.http.context import RequestContext
 from proxy.rules.loader import Classification, Rules
+from proxy.rules.model import ADMISSIONS
 from proxy.upstream.coalesce.calls import batchable
 from proxy.upstream.coalesce.gatherer import Ride
 from proxy.upstream.forward import outgoing_for
@@ -17,16 +18,17 @@ def ride_for(
     rules: Rules, request: web.BaseRequest, ctx: RequestContext, cls: Classification, plan: CallPlan
 ) -> Ride | None:
     """The call's ride, or None when it goes out on its own: no token (HubSpot answers 401), or
-    a bucket the batch call would not draw from (`admissions` counts each rider, a batch one)."""
+    a route drawing from `admissions`, which counts flows: a batch would admit all its riders
+    for one unit."""
     settings = cls.route.coalesce if cls.route is not None else None
     if settings is None or not settings.enabled or not ctx.has_token:
         return None
     call = batchable(ctx.method, ctx.path_qs, ctx.body)
     if call is None:
         return None
-    batch_buckets = rules.classify("POST", call.batch_path).buckets
-    if not {bucket.name for bucket in plan.buckets} <= set(batch_buckets):
+    if any(bucket.name == ADMISSIONS for bucket in plan.buckets):
         return None
+    batch_buckets = rules.classify("POST", call.batch_path).buckets
     return Ride(
         call=call,
         plan=plan,
