@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from tests.kit.echo import EchoUpstream
 from tests.kit.harness import AUTH, GatewayFactory
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,9 +21,9 @@ NOTE = (
 
 
 async def test_big_integers_in_an_accepted_write_stay_exact(
-    upstream: EchoUpstream, gateway_factory: GatewayFactory
+    upstream: EchoUpstream, gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
-    gw = await gateway_factory(upstream.url)
+    gw = await gateway_factory(upstream.url, rules_path=notes_written_behind(tmp_path))
     resp = await gw.post(
         "/crm/v3/objects/notes",
         data=NOTE,
