@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--scenario peak|overhead|scaleout]...` (see bench/__init__.py)."""
+"""`python -m bench [--quick] [--scenario NAME]...` (scenarios: see bench/__init__.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import budget, overhead, peak, scaleout
+from bench import budget, overhead, peak, portals, scaleout
 from bench.env import RESULTS, machine_facts, run_async
 
 Scenario = Callable[[bool, dict[str, Any], Path], Awaitable[dict[str, Any]]]
@@ -19,6 +19,7 @@ SCENARIOS: dict[str, Scenario] = {
     "overhead": overhead.run,
     "scaleout": scaleout.run,
     "budget": budget.run,
+    "portals": portals.run,
 }
 
 

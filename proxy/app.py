@@ -36,6 +36,7 @@ from proxy.runtime.own_calls import OwnCalls
 from proxy.runtime.portals import Portals
 from proxy.runtime.probes import Probes
 from proxy.runtime.write_behind import WriteBehindAction, WriteEndpoints
+from proxy.store.client import redis_client
 from proxy.store.credentials import KnownCredentials
 from proxy.store.health import REDIS_TROUBLE, RedisHealth
 from proxy.store.rule_store import RuleRedis
@@ -107,17 +108,6 @@ def _fallback_transition(metrics: Metrics) -> Callable[[bool], None]:
     return record
 
 
-def _redis_client(settings: Settings) -> aioredis.Redis | None:
-    if not settings.redis_url:
-        return None
-    return aioredis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s * 4,
-        socket_connect_timeout=settings.redis_timeout_s * 4,
-        max_connections=settings.redis_max_connections,
-    )
-
-
 def _rules_plan(holder: RulesHolder) -> PlanFor:
     """The budget plan of one of the gateway's own calls, by the rules in force."""
 
@@ -175,12 +165,14 @@ def _build_write_behind(
     config = WriteConfig(
         claim_idle_s=settings.write_claim_idle_s,
         accept_probe_timeout_s=settings.redis_timeout_s,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=round(settings.redis_timeout_s * 1000),
     )
     return WriteBehind(redis, vault, config=config, metrics=metrics, client=client, health=health)
 
 
 def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
-    redis = _redis_client(settings)
+    redis = redis_client(settings)
     # The one breaker of the one Redis client: the limiter, the rules' store and write accepts.
     health = RedisHealth(available=redis is not None, on_transition=_fallback_transition(metrics))
     limiter = Limiter(

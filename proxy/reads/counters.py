@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from proxy.rules.loader import CounterRule
 from proxy.store.keys import key, part
 from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable
-from proxy.store.scripts import script
+from proxy.store.scripts import run_script_batch, script
 
 RESERVATION_HOLD_MS: Final = 10 * 60_000  # a reserved seat not taken by a booking comes back
 
@@ -123,11 +123,8 @@ class Counters:
             return UNAVAILABLE
 
         async def run(r: aioredis.Redis) -> list[CounterState]:
-            async with r.pipeline(transaction=False) as pipe:
-                for op in ops:
-                    keys, args = self._args(cred, rule, op)
-                    await script(keys=keys, args=args, client=pipe)
-                return [_state(reply) for reply in await pipe.execute()]
+            calls = [self._args(cred, rule, op) for op in ops]
+            return [_state(reply) for reply in await run_script_batch(r, script, calls)]
 
         if not ops:
             return []

@@ -22,7 +22,9 @@ PriorityName: TypeAlias = Literal["interactive", "default", "background"]
 PRIORITIES: tuple[PriorityName, ...] = ("interactive", "default", "background")
 BUCKETS = ("general", "search", "daily", "associations", "admissions")
 # Buckets that exist only when the rules configure them.
-OPTIONAL_BUCKETS = ("associations", "admissions")
+# The gateway's own limit on flows started per window, not HubSpot's (see rules/default.yaml).
+ADMISSIONS = "admissions"
+OPTIONAL_BUCKETS = ("associations", ADMISSIONS)
 TIERS = ("starter", "professional", "enterprise", "addon")
 DAY_MS = 86_400_000
 

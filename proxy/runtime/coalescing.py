@@ -6,6 +6,7 @@ from __future__ import annotations
 from proxy.budget.plans import bucket_specs
 from proxy.http.context import ClientRequest
 from proxy.rules.loader import Rules
+from proxy.rules.model import ADMISSIONS
 from proxy.upstream.coalesce.calls import batchable
 from proxy.upstream.coalesce.gatherer import Ride
 from proxy.upstream.forward import outgoing_for
@@ -13,7 +14,8 @@ from proxy.upstream.forward import outgoing_for
 
 def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
     """The call's ride, or None when it goes out on its own: no token (HubSpot answers 401), or
-    a bucket the batch call would not draw from (`admissions` counts each rider, a batch one)."""
+    a route drawing from `admissions`, which counts flows: a batch would admit all its riders
+    for one unit."""
     route = req.classification.route
     settings = route.coalesce if route is not None else None
     if settings is None or not settings.enabled or not req.has_token:
@@ -21,9 +23,9 @@ def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
     call = batchable(req.method, req.path_qs, req.body)
     if call is None:
         return None
-    batch_buckets = rules.classify("POST", call.batch_path).buckets
-    if not {bucket.name for bucket in req.plan.buckets} <= set(batch_buckets):
+    if any(bucket.name == ADMISSIONS for bucket in req.plan.buckets):
         return None
+    batch_buckets = rules.classify("POST", call.batch_path).buckets
     return Ride(
         call=call,
         plan=req.plan,

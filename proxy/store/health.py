@@ -18,15 +18,26 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Under the limiter's name: its switch to the in-process budget is what operators alert on.
 log = logging.getLogger("proxy.limiter")
 
+# What a cluster answers while it changes shape (a primary lost, a replica promoted, a slot
+# moving): Redis is away for a moment, as when a connection drops, and the callers fall back
+# the same way. SlotNotCoveredError is no RedisError in redis-py, so it is named here.
+CLUSTER_TROUBLE: Final = (ClusterDownError, TryAgainError, ReadOnlyError, SlotNotCoveredError)
+
 # Anything a Redis call can fail with that is not a bug of ours: the client's own errors,
-# socket errors, and the timeouts the gateway puts around every call.
-REDIS_TROUBLE: Final = (RedisError, OSError, TimeoutError)
+# socket errors, the timeouts the gateway puts around every call, and a cluster in failover.
+REDIS_TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 
 
 class RedisHealth:

@@ -225,6 +225,10 @@ class WriteConfig:
     accept_timeout_s: float = 1.0  # Redis must have stored the write by then, or 503
     # An accept that probes a Redis the breaker holds as away: it must not cost more than this.
     accept_probe_timeout_s: float = 0.25
+    # >0: an accepted write (and a create's in-flight mark) waits until this many replicas
+    # have it, up to wait_timeout_ms, or it is refused (see proxy/store/replicated.py)
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 250
     accept_concurrency: int = 32  # accepts talking to Redis at once, per process
     metrics_interval_s: float = 5.0
     status_path: str = "/proxy/v1/writes/{id}"

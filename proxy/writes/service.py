@@ -74,7 +74,12 @@ class WriteBehind:
         self.metrics = metrics or Metrics()
         keys = WriteKeys(self.config.key_prefix)
         self.store = WriteStore(
-            redis, keys, status_ttl_s=self.config.status_ttl_s, group=self.config.group
+            redis,
+            keys,
+            status_ttl_s=self.config.status_ttl_s,
+            group=self.config.group,
+            wait_replicas=self.config.wait_replicas,
+            wait_timeout_ms=self.config.wait_timeout_ms,
         )
         self.dead = DeadLetters(self.store)
         self._vault = vault

@@ -20,6 +20,8 @@ writes not yet finished and never needs trimming (trimming could drop unacked wr
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +32,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
+from proxy.store.health import REDIS_TROUBLE
 from proxy.store.keys import PREFIX, tagged
+from proxy.store.replicated import Command, NotReplicated, transact_and_wait
 from proxy.writes.model import WriteItem
 
 GROUP: Final = "writers"
@@ -65,6 +69,9 @@ class WriteKeys:
 
     def created(self, object_type: str, object_id: str) -> str:
         return f"{self.base}:created:{object_type}:{object_id}"
+
+
+log = logging.getLogger("proxy.writes")
 
 
 @dataclass(frozen=True)
@@ -103,16 +110,23 @@ class WriteStore:
         *,
         status_ttl_s: int = 7 * 24 * 3600,
         group: str = GROUP,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 250,
     ) -> None:
         self.redis = redis
         self.keys = keys or WriteKeys()
         self.group = group
         self.status_ttl_s = status_ttl_s
+        # >0: writes the gateway vouches for wait until that many replicas have them
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
 
     # -- accepting --------------------------------------------------------------------------------
 
     async def enqueue(self, item: WriteItem) -> str:
         """Status hash and stream entry in one transaction; returns the entry id."""
+        if self.wait_replicas:
+            return await self._enqueue_replicated(item)
         status = self.keys.status(item.write_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(status, mapping=redis_fields(_fresh_status(item)))
@@ -120,6 +134,27 @@ class WriteStore:
             pipe.xadd(self.keys.stream, redis_fields(item.to_fields()))
             results = await pipe.execute()
         return text(results[-1])
+
+    async def _enqueue_replicated(self, item: WriteItem) -> str:
+        """As `enqueue`, acknowledged by `wait_replicas` replicas; if they do not answer in
+        time the write is withdrawn (best effort) and refused, so no client is told a write
+        was accepted that a failover could lose."""
+        status = self.keys.status(item.write_id)
+        commands = [
+            ("HSET", status, *_flat(_fresh_status(item))),
+            ("EXPIRE", status, self.status_ttl_s),
+            ("XADD", self.keys.stream, "*", *_flat(item.to_fields())),
+        ]
+        executed, acked = await transact_and_wait(
+            self.redis, self.keys.stream, commands, self.wait_replicas, self.wait_timeout_ms
+        )
+        entry_id = text(executed[-1])
+        if acked < self.wait_replicas:
+            with contextlib.suppress(*REDIS_TROUBLE):
+                await self.redis.xdel(self.keys.stream, entry_id)
+                await self.redis.delete(status)
+            raise NotReplicated(f"{acked} of {self.wait_replicas} replicas acknowledged")
+        return entry_id
 
     async def ensure_group(self) -> None:
         try:
@@ -209,7 +244,25 @@ class WriteStore:
     # -- recording outcomes -----------------------------------------------------------------------
 
     async def mark_sending(self, items: Sequence[WriteItem], since_ms: int) -> None:
-        """Creates about to be sent: a replay must look for them before creating them again."""
+        """Creates about to be sent: a replay must look for them before creating them again.
+
+        With `wait_replicas`, the marks are given up to `wait_timeout_ms` to reach the
+        replicas before the creates go out: a mark lost in a failover would let the replay
+        create them a second time. The creates go out even if no replica answers: refusing
+        would stall every accepted create for as long as the primary has no replica (as after
+        a failover, until the old primary comes back as a replica)."""
+        if self.wait_replicas and items:
+            commands: list[Command] = []
+            for item in items:
+                key = self.keys.status(item.write_id)
+                commands.append(("HSET", key, "sending", str(since_ms)))
+                commands.append(("EXPIRE", key, self.status_ttl_s))
+            _, acked = await transact_and_wait(
+                self.redis, self.keys.stream, commands, self.wait_replicas, self.wait_timeout_ms
+            )
+            if acked < self.wait_replicas:
+                log.warning("in-flight marks not replicated", extra={"replicas": acked})
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in items:
                 pipe.hset(self.keys.status(item.write_id), "sending", str(since_ms))
@@ -336,9 +389,10 @@ class WriteStore:
             pipe.xlen(self.keys.stream)
             pipe.xpending(self.keys.stream, self.group)
             pipe.xrange(self.keys.stream, "-", "+", count=1)
-            pipe.time()
             pipe.xlen(self.keys.dead)
-            total, summary, first, (seconds, micros), dead = await pipe.execute()
+            total, summary, first, dead = await pipe.execute()
+        # Apart: a cluster pipeline refuses keyless commands such as TIME.
+        seconds, micros = await self.redis.time()
         pending = int(summary.get("pending") or 0)
         age = 0.0
         oldest = entries(first)
@@ -383,3 +437,7 @@ def _created_id(item: WriteItem, result: Any) -> str | None:
     if item.op != "create" or not isinstance(result, Mapping) or result.get("id") is None:
         return None
     return str(result["id"])
+
+
+def _flat(fields: Mapping[str, str | bytes]) -> list[str | bytes]:
+    return [part for pair in fields.items() for part in pair]

@@ -17,6 +17,7 @@ from proxy.http.credentials import credential_id
 from proxy.store.vault import _fernet, vault_key
 from tests.kit.harness import AUTH, TOKEN
 from tests.kit.processes import cli, free_port, start_embedded_gateway
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -54,7 +55,8 @@ def test_check_and_print_config_say_what_happens_without_the_key(
 
 async def test_the_generated_key_stays_beside_the_data_and_out_of_redis(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    gateway = start_embedded_gateway(f"http://127.0.0.1:{free_port()}", data)
+    rules = notes_written_behind(tmp_path)  # a note accepted at once puts the token in the vault
+    gateway = start_embedded_gateway(f"http://127.0.0.1:{free_port()}", data, rules=rules)
     try:
         note = {"properties": {"hs_note_body": "x", "hs_timestamp": "2030-01-01"}}
         async with aiohttp.ClientSession() as session:

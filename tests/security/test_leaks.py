@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import signal
+from pathlib import Path
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from tests.kit.echo import EchoUpstream
 from tests.kit.harness import GatewayFactory
 from tests.kit.processes import start_gateway
 from tests.kit.raw_http import raw_exchange
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,9 +121,12 @@ async def _everything_in(redis: aioredis.Redis) -> bytes:
 
 
 async def test_a_token_is_in_no_metric_redis_key_value_or_error_body(
-    upstream: EchoUpstream, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
+    upstream: EchoUpstream,
+    gateway_factory: GatewayFactory,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
 ) -> None:
-    gw = await gateway_factory(upstream.url)
+    gw = await gateway_factory(upstream.url, rules_path=notes_written_behind(tmp_path))
     auth = {"Authorization": f"Bearer {SECRET}"}
     note = {"properties": {"hs_note_body": "n", "hs_timestamp": "2030-03-01T10:00:00Z"}}
     answers = [

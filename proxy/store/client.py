@@ -1,0 +1,68 @@
+"""The one Redis client of a process: a single server, or a Redis Cluster.
+
+Cluster mode is a setting (`HUBSPOT_PROXY_REDIS_CLUSTER`), not a URL scheme: redis-py's
+`RedisCluster.from_url` takes the ordinary `redis://` / `rediss://` URL of any one node and
+discovers the rest (`CLUSTER SLOTS`), and there is no cluster scheme that redis-py, managed
+services and `redis-cli -u` all accept. So `REDIS_URL` stays a URL every tool understands.
+
+Every key of one credential carries its `{credential}` hash tag, and keys shared by all
+credentials carry one fixed tag each (`{writes}`, `{jobs}`), so every Lua script and every
+MULTI/EXEC touches one slot: one node, as Redis Cluster requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError
+
+from proxy.config import Settings
+
+# redis-py 8.1 lets a write on a connection closed under it (its node gone, or the client's own
+# topology refresh after a failover) escape as the transport's RuntimeError, AttributeError or
+# TypeError rather than ConnectionError (redis/redis-py#4287, #3546). Seen in the failover test;
+# on a cluster client they mean what a ConnectionError means.
+CLOSED_UNDER_US: Final = (RuntimeError, AttributeError, TypeError)
+
+
+class _Cluster(RedisCluster):
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except CLOSED_UNDER_US as exc:
+            raise ConnectionError(f"connection closed under the command: {exc!r}") from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # redis-py refuses it
+        # redis-py builds its own ClusterPipeline the same way; its stubs call it abstract
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except CLOSED_UNDER_US as exc:
+            raise ConnectionError(f"connection closed under the pipeline: {exc!r}") from exc
+
+
+def redis_client(settings: Settings) -> aioredis.Redis | None:
+    """The client for `settings.redis_url`, or None when there is no Redis.
+
+    A RedisCluster is returned typed as Redis: it answers the same commands, scripts and
+    pipelines the gateway uses (each keyed to one slot), which the cluster test suite proves
+    against a real six-node cluster; the two classes simply share no base type in redis-py.
+    """
+    if not settings.redis_url:
+        return None
+    timeouts = {
+        "socket_timeout": settings.redis_timeout_s * 4,
+        "socket_connect_timeout": settings.redis_timeout_s * 4,
+        "max_connections": settings.redis_max_connections,
+    }
+    if settings.redis_cluster:
+        return cast(aioredis.Redis, _Cluster.from_url(settings.redis_url, **timeouts))
+    return aioredis.from_url(settings.redis_url, **timeouts)
