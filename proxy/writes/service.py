@@ -40,6 +40,7 @@ from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
 from proxy.store.health import REDIS_TROUBLE, RedisHealth
+from proxy.store.replicated import NotReplicated
 from proxy.store.vault import TokenVault
 from proxy.upstream.background import BackgroundClient
 from proxy.writes.answers import Accepted, AssocSpec, accepted, type_pair
@@ -105,7 +106,7 @@ class WriteBehind:
         probing = self._health.is_open
         if not self._health.should_try():
             raise self._refused(kind)  # Redis is known to be away: do not wait to find out
-        timeout_s = self.config.accept_probe_timeout_s if probing else self.config.accept_timeout_s
+        timeout_s = self._accept_timeout(probing)
         answers_before = self._health.answers
         try:
             async with asyncio.timeout(timeout_s), self._accepting:
@@ -113,6 +114,11 @@ class WriteBehind:
                 if kind == ASSOCIATE_DEFAULT:
                     await self._learn_pair(request)
                 await self.store.enqueue(item)
+        except NotReplicated as exc:
+            # Redis answered (no replica took the write in time): no reason to rest Redis, and
+            # a breaker held open by refused writes would keep the limiter in process too.
+            self._health.succeeded()
+            raise self._refused(kind) from exc
         except REDIS_TROUBLE as exc:
             self._health.failed(exc, answers_before=answers_before)
             raise self._refused(kind) from exc
@@ -126,6 +132,14 @@ class WriteBehind:
             fallback_type_id=self.config.fallback_association_type_id,
             status_path=self.config.status_path.format(id=item.write_id),
         )
+
+    def _accept_timeout(self, probing: bool) -> float:
+        if not probing:
+            return self.config.accept_timeout_s
+        # A probing accept may also wait for replicas (WAIT): that wait is no sign of a Redis
+        # away, and a probe cut short by it would keep the shared breaker open.
+        replicas_s = self.config.wait_timeout_ms / 1000 if self.config.wait_replicas else 0.0
+        return self.config.accept_probe_timeout_s + replicas_s
 
     def _refused(self, kind: str) -> ServiceUnavailable:
         self.metrics.writes.labels(kind, "refused").inc()
