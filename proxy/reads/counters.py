@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from proxy.rules.loader import CounterRule
 from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, key, part
-from proxy.store.scripts import lua_source
+from proxy.store.scripts import lua_program
 
 RESERVATION_HOLD_MS: Final = 10 * 60_000  # a reserved seat not taken by a booking comes back
 
@@ -92,9 +92,11 @@ class Counters:
     def __init__(self, store: RuleRedis) -> None:
         self.store = store
         client = store.client
-        self._script = client.register_script(lua_source("counter_ops")) if client else None
+        self._script = (
+            client.register_script(lua_program("counter_core", "counter_ops")) if client else None
+        )
 
-    def _args(self, cred: str, rule: CounterRule, op: Op) -> tuple[list[str], list[str]]:
+    def script_args(self, cred: str, rule: CounterRule, op: Op) -> tuple[list[str], list[str]]:
         keys = CounterKeys.all(cred, rule, op.object_id, op.booking_id or "-")
         args = [
             op.op,
@@ -124,7 +126,7 @@ class Counters:
         async def run(r: aioredis.Redis) -> list[CounterState]:
             async with r.pipeline(transaction=False) as pipe:
                 for op in ops:
-                    keys, args = self._args(cred, rule, op)
+                    keys, args = self.script_args(cred, rule, op)
                     await script(keys=keys, args=args, client=pipe)
                 return [_state(reply) for reply in await pipe.execute()]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -25,7 +25,8 @@ from proxy.http.context import RequestContext
 from proxy.http.credentials import bearer_token
 from proxy.http.responses import json_response
 from proxy.metrics import Metrics
-from proxy.reads.counter_rules import CounterRuntime
+from proxy.reads.call_objects import association_pairs
+from proxy.reads.counter_rules import CounterRuntime, booking_exam_pairs
 from proxy.reads.counters import Counters
 from proxy.reads.index_learning import IndexLearner
 from proxy.reads.index_loader import (
@@ -40,6 +41,7 @@ from proxy.reads.object_cache import CacheRead, ObjectCache
 from proxy.reads.search_index import Lookup, SearchIndex
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import (
+    AssociationSource,
     Classification,
     CounterRule,
     IndexLookup,
@@ -360,16 +362,36 @@ class Actions:
         cls: Classification,
         plan: CallPlan,
         answer: Buffered,
+        *,
+        counted: CounterRule | None = None,
     ) -> Buffered:
         """Let the rules learn from the answer given for an accepted write, as if HubSpot had
-        given it (a booking->exam association counts now); the answer comes back overlaid."""
+        given it; the answer comes back overlaid. `counted`: a counter the acceptance itself
+        already changed (see `counted_association`)."""
         call = self._call(request, ctx, cls, plan)
         if call is not None:
+            call.counted = counted
             try:
                 await self.learning.learn(call, answer)
             except Exception:
                 log.exception("rule learning failed", extra={"route": ctx.route})
         return answer
+
+    def counted_association(
+        self, cls: Classification, body: Any
+    ) -> tuple[CounterRule, str, str] | None:
+        """(rule, booking id, exam id) when accepting this call for later links a counted
+        booking: the count then changes in the same Redis step as the acceptance."""
+        if self.store.client is None:
+            return None
+        for match in cls.by_role("associate"):
+            rule = match.rule
+            if not isinstance(rule, CounterRule) or not isinstance(rule.source, AssociationSource):
+                continue
+            pairs = booking_exam_pairs(rule, association_pairs(match.params, body))
+            if len(pairs) == 1:
+                return rule, *pairs[0]
+        return None
 
     def _index_rules(self) -> list[SearchIndexRule]:
         return [r for r in self.rules.current.rules if isinstance(r, SearchIndexRule) and r.enabled]

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
+from proxy.store.scripts import CounterChange
 from proxy.store.vault import TokenVault
 from proxy.writes.answers import Accepted, AssocSpec, accepted, type_pair
 from proxy.writes.dead import DeadLetters
@@ -48,10 +49,14 @@ from proxy.writes.sender import PlanFor, Send
 from proxy.writes.store import WriteKeys, WriteStore, now_ms, text
 from proxy.writes.worker import WriteWorker
 
-__all__ = ["Accepted", "WriteBehind", "WriteConfig", "WriteRequest"]
+__all__ = ["Accepted", "CounterNotSeeded", "WriteBehind", "WriteConfig", "WriteRequest"]
 
 REDIS_TROUBLE = (RedisError, OSError, TimeoutError)
 LEARNED_TYPES_REFRESH_S = 60.0
+
+
+class CounterNotSeeded(Exception):
+    """The counter a write changes has no count yet; the write was not stored."""
 
 
 def new_write_id() -> str:
@@ -91,9 +96,19 @@ class WriteBehind:
     # -- accepting --------------------------------------------------------------------------------
 
     async def accept(
-        self, credential: str, token: str, kind: str, request: WriteRequest
+        self,
+        credential: str,
+        token: str,
+        kind: str,
+        request: WriteRequest,
+        counter: CounterChange | None = None,
     ) -> Accepted:
-        """Store the write durably, then return the answer to give; 503 if Redis cannot."""
+        """Store the write durably, then return the answer to give; 503 if Redis cannot.
+
+        With `counter`, the count change is stored in the same step as the write (one script):
+        a busy Redis refuses both, never one. Raises CounterNotSeeded when the counter has no
+        count yet (nothing was stored): seed it from HubSpot and accept again.
+        """
         if kind not in KINDS:
             raise BadRequest(f"Unknown write kind {kind!r}")
         item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
@@ -102,7 +117,12 @@ class WriteBehind:
                 await self._vault.remember(credential, token)
                 if kind == ASSOCIATE_DEFAULT:
                     await self._learn_pair(request)
-                await self.store.enqueue(item)
+                if counter is None:
+                    await self.store.enqueue(item)
+                else:
+                    state, entry = await self.store.enqueue_counted(item, counter)
+                    if entry is None:
+                        raise CounterNotSeeded(state)
         except REDIS_TROUBLE as exc:
             self.metrics.writes.labels(kind, "refused").inc()
             self.metrics.redis_errors.labels("writes").inc()
