@@ -120,7 +120,7 @@ class CounterRuntime:
                 seeded = Op(object_id, "add", seed=seen[0], capacity=seen[1], booking_id=booking_id)
                 state = await self.counters.apply(cred, rule, seeded)
             if isinstance(state, Unavailable):
-                self.counters.forget_later(cred, rule, object_id)
+                self.counters.apply_later(cred, rule, op)
 
     async def unlink(
         self, cred: str, rule: CounterRule, booking_ids: Iterable[str], object_id: str | None = None
@@ -128,13 +128,14 @@ class CounterRuntime:
         """Un-count bookings (cancelled, deleted, or unlinked from `object_id`)."""
         for booking_id in booking_ids:
             target = object_id or await self.counters.linked(cred, rule, booking_id)
+            if isinstance(target, Unavailable):
+                self.counters.unlink_later(cred, rule, booking_id)
+                continue
             if target is None:
                 continue  # never counted here: nothing to undo
-            state = await self.counters.apply(
-                cred, rule, Op(target, "remove", booking_id=booking_id)
-            )
-            if isinstance(state, Unavailable):
-                self.counters.forget_later(cred, rule, target)
+            op = Op(target, "remove", booking_id=booking_id)
+            if isinstance(await self.counters.apply(cred, rule, op), Unavailable):
+                self.counters.apply_later(cred, rule, op)
 
     async def booking_changed(
         self,
@@ -154,5 +155,5 @@ class CounterRuntime:
                 await self.unlink(cred, rule, [booking_id])
                 continue
             linked = await self.counters.linked(cred, rule, booking_id)
-            if linked is not None:
+            if isinstance(linked, str):
                 await self.link(cred, rule, [(booking_id, linked)], fetch)

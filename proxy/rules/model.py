@@ -171,6 +171,17 @@ class PropertySource:
     property: str
 
 
+@dataclass(frozen=True)
+class CapacityGuard:
+    """A created record naming its counter object in `property` takes a seat at the create,
+    or gets this HubSpot-shaped error when none is left."""
+
+    property: str
+    status: int = 400
+    category: str = "VALIDATION_ERROR"
+    message: str = "This mock exam session is now full"
+
+
 @dataclass(frozen=True, kw_only=True)
 class CounterRule(_RuleBase):
     object_type: str
@@ -183,6 +194,7 @@ class CounterRule(_RuleBase):
     ttl_ms: int
     patch: Literal["absorb", "forward"] = "absorb"
     shared_by: str = "credential"  # as for SearchIndexRule: "portal" shares the counts
+    guard: CapacityGuard | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

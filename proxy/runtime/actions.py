@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from proxy.budget.plans import CallPlan
+from proxy.errors import GatewayError
 from proxy.http.context import RequestContext
 from proxy.http.credentials import bearer_token
 from proxy.http.responses import json_response
@@ -52,6 +53,7 @@ from proxy.rules.loader import (
     select_search_index,
 )
 from proxy.rules.paths import canonical_type
+from proxy.runtime.capacity_guard import CapacityGuards
 from proxy.runtime.coalescing import ride_for
 from proxy.runtime.learning import Call, RuleLearning, parse_json
 from proxy.runtime.own_calls import OwnCalls
@@ -60,8 +62,7 @@ from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
-from proxy.upstream.coalesce.departure import Ride
-from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
+from proxy.upstream.coalesce.gatherer import Coalescer
 from proxy.upstream.forward import Buffered, buffered_response, forward, forward_buffered
 from proxy.upstream.singleflight import FlightKey, Singleflight, flight_key
 
@@ -102,6 +103,7 @@ class Actions:
             self.index, learner, self.counters, self.cache, self.own, self.portals, metrics
         )
         self.flights = Singleflight(metrics)
+        self.guards = CapacityGuards(self.counters, self.own)
 
     async def handle(
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
@@ -304,9 +306,18 @@ class Actions:
 
     async def _forward_and_learn(self, call: Call) -> web.StreamResponse:
         await self._absorb(call)
-        answer = await self._send(call)
+        seats = await self.guards.take(call)
+        try:
+            answer = await self._send(call)
+        except GatewayError as exc:
+            if exc.status < 500:  # the gateway did not send it: give the seats back
+                await self.guards.release(call, seats)
+            raise
         if not isinstance(answer, Buffered):
-            return answer  # too large to read whole: relayed as it came, nothing learned
+            # Too large to read whole: relayed as it came, nothing learned; a held seat stays
+            # held until the booking's association takes it or the hold expires.
+            return answer
+        await self.guards.settle(call, seats, answer)
         try:
             await self.learning.learn(call, answer)
             await self._after_first_sight(call)
