@@ -397,13 +397,24 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         services.writes = WriteBehind(
             redis,
             vault,
-            config=WriteConfig(claim_idle_s=settings.write_claim_idle_s),
+            config=WriteConfig(
+                claim_idle_s=settings.write_claim_idle_s,
+                lookup_delay_s=settings.write_lookup_delay_s,
+            ),
             metrics=metrics,
             send=caller.send,
             plan_for=_background_plan(holder),
         )
         services.jobs = JobRunner(
-            redis, build_jobs(redis, services.rules, services.caller, services.actions), metrics
+            redis,
+            build_jobs(
+                redis,
+                services.rules,
+                services.caller,
+                services.actions,
+                services.writes.queued_links,
+            ),
+            metrics,
         )
     return services
 

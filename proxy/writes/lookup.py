@@ -107,8 +107,9 @@ async def _search(
         results += [r for r in body.get("results") or [] if isinstance(r, Mapping)]
         after = ((body.get("paging") or {}).get("next") or {}).get("after")
         if after is None:
-            break
-    return results
+            return results
+    # Records left unread may be these writes': "not found" would resend them (duplicates).
+    raise LookupFailed(f"search matched over {MAX_PAGES * PAGE} records; looking again later")
 
 
 def _pair(

@@ -221,7 +221,9 @@ class WriteConfig:
     lookup_delay_s: float = 10.0  # before searching for a create that may have landed
     send_wait_s: float = 30.0  # how long one batch call may wait for budget
     status_ttl_s: int = 7 * 24 * 3600
-    accept_timeout_s: float = 1.0  # Redis must have stored the write by then, or 503
+    # Waiting for an accept slot, and for the vault, at most this long, or 503; the write
+    # itself, once sent, is bounded by the Redis socket timeout instead.
+    accept_timeout_s: float = 1.0
     accept_concurrency: int = 32  # accepts talking to Redis at once, per process
     metrics_interval_s: float = 5.0
     status_path: str = "/proxy/v1/writes/{id}"

@@ -113,16 +113,19 @@ class WriteBehind:
             raise BadRequest(f"Unknown write kind {kind!r}")
         item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
         try:
-            async with asyncio.timeout(self.config.accept_timeout_s), self._accepting:
-                await self._vault.remember(credential, token)
-                if kind == ASSOCIATE_DEFAULT:
-                    await self._learn_pair(request)
-                if counter is None:
-                    await self.store.enqueue(item)
-                else:
-                    state, entry = await self.store.enqueue_counted(item, counter)
-                    if entry is None:
-                        raise CounterNotSeeded(state)
+            async with asyncio.timeout(self.config.accept_timeout_s):
+                await self._accepting.acquire()
+            try:
+                async with asyncio.timeout(self.config.accept_timeout_s):
+                    await self._vault.remember(credential, token)
+                    if kind == ASSOCIATE_DEFAULT:
+                        await self._learn_pair(request)
+                # Once sent, the write's answer is awaited (within the Redis socket timeout)
+                # rather than abandoned: a write given up on here may still land, and a client
+                # told 503 would send it again.
+                await self._store(item, counter)
+            finally:
+                self._accepting.release()
         except REDIS_TROUBLE as exc:
             self.metrics.writes.labels(kind, "refused").inc()
             self.metrics.redis_errors.labels("writes").inc()
@@ -140,6 +143,14 @@ class WriteBehind:
             status_path=self.config.status_path.format(id=item.write_id),
         )
 
+    async def _store(self, item: WriteItem, counter: CounterChange | None) -> None:
+        if counter is None:
+            await self.store.enqueue(item)
+            return
+        state, entry = await self.store.enqueue_counted(item, counter)
+        if entry is None:
+            raise CounterNotSeeded(state)
+
     async def _learn_pair(self, request: WriteRequest) -> None:
         """For a custom type pair, the type ids the worker learned from HubSpot (once/process)."""
         pair = type_pair(request.object_type, request.to_type or "")
@@ -153,6 +164,21 @@ class WriteBehind:
             parsed = _parse_pair(name, spec)
             if parsed is not None:
                 self._types.setdefault(*parsed)
+
+    async def queued_links(self) -> set[tuple[str, str, str, str, str]]:
+        """(credential, from type, from id, to type, to id) of every association accepted and
+        not yet sent: HubSpot does not show it yet, though its count was taken at acceptance."""
+        links: set[tuple[str, str, str, str, str]] = set()
+        for entry_id, fields in await self.store.unfinished():
+            try:
+                item = WriteItem.from_fields(entry_id, fields)
+            except (KeyError, ValueError, TypeError):
+                continue  # the worker dead-letters what it cannot read
+            request = item.request
+            if item.kind == ASSOCIATE_DEFAULT and request.object_id and request.to_id:
+                ends = (request.object_type, request.object_id, request.to_type or "")
+                links.add((item.credential, *ends, request.to_id))
+        return links
 
     # -- status and dead letters ------------------------------------------------------------------
 

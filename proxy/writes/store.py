@@ -224,6 +224,17 @@ class WriteStore:
                 return found
             start = "(" + found[-1][0]
 
+    async def unfinished(self, page: int = 1000) -> list[Entry]:
+        """Every write not yet finished: the stream holds exactly those (acked ones are deleted)."""
+        found: list[Entry] = []
+        start = "-"
+        while True:
+            batch = entries(await self.redis.xrange(self.keys.stream, start, "+", count=page))
+            found += batch
+            if len(batch) < page:
+                return found
+            start = "(" + batch[-1][0]
+
     async def fetch(self, entry_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             ids = list(entry_ids)

@@ -131,3 +131,36 @@ async def test_a_stalled_redis_never_splits_a_count_from_its_write(
             assert await seats(gw, exam) == len(linked)
     finally:
         valkey.stop()
+
+
+async def test_reconcile_counts_links_still_queued_and_finds_no_drift(
+    portal: Sim, gateway_factory: GatewayFactory
+) -> None:
+    """A link accepted but not sent yet is a seat taken that HubSpot does not show: reconcile
+    keeps it, so a normal run finds drift 0 (it is the safety net, not what makes counts right)."""
+    gw = await gateway_factory(portal.url, admin_token="admin-for-reconcile")
+    admin = {"Authorization": "Bearer admin-for-reconcile"}
+    assert gw.app is not None
+    writes = gw.app[SERVICES].writes
+    assert writes is not None
+    (exam,) = await portal.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
+    sent, queued = await portal.seed(BOOKINGS, *({"is_active": "Active"},) * 2)
+    first = await gw.put(link_path(sent, exam), headers=AUTH)
+    await write_state(gw, first.headers["X-HubSpot-Proxy-Write-Id"], "sent")
+    await writes.stop()  # the next link stays queued
+    try:
+        assert (await gw.put(link_path(queued, exam), headers=AUTH)).status == 200
+        assert await seats(gw, exam) == 2
+
+        resp = await gw.post("/proxy/v1/jobs/reconcile/run", headers=admin)
+
+        assert resp.status == 200, await resp.text()
+        drift = (await resp.json())["drift"]
+        assert drift.get("redis", 0) == 0
+        assert await seats(gw, exam) == 2
+        assert await portal.associations(EXAMS, exam, BOOKINGS) == [sent]
+    finally:
+        await writes.start()
+    await drained(gw)
+    assert sorted(await portal.associations(EXAMS, exam, BOOKINGS)) == sorted([sent, queued])
+    assert await seats(gw, exam) == 2
