@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.conftest import Fleet
+from tests.kit.fleet import Fleet
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -58,8 +58,8 @@ async def test_a_thousand_concurrent_bookings_never_overbook(fleet: Fleet) -> No
         await asyncio.to_thread(fleet.start_gateway)
     urls = [g.url for g in fleet.gateways]
     async with aiohttp.ClientSession() as s:
-        exam = {"type": EXAMS, "properties": {"capacity": str(SEATS), "total_bookings": "0"}}
-        seed = {"objects": [exam] * EXAM_COUNT}
+        record = {"type": EXAMS, "properties": {"capacity": str(SEATS), "total_bookings": "0"}}
+        seed = {"objects": [record] * EXAM_COUNT}
         async with s.post(f"{fleet.sim.url}/__sim/seed", json=seed) as resp:
             exams = [str(o["id"]) for o in (await resp.json())["objects"]]
         for url in urls:  # a warm gateway: each replica has read each exam once

@@ -11,20 +11,24 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AUTH, GatewayFactory
-from tests.integration.test_rules_runtime import BOOKINGS, EXAMS, Client, Sim
+from tests.kit.harness import AUTH, Client, GatewayFactory
+from tests.kit.read_side import BOOKINGS, EXAMS
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(90)
 
 FULL = "This mock exam session is now full"
 
 
-async def create(gw: Client, exam: str, contact: str = "1", **extra: Any) -> tuple[int, Any]:
+async def create(
+    gw: Client, exam: str, contact: str = "1", associations: Any = None
+) -> tuple[int, Any]:
     props = {"mock_exam_id": exam, "contact_id": contact, "is_active": "Active",
              "exam_date": "2030-03-15"}  # fmt: skip
-    resp = await gw.post(
-        f"/crm/v3/objects/{BOOKINGS}", json={"properties": props, **extra}, headers=AUTH
-    )
+    body: dict[str, Any] = {"properties": props}
+    if associations is not None:
+        body["associations"] = associations
+    resp = await gw.post(f"/crm/v3/objects/{BOOKINGS}", json=body, headers=AUTH)
     return resp.status, await resp.json()
 
 
@@ -85,9 +89,9 @@ async def test_a_create_hubspot_refuses_gives_its_seat_back(
 ) -> None:
     gw = await gateway_factory(portal.url)
     (exam,) = await portal.seed(EXAMS, {"capacity": "5", "total_bookings": "4"})
-    bad = {"associations": [{"to": {"id": "999999"}, "types": [{"associationTypeId": 1}]}]}
+    missing = [{"to": {"id": "999999"}, "types": [{"associationTypeId": 1}]}]
 
-    status, body = await create(gw, exam, **bad)
+    status, body = await create(gw, exam, associations=missing)
 
     assert status == 400 and body["message"] != FULL  # HubSpot's own refusal
     assert await seats(gw, exam) == 4

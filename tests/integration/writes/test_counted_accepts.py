@@ -15,9 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.app import SERVICES
-from tests.conftest import AUTH, GatewayFactory
-from tests.integration.test_rules_runtime import BOOKINGS, EXAMS, Client, Sim
+from tests.kit.harness import AUTH, Client, GatewayFactory
 from tests.kit.processes import start_valkey
+from tests.kit.read_side import BOOKINGS, EXAMS
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.integration.conftest import GATEWAY_ENV, Fleet
+from tests.kit.fleet import GATEWAY_ENV, Fleet
 
 pytestmark = pytest.mark.timeout(240)
 
