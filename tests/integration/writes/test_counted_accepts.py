@@ -102,7 +102,11 @@ async def test_a_stalled_redis_never_splits_a_count_from_its_write(
     link answered 200 is among them."""
     valkey = start_valkey()
     try:
-        gw = await gateway_factory(portal.url, redis_url=str(valkey.connection_url))
+        # Entries delivered while Redis hung, whose reply the worker never got, wait for the
+        # claim timeout before being taken over: keep it short.
+        gw = await gateway_factory(
+            portal.url, redis_url=str(valkey.connection_url), write_claim_idle_s=1.0
+        )
         exams = await portal.seed(EXAMS, *({"capacity": "500", "total_bookings": "0"},) * 2)
         bookings = await portal.seed(BOOKINGS, *({"is_active": "Active"},) * 120)
         for exam in exams:
