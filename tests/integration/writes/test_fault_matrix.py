@@ -52,16 +52,22 @@ class Variant:
     writes: int
     invalid_every: int = 0  # every n-th note names a contact that does not exist
     fault: str = ""  # "kill-gateway" | "restart-redis", mid-drain
+    struck: tuple[str, ...] = ()  # statuses HubSpot must have answered, so the fault was felt
+    retried: bool = False  # the workers must have retried some batch (a 423 is retried below them)
 
 
 VARIANTS = {
     "trace-ids-echoed": Variant({"echo_trace_ids": True}, 300),
     "trace-ids-omitted": Variant({}, 1000),
     "shuffled": Variant({"shuffle_batch_results": True}, 1000),
-    "whole-batch-400": Variant({"reject_whole_batch": True}, 300, invalid_every=25),
-    "5xx-after-applying": Variant({"fault_5xx_after_rate": 0.15}, 1000),
-    "timeout-after-applying": Variant({"fault_timeout_after_rate": 0.1}, 300),
-    "423-locked": Variant({"fault_423_rate": 0.2}, 300),
+    "whole-batch-400": Variant(
+        {"reject_whole_batch": True}, 300, invalid_every=25, struck=("400",)
+    ),
+    "5xx-after-applying": Variant(
+        {"fault_5xx_after_rate": 0.15}, 1000, struck=("502", "503", "504"), retried=True
+    ),
+    "timeout-after-applying": Variant({"fault_timeout_after_rate": 0.3}, 300, retried=True),
+    "423-locked": Variant({"fault_423_rate": 0.2}, 300, struck=("423",)),
     "gateway-sigkill-mid-drain": Variant(SLOW, 1000, fault="kill-gateway"),
     "redis-restart-mid-drain": Variant(SLOW, 1000, fault="restart-redis"),
 }
@@ -252,6 +258,24 @@ async def outcome(s: aiohttp.ClientSession, fleet: Fleet, run: Run) -> dict[str,
     return {"notes": sum(mine.values()), "links": linked}
 
 
+async def answered(s: aiohttp.ClientSession, fleet: Fleet) -> Counter[str]:
+    """HubSpot's answers to the gateways so far, by status."""
+    token = TOKEN
+    stats = await sim_json(s, fleet, "GET", f"/__sim/stats?token={token}")
+    return Counter(stats["by_status"])
+
+
+async def failed_attempts(s: aiohttp.ClientSession, fleet: Fleet) -> float:
+    """Write attempts the replicas' workers counted as failed (and retried), from /metrics."""
+    total = 0.0
+    for gateway in fleet.gateways:
+        async with s.get(f"{gateway.url}/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                if line.startswith("hubspot_proxy_writes_total{") and 'state="failed"' in line:
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 async def unfinished(fleet: Fleet) -> int:
     client = aioredis.from_url(fleet.redis_url)
     try:
@@ -277,6 +301,8 @@ async def test_fault_matrix(fleet: Fleet, name: str) -> None:
         await asyncio.to_thread(fleet.start_gateway)
     async with aiohttp.ClientSession() as s:
         run, jobs = await prepare(s, fleet, name, variant)
+        before = await answered(s, fleet)
+        failed_before = await failed_attempts(s, fleet)
         await sim_json(s, fleet, "POST", "/__sim/config", {**QUIET, **variant.sim})
         try:
             per_round = -(-len(jobs) // ROUNDS)
@@ -290,6 +316,8 @@ async def test_fault_matrix(fleet: Fleet, name: str) -> None:
         await check_counts(s, fleet, run)
         held = await outcome(s, fleet, run)
         dead = await dead_letters(s, fleet, run)
+        statuses = await answered(s, fleet) - before
+        retried = await failed_attempts(s, fleet) - failed_before
     accepted_notes = len(run.notes) - len(run.invalid & set(run.notes))
     accepted_links = sum(len(v) for v in run.links.values())
     print(
@@ -299,7 +327,10 @@ async def test_fault_matrix(fleet: Fleet, name: str) -> None:
         f"{accepted_links} in HubSpot={held['links']} | dead letters={len(dead)} "
         f"(refused by HubSpot: {len(run.invalid)}) | exam reads={run.reads}, all exact"
         f" | unfinished writes at the fault={run.unfinished_at_fault}"
+        f" | HubSpot answered {dict(sorted(statuses.items()))} | attempts retried={retried:.0f}"
     )
+    assert not variant.retried or retried > 0
+    assert not variant.struck or sum(statuses[code] for code in variant.struck) > 0
     assert run.unfinished_at_fault > 0 or not variant.fault  # the fault struck mid-drain
     assert not run.refused  # nothing here may cost the client a 503
     assert len(run.write_ids) == variant.writes
