@@ -38,7 +38,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
                 "active_property", "cancelled_value", "ttl", "patch", "shared_by",
                 "capacity_guard"),
     "object_cache": ("object_type", "ttl"),
-    "write_behind": ("match", "kind", "only_properties"),
+    "write_behind": ("match", "kind", "only_properties", "unique_property"),
 }  # fmt: skip
 WRITE_METHODS = {"create": "POST", "associate_default": "PUT", "update": "PATCH"}
 
@@ -257,6 +257,9 @@ def _write_behind(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
     only = r.strings("only_properties")
     if only == ():
         r.problem("only_properties", "list at least one property, or leave it out")
+    unique = r.text("unique_property")
+    if unique is not None and kind_ != "create":
+        r.problem("unique_property", "only a create write-behind looks records up")
     if match is None or kind_ is None:
         return None
     method = WRITE_METHODS[kind_]
@@ -266,7 +269,8 @@ def _write_behind(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
         r.problem("match", f"a {kind_} write-behind takes {method} calls only")
         return None
     return WriteBehindRule(name=name, enabled=enabled, matchers=((match, "write"),),
-                           kind=_KINDS[kind_], only_properties=only or None)  # fmt: skip
+                           kind=_KINDS[kind_], only_properties=only or None,
+                           unique_property=unique)  # fmt: skip
 
 
 _KINDS: dict[str, Literal["create", "associate_default", "update"]] = {

@@ -207,6 +207,9 @@ class ObjectCacheRule(_RuleBase):
 class WriteBehindRule(_RuleBase):
     kind: Literal["create", "associate_default", "update"]
     only_properties: tuple[str, ...] | None = None  # None: any body qualifies
+    # create only: a property whose value no two records share, so a create of unknown fate is
+    # looked up by it (rather than by the time it was sent and all its properties).
+    unique_property: str | None = None
 
 
 Rule: TypeAlias = RespondRule | SearchIndexRule | CounterRule | ObjectCacheRule | WriteBehindRule

@@ -9,6 +9,7 @@ DELETE /proxy/v1/dead-letters/{ref}               admin: drop
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 
 import orjson
 from aiohttp import web
@@ -69,6 +70,8 @@ async def accept_write(
         write = WriteRequest.from_call(kind, ctx.path_qs, ctx.body)
     except NotWritable:
         return None
+    if rule.unique_property is not None and rule.unique_property in write.properties:
+        write = replace(write, unique_property=rule.unique_property)
     counted = actions.counted_association(cls, body)
     accepted = await _accept_counted(ctx, token, kind, write, counted, writes, actions)
     ctx.outcome = "accepted"

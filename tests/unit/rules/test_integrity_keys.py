@@ -1,4 +1,4 @@
-"""The counter rule's `capacity_guard`: read from YAML, checked, and shipped in default.yaml."""
+"""Integrity rule keys: a counter's `capacity_guard`, a create write-behind's `unique_property`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy.rules.loader import CapacityGuard, CounterRule, RulesError, load_rules, parse_rules
+from proxy.rules.loader import (
+    CapacityGuard,
+    CounterRule,
+    RulesError,
+    WriteBehindRule,
+    load_rules,
+    parse_rules,
+)
 
 DEFAULT = Path(__file__).parents[3] / "rules" / "default.yaml"
 
@@ -74,4 +81,26 @@ def test_guard_problems_are_reported_with_their_line() -> None:
         "counts against)",
         "r.yaml:11: rules[0].capacity_guard.property: required",
         "r.yaml:11: rules[0].capacity_guard.full_error: status must be a 4xx or 5xx, got 700",
+    ]
+
+
+WRITE_BEHIND = """
+    version: 1
+    rules:
+      - name: bookings-async
+        type: write_behind
+        match: {path: "/crm/v3/objects/2-50158943"}
+"""
+
+
+def test_a_create_write_behind_may_name_its_unique_property() -> None:
+    text = textwrap.dedent(WRITE_BEHIND).lstrip("\n") + "    kind: create\n"
+    (rule,) = parse_rules(text + "    unique_property: idempotency_key\n", "r.yaml").rules
+    assert isinstance(rule, WriteBehindRule) and rule.unique_property == "idempotency_key"
+    with pytest.raises(RulesError) as info:
+        parse_rules(
+            text.replace("kind: create", "kind: update") + "    unique_property: k\n", "r.yaml"
+        )
+    assert [str(p) for p in info.value.problems] == [
+        "r.yaml:7: rules[0].unique_property: only a create write-behind looks records up"
     ]
