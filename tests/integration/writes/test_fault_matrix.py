@@ -1,11 +1,12 @@
 """The fault matrix (issue 11): nothing duplicated, nothing lost, counts exact, whatever HubSpot
 answers and whatever fails, with three gateway replicas as OS processes.
 
-Each variant accepts notes (write-behind creates) and booking->exam associations (write-behind,
-counted) through the three replicas in rounds, reads every exam through a replica after each
-round, then waits for the writes to drain and counts what HubSpot holds:
+Each variant accepts notes (write-behind creates), contacts (write-behind creates looked up by
+their email) and booking->exam associations (write-behind, counted) through the three replicas in
+rounds, reads every exam through a replica after each round, then waits for the writes to drain
+and counts what HubSpot holds:
 
-- notes in HubSpot = notes accepted (each exactly once), associations = associations accepted;
+- notes and contacts in HubSpot = those accepted (each exactly once), associations = accepted;
 - dead letters: none, except the inputs HubSpot itself refuses (the whole-batch-400 variant);
 - every exam read shows count = seats taken (associations accepted so far, then linked).
 
@@ -81,6 +82,7 @@ class Run:
     exams: list[str]
     contact: str
     notes: dict[str, str] = field(default_factory=dict)  # body -> write id
+    contacts: set[str] = field(default_factory=set)  # emails accepted
     invalid: set[str] = field(default_factory=set)  # note bodies HubSpot must refuse
     links: dict[str, set[str]] = field(default_factory=dict)  # exam -> bookings accepted
     write_ids: set[str] = field(default_factory=set)
@@ -144,6 +146,15 @@ async def accept(s: aiohttp.ClientSession, gateway: str, run: Run, job: tuple[st
 async def accept_once(
     s: aiohttp.ClientSession, gateway: str, run: Run, job: tuple[str, ...]
 ) -> int:
+    if job[0] == "contact":
+        person = {"properties": {"email": job[1], "firstname": "Trainee"}}
+        async with s.post(f"{gateway}/crm/v3/objects/contacts", json=person, headers=AUTH) as resp:
+            if resp.status in (201, 202):
+                run.contacts.add(job[1])
+                run.write_ids.add(resp.headers["X-HubSpot-Proxy-Write-Id"])
+            elif resp.status != 503:
+                run.refused[resp.status] += 1
+            return resp.status
     if job[0] == "note":
         body, contact = job[1], job[2]
         # Each note its own millisecond, as the PRD's backend stamps them.
@@ -190,7 +201,9 @@ async def prepare(
     jobs: list[tuple[str, ...]] = [
         ("link", b, exams[i % EXAM_COUNT]) for i, b in enumerate(bookings)
     ]
-    for i in range(variant.writes - links):
+    contacts = variant.writes // 10
+    jobs += [("contact", f"trainee{i}@{name}.example") for i in range(contacts)]
+    for i in range(variant.writes - links - contacts):
         bad = variant.invalid_every and i % variant.invalid_every == 0
         body = f"{name} note {i}"
         if bad:
@@ -251,11 +264,18 @@ async def outcome(s: aiohttp.ClientSession, fleet: Fleet, run: Run) -> dict[str,
         targets = {str(r["toObjectId"]) for r in found["results"]}
         assert run.links.get(exam, set()) == targets, exam  # nothing lost, nothing extra
         linked += len(targets)
+    people = (await sim_json(s, fleet, "GET", "/__sim/objects/0-1"))["results"]
+    emails = Counter(
+        str(p["properties"].get("email"))
+        for p in people
+        if str(p["properties"].get("email", "")).endswith(f"@{run.name}.example")
+    )
+    assert set(emails) == run.contacts and max(emails.values(), default=1) == 1
     valid = {b for b in run.notes if b not in run.invalid}
     assert set(mine) - valid == set(), run.refused  # only accepted notes
     assert valid - set(mine) == set()  # every accepted note
     assert max(mine.values(), default=1) == 1  # none twice
-    return {"notes": sum(mine.values()), "links": linked}
+    return {"notes": sum(mine.values()), "links": linked, "contacts": sum(emails.values())}
 
 
 async def answered(s: aiohttp.ClientSession, fleet: Fleet) -> Counter[str]:
@@ -324,7 +344,8 @@ async def test_fault_matrix(fleet: Fleet, name: str) -> None:
         f"\nFAULT-MATRIX {name}: writes={len(run.write_ids)} refused={dict(run.refused)} "
         f"503s retried={run.retried} "
         f"notes accepted={accepted_notes} in HubSpot={held['notes']} | links accepted="
-        f"{accepted_links} in HubSpot={held['links']} | dead letters={len(dead)} "
+        f"{accepted_links} in HubSpot={held['links']} | contacts accepted={len(run.contacts)} "
+        f"in HubSpot={held['contacts']} | dead letters={len(dead)} "
         f"(refused by HubSpot: {len(run.invalid)}) | exam reads={run.reads}, all exact"
         f" | unfinished writes at the fault={run.unfinished_at_fault}"
         f" | HubSpot answered {dict(sorted(statuses.items()))} | attempts retried={retried:.0f}"
@@ -334,6 +355,10 @@ async def test_fault_matrix(fleet: Fleet, name: str) -> None:
     assert run.unfinished_at_fault > 0 or not variant.fault  # the fault struck mid-drain
     assert not run.refused  # nothing here may cost the client a 503
     assert len(run.write_ids) == variant.writes
-    assert held == {"notes": accepted_notes, "links": accepted_links}
+    assert held == {
+        "notes": accepted_notes,
+        "links": accepted_links,
+        "contacts": len(run.contacts),
+    }
     assert sorted(d["error"] != "" for d in dead) == [True] * len(run.invalid)
     assert len(dead) == len(run.invalid)
