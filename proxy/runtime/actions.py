@@ -103,7 +103,7 @@ class Actions:
             self.index, learner, self.counters, self.cache, self.own, self.portals, metrics
         )
         self.flights = Singleflight(metrics)
-        self.guards = CapacityGuards(self.counters, self.own)
+        self.guards = CapacityGuards(self.counters, self.own, self.portals)
 
     async def handle(
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
@@ -311,7 +311,7 @@ class Actions:
             answer = await self._send(call)
         except GatewayError as exc:
             if exc.status < 500:  # the gateway did not send it: give the seats back
-                await self.guards.release(call, seats)
+                await self.guards.release(seats)
             raise
         if not isinstance(answer, Buffered):
             # Too large to read whole: relayed as it came, nothing learned; a held seat stays

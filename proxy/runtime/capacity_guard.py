@@ -30,6 +30,7 @@ from proxy.reads.counters import CounterState, Op
 from proxy.rules.loader import CapacityGuard, CounterRule
 from proxy.runtime.learning import Call, parse_json
 from proxy.runtime.own_calls import OwnCalls
+from proxy.runtime.portals import Portals
 from proxy.store.rule_store import Unavailable
 from proxy.upstream.forward import Buffered
 
@@ -54,6 +55,7 @@ class Seat:
     """A seat reserved for one input of a create (`index` in its inputs)."""
 
     rule: CounterRule
+    owner: str  # the credential (or portal) the count is kept under
     object_id: str
     reservation: str
     index: int
@@ -76,9 +78,10 @@ def _named(guard: CapacityGuard, one: Mapping[str, Any]) -> str | None:
 
 
 class CapacityGuards:
-    def __init__(self, counters: CounterRuntime, own: OwnCalls) -> None:
+    def __init__(self, counters: CounterRuntime, own: OwnCalls, portals: Portals) -> None:
         self.counters = counters
         self.own = own
+        self.portals = portals
 
     async def take(self, call: Call) -> list[Seat]:
         """Reserve a seat for every created record that names a guarded exam, or raise."""
@@ -93,19 +96,20 @@ class CapacityGuards:
                     if object_id is not None:
                         seats.append(await self._reserve(call, rule, object_id, index))
         except BaseException:
-            await self.release(call, seats)
+            await self.release(seats)
             raise
         return seats
 
     async def _reserve(self, call: Call, rule: CounterRule, object_id: str, index: int) -> Seat:
         assert rule.guard is not None
+        owner = await self.portals.owner(call.cred, rule, call.token)
         op = Op(object_id, "reserve", reservation_id=uuid.uuid4().hex)
-        state = await self.counters.counters.apply(call.cred, rule, op)
+        state = await self.counters.counters.apply(owner, rule, op)
         if isinstance(state, CounterState) and state.status in ("unseeded", "nocapacity"):
             seen = await self.own.counts(call.cred, rule, object_id, call.token)
             if seen is not None and seen[0] is not None:
                 op = replace(op, seed=seen[0], capacity=seen[1])
-                state = await self.counters.counters.apply(call.cred, rule, op)
+                state = await self.counters.counters.apply(owner, rule, op)
         if isinstance(state, Unavailable):
             raise ServiceUnavailable(
                 "The gateway cannot check the seats left right now; retry later.",
@@ -115,7 +119,8 @@ class CapacityGuards:
             context = {"count": [str(state.count)], "capacity": [str(state.capacity)]}
             raise SessionFull(rule.guard, context)
         # `nocapacity`/`unseeded`: nothing to guard against (HubSpot holds no count or capacity).
-        return Seat(rule, object_id, op.reservation_id if state.status == "ok" else "", index)
+        held = op.reservation_id if state.status == "ok" else ""
+        return Seat(rule, owner, object_id, held, index)
 
     async def settle(self, call: Call, seats: Sequence[Seat], answer: Buffered) -> None:
         """After HubSpot answered the create: seats become bookings, or are given back."""
@@ -123,7 +128,7 @@ class CapacityGuards:
         if not held:
             return
         if 400 <= answer.status < 500:
-            await self.release(call, held)
+            await self.release(held)
             return
         if not 200 <= answer.status < 300:
             return  # 5xx or no answer: the booking may exist; the hold expires if it does not
@@ -132,22 +137,28 @@ class CapacityGuards:
             booking_id = created.get(seat.index)
             if booking_id is None:
                 continue  # applied but not named: the association takes the held seat
-            op = Op(
-                seat.object_id, "confirm", booking_id=booking_id, reservation_id=seat.reservation
+            await self._change(
+                seat,
+                Op(
+                    seat.object_id,
+                    "confirm",
+                    booking_id=booking_id,
+                    reservation_id=seat.reservation,
+                ),
             )
-            if isinstance(
-                await self.counters.counters.apply(call.cred, seat.rule, op), Unavailable
-            ):
-                self.counters.counters.apply_later(call.cred, seat.rule, op)
 
-    async def release(self, call: Call, seats: Sequence[Seat]) -> None:
+    async def release(self, seats: Sequence[Seat]) -> None:
         for seat in seats:
             if seat.reservation:
-                op = Op(seat.object_id, "release", reservation_id=seat.reservation)
-                if isinstance(
-                    await self.counters.counters.apply(call.cred, seat.rule, op), Unavailable
-                ):
-                    self.counters.counters.apply_later(call.cred, seat.rule, op)
+                await self._change(
+                    seat, Op(seat.object_id, "release", reservation_id=seat.reservation)
+                )
+
+    async def _change(self, seat: Seat, op: Op) -> None:
+        """A change HubSpot's answer decided: recorded now, or once Redis answers again."""
+        counters = self.counters.counters
+        if isinstance(await counters.apply(seat.owner, seat.rule, op), Unavailable):
+            counters.apply_later(seat.owner, seat.rule, op)
 
 
 def _created_ids(body: Any, answer: Buffered) -> dict[int, str]:

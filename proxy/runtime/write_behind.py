@@ -98,19 +98,20 @@ async def _accept_counted(
     if counted is None:
         return await writes.accept(cred, token, kind, write)
     rule, booking_id, object_id = counted
-    change = actions.counters.accept_change(cred, rule, booking_id, object_id)
+    owner = await actions.portals.owner(cred, rule, token)  # a portal's shared count, maybe
+    change = actions.counters.accept_change(owner, rule, booking_id, object_id)
     try:
         return await writes.accept(cred, token, kind, write, change)
     except CounterNotSeeded:
         pass
-    seen = await actions.own.counts(cred, rule, object_id, token)
+    seen = await actions.own.counts(cred, rule, object_id, token)  # the caller's budget
     if seen is None or seen[0] is None:
         raise ServiceUnavailable(
             f"Could not read {rule.property} of {object_id} from HubSpot to count this booking; "
             "the write was not accepted, retry later.",
             headers={"Retry-After": "1"},
         )
-    change = actions.counters.accept_change(cred, rule, booking_id, object_id, seen)
+    change = actions.counters.accept_change(owner, rule, booking_id, object_id, seen)
     return await writes.accept(cred, token, kind, write, change)
 
 
