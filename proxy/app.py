@@ -395,13 +395,22 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
                 claim_idle_s=settings.write_claim_idle_s,
                 wait_replicas=settings.redis_wait_replicas,
                 wait_timeout_ms=round(settings.redis_timeout_s * 1000),
+                lookup_delay_s=settings.write_lookup_delay_s,
             ),
             metrics=metrics,
             send=caller.send,
             plan_for=_background_plan(holder),
         )
         services.jobs = JobRunner(
-            redis, build_jobs(redis, services.rules, services.caller, services.actions), metrics
+            redis,
+            build_jobs(
+                redis,
+                services.rules,
+                services.caller,
+                services.actions,
+                services.writes.queued_links,
+            ),
+            metrics,
         )
     return services
 

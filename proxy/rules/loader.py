@@ -21,6 +21,7 @@ from proxy.rules.model import (
     PRIORITIES,
     AssociationSource,
     BucketLimit,
+    CapacityGuard,
     Classification,
     CounterRule,
     Defaults,
@@ -45,6 +46,7 @@ from proxy.rules.yamlpos import Problem, load
 
 __all__ = [
     "ANSWERING_ROLES", "BUCKETS", "PRIORITIES", "AssociationSource", "BucketLimit",
+    "CapacityGuard",
     "Classification", "CounterRule", "Defaults", "IndexLookup", "LimitsConfig",
     "ObjectCacheRule", "Priority", "Problem", "PropertySource", "RespondRule", "Role", "Route",
     "Rule", "RuleMatch", "Rules", "RulesError", "SearchIndexRule", "UntilEndOf",

@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
 from proxy.budget.plans import CallPlan
+from proxy.errors import GatewayError
 from proxy.http.context import RequestContext
 from proxy.http.credentials import bearer_token
 from proxy.http.responses import json_response
 from proxy.metrics import Metrics
-from proxy.reads.counter_rules import CounterRuntime
+from proxy.reads.call_objects import association_pairs
+from proxy.reads.counter_rules import CounterRuntime, booking_exam_pairs
 from proxy.reads.counters import Counters
 from proxy.reads.index_learning import IndexLearner
 from proxy.reads.index_loader import (
@@ -40,6 +42,7 @@ from proxy.reads.object_cache import CacheRead, ObjectCache
 from proxy.reads.search_index import Lookup, SearchIndex
 from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import (
+    AssociationSource,
     Classification,
     CounterRule,
     IndexLookup,
@@ -50,6 +53,7 @@ from proxy.rules.loader import (
     select_search_index,
 )
 from proxy.rules.paths import canonical_type
+from proxy.runtime.capacity_guard import CapacityGuards
 from proxy.runtime.coalescing import ride_for
 from proxy.runtime.learning import Call, RuleLearning, parse_json
 from proxy.runtime.own_calls import OwnCalls
@@ -99,6 +103,7 @@ class Actions:
             self.index, learner, self.counters, self.cache, self.own, self.portals, metrics
         )
         self.flights = Singleflight(metrics)
+        self.guards = CapacityGuards(self.counters, self.own, self.portals)
 
     async def handle(
         self, request: web.Request, ctx: RequestContext, cls: Classification, plan: CallPlan
@@ -301,9 +306,18 @@ class Actions:
 
     async def _forward_and_learn(self, call: Call) -> web.StreamResponse:
         await self._absorb(call)
-        answer = await self._send(call)
+        seats = await self.guards.take(call)
+        try:
+            answer = await self._send(call)
+        except GatewayError as exc:
+            if exc.status < 500:  # the gateway did not send it: give the seats back
+                await self.guards.release(seats)
+            raise
         if not isinstance(answer, Buffered):
-            return answer  # too large to read whole: relayed as it came, nothing learned
+            # Too large to read whole: relayed as it came, nothing learned; a held seat stays
+            # held until the booking's association takes it or the hold expires.
+            return answer
+        await self.guards.settle(call, seats, answer)
         try:
             await self.learning.learn(call, answer)
             await self._after_first_sight(call)
@@ -359,16 +373,36 @@ class Actions:
         cls: Classification,
         plan: CallPlan,
         answer: Buffered,
+        *,
+        counted: CounterRule | None = None,
     ) -> Buffered:
         """Let the rules learn from the answer given for an accepted write, as if HubSpot had
-        given it (a booking->exam association counts now); the answer comes back overlaid."""
+        given it; the answer comes back overlaid. `counted`: a counter the acceptance itself
+        already changed (see `counted_association`)."""
         call = self._call(request, ctx, cls, plan)
         if call is not None:
+            call.counted = counted
             try:
                 await self.learning.learn(call, answer)
             except Exception:
                 log.exception("rule learning failed", extra={"route": ctx.route})
         return answer
+
+    def counted_association(
+        self, cls: Classification, body: Any
+    ) -> tuple[CounterRule, str, str] | None:
+        """(rule, booking id, exam id) when accepting this call for later links a counted
+        booking: the count then changes in the same Redis step as the acceptance."""
+        if self.store.client is None:
+            return None
+        for match in cls.by_role("associate"):
+            rule = match.rule
+            if not isinstance(rule, CounterRule) or not isinstance(rule.source, AssociationSource):
+                continue
+            pairs = booking_exam_pairs(rule, association_pairs(match.params, body))
+            if len(pairs) == 1:
+                return rule, *pairs[0]
+        return None
 
     def _index_rules(self) -> list[SearchIndexRule]:
         return [r for r in self.rules.current.rules if isinstance(r, SearchIndexRule) and r.enabled]

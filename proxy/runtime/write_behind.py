@@ -9,18 +9,19 @@ DELETE /proxy/v1/dead-letters/{ref}               admin: drop
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.budget.plans import CallPlan
-from proxy.errors import BadRequest, NotFound, Unauthorized
+from proxy.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
 from proxy.http.admin import require_admin
 from proxy.http.context import RequestContext
 from proxy.http.credentials import bearer_token, credential_id
 from proxy.http.responses import json_response
-from proxy.rules.loader import Classification, WriteBehindRule, write_behind_accepts
+from proxy.rules.loader import Classification, CounterRule, WriteBehindRule, write_behind_accepts
 from proxy.runtime.actions import Actions
 from proxy.upstream.forward import Buffered, buffered_response
 from proxy.writes.model import (
@@ -31,7 +32,7 @@ from proxy.writes.model import (
     NotWritable,
     WriteRequest,
 )
-from proxy.writes.service import WriteBehind
+from proxy.writes.service import Accepted, CounterNotSeeded, WriteBehind
 
 NOTES = "0-46"
 _KINDS = {"associate_default": ASSOCIATE_DEFAULT, "update": UPDATE, "create": CREATE}
@@ -69,12 +70,49 @@ async def accept_write(
         write = WriteRequest.from_call(kind, ctx.path_qs, ctx.body)
     except NotWritable:
         return None
-    accepted = await writes.accept(ctx.credential, token, kind, write)
+    if rule.unique_property is not None and rule.unique_property in write.properties:
+        write = replace(write, unique_property=rule.unique_property)
+    counted = actions.counted_association(cls, body)
+    accepted = await _accept_counted(ctx, token, kind, write, counted, writes, actions)
     ctx.outcome = "accepted"
     headers = CIMultiDict({"Content-Type": "application/json;charset=utf-8", **accepted.headers})
     answer = Buffered(accepted.status, None, headers, orjson.dumps(accepted.body))
-    answer = await actions.learn_from_accepted(request, ctx, cls, plan, answer)
+    counter = counted[0] if counted else None
+    answer = await actions.learn_from_accepted(request, ctx, cls, plan, answer, counted=counter)
     return buffered_response(answer, ctx.request_id)
+
+
+async def _accept_counted(
+    ctx: RequestContext,
+    token: str,
+    kind: str,
+    write: WriteRequest,
+    counted: tuple[CounterRule, str, str] | None,
+    writes: WriteBehind,
+    actions: Actions,
+) -> Accepted:
+    """Accept the write, with the count it changes in the same Redis step (issue: counts that
+    cannot be lost). A counter never seen is seeded from HubSpot first; when HubSpot cannot
+    say, the write is refused with a 503 rather than accepted uncounted."""
+    cred = ctx.credential
+    if counted is None:
+        return await writes.accept(cred, token, kind, write)
+    rule, booking_id, object_id = counted
+    owner = await actions.portals.owner(cred, rule, token)  # a portal's shared count, maybe
+    change = actions.counters.accept_change(owner, rule, booking_id, object_id)
+    try:
+        return await writes.accept(cred, token, kind, write, change)
+    except CounterNotSeeded:
+        pass
+    seen = await actions.own.counts(cred, rule, object_id, token)  # the caller's budget
+    if seen is None or seen[0] is None:
+        raise ServiceUnavailable(
+            f"Could not read {rule.property} of {object_id} from HubSpot to count this booking; "
+            "the write was not accepted, retry later.",
+            headers={"Retry-After": "1"},
+        )
+    change = actions.counters.accept_change(owner, rule, booking_id, object_id, seen)
+    return await writes.accept(cred, token, kind, write, change)
 
 
 class WriteEndpoints:

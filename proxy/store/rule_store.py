@@ -23,6 +23,7 @@ from typing import Final, TypeVar
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as DroppedConnection
 from redis.exceptions import RedisError
 
 from proxy.metrics import Metrics
@@ -114,7 +115,7 @@ class RuleRedis:
         try:
             if self._repairs:
                 await asyncio.wait_for(self._repair(client), self._timeout * 4)
-            result = await asyncio.wait_for(op(client), self._timeout)
+            result = await asyncio.wait_for(self._once_more_if_dropped(client, op), self._timeout)
         except TROUBLE as exc:
             self._failed(component, exc)
             return UNAVAILABLE
@@ -122,6 +123,17 @@ class RuleRedis:
             self._slots.release()
         self._timeouts = 0
         return result
+
+    @staticmethod
+    async def _once_more_if_dropped(
+        client: aioredis.Redis, op: Callable[[aioredis.Redis], Awaitable[T]]
+    ) -> T:
+        """A pooled connection Redis dropped (it restarted) fails once; redis-py discards it, so
+        one more try goes out on a fresh connection instead of resting a Redis that is back."""
+        try:
+            return await op(client)
+        except DroppedConnection:
+            return await op(client)
 
     def _failed(self, component: str, exc: BaseException) -> None:
         self._metrics.redis_errors.labels(component).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -10,6 +11,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+
+
+@dataclass(frozen=True)
+class CounterChange:
+    """A counter change that travels with a write: `counter_op`'s keys and argv (see
+    `lua/counter_core.lua`), and the argv that undoes it should the write never reach HubSpot."""
+
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    undo: tuple[str, ...]
 
 
 @cache
@@ -35,3 +46,6 @@ async def run_script_batch(
             await script(keys=keys, args=args, client=pipe)
         replies: list[Any] = await pipe.execute()
     return replies
+def lua_program(*names: str) -> str:
+    """One script from several files, in order: shared functions first (Lua has no import)."""
+    return "\n".join(lua_source(name) for name in names)

@@ -60,6 +60,7 @@ class WriteRequest:
     properties: Mapping[str, Any] = field(default_factory=dict)
     associations: tuple[Any, ...] = ()
     base: Mapping[str, Any] | None = field(default=None, compare=False)
+    unique_property: str | None = None  # a create's property no two records share (lookups)
 
     @classmethod
     def from_call(cls, kind: str, path_qs: str, body: bytes) -> WriteRequest:
@@ -106,6 +107,7 @@ class WriteRequest:
             "toId": self.to_id,
             "properties": dict(self.properties) or None,
             "associations": list(self.associations) or None,
+            "unique": self.unique_property,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
@@ -119,6 +121,7 @@ class WriteRequest:
             to_id=_opt_str(raw.get("toId")),
             properties=dict(raw.get("properties") or {}),
             associations=tuple(raw.get("associations") or ()),
+            unique_property=_opt_str(raw.get("unique")),
         )
 
 
@@ -221,7 +224,9 @@ class WriteConfig:
     lookup_delay_s: float = 10.0  # before searching for a create that may have landed
     send_wait_s: float = 30.0  # how long one batch call may wait for budget
     status_ttl_s: int = 7 * 24 * 3600
-    accept_timeout_s: float = 1.0  # Redis must have stored the write by then, or 503
+    # Waiting for an accept slot, and for the vault, at most this long, or 503; the write
+    # itself, once sent, is bounded by the Redis socket timeout instead.
+    accept_timeout_s: float = 1.0
     # >0: an accepted write (and a create's in-flight mark) waits until this many replicas
     # have it, up to wait_timeout_ms, or it is refused (see proxy/store/replicated.py)
     wait_replicas: int = 0

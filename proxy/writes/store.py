@@ -33,6 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from proxy.store.replicated import Command, NotReplicated, transact_and_wait
+from proxy.store.scripts import CounterChange, lua_program
 from proxy.writes.model import WriteItem
 
 GROUP: Final = "writers"
@@ -118,6 +119,8 @@ class WriteStore:
         # >0: writes the gateway vouches for wait until that many replicas have them
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self._accept_counted = redis.register_script(lua_program("counter_core", "write_accept"))
+        self._counter_op = redis.register_script(lua_program("counter_core", "counter_ops"))
 
     # -- accepting --------------------------------------------------------------------------------
 
@@ -153,6 +156,43 @@ class WriteStore:
                 await self.redis.delete(status)
             raise NotReplicated(f"{acked} of {self.wait_replicas} replicas acknowledged")
         return entry_id
+    async def enqueue_counted(
+        self, item: WriteItem, change: CounterChange
+    ) -> tuple[str, str | None]:
+        """The counter change, status hash and stream entry in one script (`write_accept`).
+
+        Returns (the counter's status, the entry id); no entry id when the counter refused (it
+        is not seeded yet, say), and then nothing was written.
+        """
+        stream_fields = [v for k, raw in item.to_fields().items() for v in (k, text(raw))]
+        undo = orjson.dumps({"keys": change.keys, "args": change.undo}).decode()
+        args = [
+            *change.args,
+            str(self.status_ttl_s),
+            undo,
+            orjson.dumps(_fresh_status(item)).decode(),
+            orjson.dumps(stream_fields).decode(),
+        ]
+        keys = [*change.keys, self.keys.status(item.write_id), self.keys.stream]
+        reply = await self._accept_counted(keys=keys, args=args)
+        entry = reply[3]
+        return text(reply[0]), None if entry is None or entry is False else text(entry)
+
+    async def undo_counter(self, write_id: str) -> bool:
+        """Take back the counter change accepted with a write that will never reach HubSpot.
+
+        The undo is read and deleted first, so it runs at most once whoever buries the write.
+        """
+        key = self.keys.status(write_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, "undo")
+            pipe.hdel(key, "undo")
+            raw, _ = await pipe.execute()
+        if not raw:
+            return False
+        undo = orjson.loads(raw)
+        await self._counter_op(keys=list(undo["keys"]), args=list(undo["args"]))
+        return True
 
     async def ensure_group(self) -> None:
         try:
@@ -216,6 +256,17 @@ class WriteStore:
             if len(rows) < page:
                 return found
             start = "(" + found[-1][0]
+
+    async def unfinished(self, page: int = 1000) -> list[Entry]:
+        """Every write not yet finished: the stream holds exactly those (acked ones are deleted)."""
+        found: list[Entry] = []
+        start = "-"
+        while True:
+            batch = entries(await self.redis.xrange(self.keys.stream, start, "+", count=page))
+            found += batch
+            if len(batch) < page:
+                return found
+            start = "(" + batch[-1][0]
 
     async def fetch(self, entry_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:
