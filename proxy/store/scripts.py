@@ -46,6 +46,8 @@ async def run_script_batch(
             await script(keys=keys, args=args, client=pipe)
         replies: list[Any] = await pipe.execute()
     return replies
+
+
 def lua_program(*names: str) -> str:
     """One script from several files, in order: shared functions first (Lua has no import)."""
     return "\n".join(lua_source(name) for name in names)

@@ -156,6 +156,7 @@ class WriteStore:
                 await self.redis.delete(status)
             raise NotReplicated(f"{acked} of {self.wait_replicas} replicas acknowledged")
         return entry_id
+
     async def enqueue_counted(
         self, item: WriteItem, change: CounterChange
     ) -> tuple[str, str | None]:
