@@ -181,7 +181,8 @@ class Actions:
             return await forward_buffered(request, ctx, self.caller, plan)
 
         async def alone(admitted: bool) -> Buffered | web.StreamResponse:
-            return await forward_buffered(request, ctx, self.caller, plan, admitted=admitted)
+            # The ride's plan: its rider already took its `admissions` unit, if any.
+            return await forward_buffered(request, ctx, self.caller, ride.plan, admitted=admitted)
 
         started = time.monotonic()
         answer = await self.coalescer.send(ride, alone)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
 from proxy.budget.plans import CallPlan, bucket_specs
@@ -17,21 +19,23 @@ from proxy.upstream.forward import outgoing_for
 def ride_for(
     rules: Rules, request: web.BaseRequest, ctx: RequestContext, cls: Classification, plan: CallPlan
 ) -> Ride | None:
-    """The call's ride, or None when it goes out on its own: no token (HubSpot answers 401), or
-    a route drawing from `admissions`, which counts flows: a batch would admit all its riders
-    for one unit."""
+    """The call's ride, or None when it goes out on its own (no token: HubSpot answers 401).
+
+    A route drawing from `admissions` counts flows, not calls: the ride's plan leaves that
+    bucket to `admission`, which each rider takes for itself before it gathers."""
     settings = cls.route.coalesce if cls.route is not None else None
     if settings is None or not settings.enabled or not ctx.has_token:
         return None
     call = batchable(ctx.method, ctx.path_qs, ctx.body)
     if call is None:
         return None
-    if any(bucket.name == ADMISSIONS for bucket in plan.buckets):
-        return None
+    flows = [bucket for bucket in plan.buckets if bucket.name == ADMISSIONS]
+    calls = [bucket for bucket in plan.buckets if bucket.name != ADMISSIONS]
     batch_buckets = rules.classify("POST", call.batch_path).buckets
     return Ride(
         call=call,
-        plan=plan,
+        plan=replace(plan, buckets=calls) if flows else plan,
+        admission=replace(plan, buckets=flows) if flows else None,
         out=outgoing_for(request, ctx),
         max_batch=settings.max_batch,
         max_hold_s=settings.max_hold_ms / 1000,

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
@@ -165,6 +166,8 @@ class WriteStore:
         Returns (the counter's status, the entry id); no entry id when the counter refused (it
         is not seeded yet, say), and then nothing was written.
         """
+        if isinstance(self.redis, RedisCluster):
+            return await self._enqueue_counted_apart(item, change)
         stream_fields = [v for k, raw in item.to_fields().items() for v in (k, text(raw))]
         undo = orjson.dumps({"keys": change.keys, "args": change.undo}).decode()
         args = [
@@ -178,6 +181,30 @@ class WriteStore:
         reply = await self._accept_counted(keys=keys, args=args)
         entry = reply[3]
         return text(reply[0]), None if entry is None or entry is False else text(entry)
+
+    async def _enqueue_counted_apart(
+        self, item: WriteItem, change: CounterChange
+    ) -> tuple[str, str | None]:
+        """`enqueue_counted` on a Redis Cluster, where the counter (its credential's slot) and the
+        stream (the `{writes}` slot) live apart and no one script may hold both: the count moves
+        first, then the write is stored with the change's undo, and a write that cannot be
+        stored takes its count back. A crash between the two steps leaves a count without its
+        write, which `reconcile` repairs (one server keeps them in one script instead)."""
+        reply = await self._counter_op(keys=list(change.keys), args=list(change.args))
+        state = text(reply[0])
+        if state not in ("ok", "unchanged"):
+            return state, None
+        try:
+            entry = await self.enqueue(item)
+        except BaseException:
+            if state == "ok":
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await self._counter_op(keys=list(change.keys), args=list(change.undo))
+            raise
+        if state == "ok":  # 'unchanged': another write counted this record and owns the undo
+            undo = orjson.dumps({"keys": change.keys, "args": change.undo}).decode()
+            await self.redis.hset(self.keys.status(item.write_id), "undo", undo)
+        return state, entry
 
     async def undo_counter(self, write_id: str) -> bool:
         """Take back the counter change accepted with a write that will never reach HubSpot.
