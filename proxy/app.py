@@ -167,6 +167,7 @@ def _build_write_behind(
         accept_probe_timeout_s=settings.redis_timeout_s,
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_ms=round(settings.redis_timeout_s * 1000),
+        lookup_delay_s=settings.write_lookup_delay_s,
     )
     return WriteBehind(redis, vault, config=config, metrics=metrics, client=client, health=health)
 
@@ -208,7 +209,10 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         credentials=credentials,
     )
     if redis is not None:
-        services.jobs = JobRunner(redis, build_jobs(redis, holder, client, actions), metrics)
+        queued_links = writes.queued_links if writes is not None else None
+        services.jobs = JobRunner(
+            redis, build_jobs(redis, holder, client, actions, queued_links), metrics
+        )
     return services
 
 

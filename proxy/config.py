@@ -54,6 +54,9 @@ class Settings:
     write_claim_idle_s: float = 30.0
     # Accepted credentials that get their own `credential` label; later ones are `other`.
     credential_labels: int = 20
+    # How long after an unanswered create the worker waits before searching HubSpot for it
+    # (HubSpot indexes new records for search "after a few moments").
+    write_lookup_delay_s: float = 10.0
 
     @property
     def upstream_url(self) -> URL:
@@ -102,6 +105,7 @@ def validate(settings: Settings) -> Settings:
         "redis_timeout_s",
         "shutdown_timeout_s",
         "write_claim_idle_s",
+        "write_lookup_delay_s",
     ):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")

@@ -12,7 +12,13 @@ from multidict import CIMultiDict
 
 from proxy.budget.plans import CallPlan
 from proxy.hubspot.protocol import parse_json
-from proxy.rules.loader import Classification, IndexLookup, ObjectCacheRule, SearchIndexRule
+from proxy.rules.loader import (
+    Classification,
+    CounterRule,
+    IndexLookup,
+    ObjectCacheRule,
+    SearchIndexRule,
+)
 
 
 @dataclass
@@ -37,6 +43,7 @@ class ClientRequest:
     lookup: tuple[SearchIndexRule, IndexLookup] | None = None
     cache_fill: tuple[ObjectCacheRule, str, str] | None = None  # rule, object id, generation
     first_sight: bool = False  # the lookup waited for HubSpot to accept the token
+    counted: CounterRule | None = None  # counted already, in the same step that accepted it
 
     @property
     def has_token(self) -> bool:

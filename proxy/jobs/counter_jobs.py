@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
@@ -25,12 +25,14 @@ import redis.asyncio as aioredis
 
 from proxy.errors import GatewayError
 from proxy.hubspot.urls import api_path
+from proxy.reads.counter_rules import booking_exam_pairs
 from proxy.reads.counters import CounterKeys
 from proxy.reads.index_entries import Record
 from proxy.reads.index_learning import Sighting
 from proxy.reads.search_index import GATEWAY_SCOPE
 from proxy.rules.holder import RulesHolder
-from proxy.rules.loader import CounterRule, SearchIndexRule
+from proxy.rules.loader import AssociationSource, CounterRule, SearchIndexRule
+from proxy.rules.paths import canonical_type
 from proxy.runtime.actions import Actions
 from proxy.runtime.portals import is_portal
 from proxy.store.keys import any_credential, part
@@ -44,6 +46,11 @@ T = TypeVar("T")
 BATCH: Final = 100  # HubSpot's limit for object batch calls
 JOB_WAIT_S: Final = 120.0  # a job call may queue this long behind interactive traffic
 _COUNTER_KEY: Final = any_credential("ctr", "*")
+
+
+# (credential, from type, from id, to type, to id) of the associations accepted for write-behind
+# and not sent yet.
+QueuedLinks = Callable[[], Awaitable[set[tuple[str, str, str, str, str]]]]
 
 
 @dataclass(frozen=True)
@@ -83,12 +90,14 @@ class CounterJobs:
         client: BackgroundClient,
         vault: TokenVault,
         actions: Actions,
+        queued_links: QueuedLinks | None = None,
     ) -> None:
         self._redis = redis
         self._rules = rules
         self._client = client
         self._vault = vault
         self._actions = actions
+        self._queued_links = queued_links
         self._reset = script(redis, "counter_reset")
 
     async def _post(self, credential: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +181,7 @@ class CounterJobs:
         self, credential: str, rule: CounterRule, refs: list[CounterRef]
     ) -> Counter[str]:
         drift: Counter[str] = Counter()
+        queued = await self._queued(credential, rule)
         for batch in chunks(refs):
             exam_ids = [r.object_id for r in batch]
             linked = await self._linked_bookings(credential, rule, exam_ids)
@@ -182,8 +192,29 @@ class CounterJobs:
                 active = [
                     b for b in linked.get(ref.object_id, []) if _active(rule, bookings.get(b))
                 ]
+                # Accepted, counted, not in HubSpot yet: still a seat taken.
+                active += sorted(queued.get(ref.object_id, set()) - set(active))
                 drift += await self._fix(ref, rule, active, in_hubspot.get(ref.object_id))
         return drift
+
+    async def _queued(self, credential: str, rule: CounterRule) -> dict[str, set[str]]:
+        """exam id -> bookings whose association to it is accepted but not yet sent."""
+        if self._queued_links is None:
+            return {}
+        if not isinstance(rule.source, AssociationSource):
+            return {}
+        aliases = self._rules.current.object_types
+        ends = (rule.source.from_type, rule.source.to_type)
+        pairs = [
+            (from_id, to_id)
+            for cred, from_type, from_id, to_type, to_id in await self._queued_links()
+            if cred == credential
+            and (canonical_type(from_type, aliases), canonical_type(to_type, aliases)) == ends
+        ]
+        exams: dict[str, set[str]] = {}
+        for booking, exam in booking_exam_pairs(rule, pairs):
+            exams.setdefault(exam, set()).add(booking)
+        return exams
 
     async def _hubspot_counts(
         self, credential: str, rule: CounterRule, exam_ids: Sequence[str]

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from proxy.reads.counters import Counters, CounterState, Op, count_value
-from proxy.rules.loader import CounterRule
+from proxy.rules.loader import AssociationSource, CounterRule
 from proxy.store.rule_store import Unavailable
+from proxy.store.scripts import CounterChange
 
 log = logging.getLogger("proxy.counter_rules")
 
@@ -29,9 +30,37 @@ def _props(obj: Any) -> dict[str, Any] | None:
     return props if isinstance(props, dict) else None
 
 
+def booking_exam_pairs(
+    rule: CounterRule, pairs: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """(booking, exam) for each (from, to) of an association the rule counts."""
+    exam_first = isinstance(rule.source, AssociationSource) and (
+        rule.source.from_type == rule.object_type
+    )
+    return [(to, fr) if exam_first else (fr, to) for fr, to in pairs]
+
+
 class CounterRuntime:
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
+
+    def accept_change(
+        self,
+        cred: str,
+        rule: CounterRule,
+        booking_id: str,
+        object_id: str,
+        seen: tuple[int | None, int | None] | None = None,
+    ) -> CounterChange:
+        """The count of one booking, to be stored with the write that links it (and its undo);
+        `seen`: HubSpot's (count, capacity), for a counter not seeded yet."""
+        count, capacity = seen or (None, None)
+        op = Op(object_id, "add", seed=count, capacity=capacity, booking_id=booking_id)
+        keys, args = self.counters.script_args(cred, rule, op)
+        _, undo = self.counters.script_args(
+            cred, rule, Op(object_id, "remove", booking_id=booking_id)
+        )
+        return CounterChange(tuple(keys), tuple(args), tuple(undo))
 
     async def overlay(
         self, cred: str, rule: CounterRule, objects: Iterable[Any], *, seed: bool = True
@@ -91,7 +120,7 @@ class CounterRuntime:
                 seeded = Op(object_id, "add", seed=seen[0], capacity=seen[1], booking_id=booking_id)
                 state = await self.counters.apply(cred, rule, seeded)
             if isinstance(state, Unavailable):
-                self.counters.forget_later(cred, rule, object_id)
+                self.counters.apply_later(cred, rule, op)
 
     async def unlink(
         self, cred: str, rule: CounterRule, booking_ids: Iterable[str], object_id: str | None = None
@@ -99,13 +128,14 @@ class CounterRuntime:
         """Un-count bookings (cancelled, deleted, or unlinked from `object_id`)."""
         for booking_id in booking_ids:
             target = object_id or await self.counters.linked(cred, rule, booking_id)
+            if isinstance(target, Unavailable):
+                self.counters.unlink_later(cred, rule, booking_id)
+                continue
             if target is None:
                 continue  # never counted here: nothing to undo
-            state = await self.counters.apply(
-                cred, rule, Op(target, "remove", booking_id=booking_id)
-            )
-            if isinstance(state, Unavailable):
-                self.counters.forget_later(cred, rule, target)
+            op = Op(target, "remove", booking_id=booking_id)
+            if isinstance(await self.counters.apply(cred, rule, op), Unavailable):
+                self.counters.apply_later(cred, rule, op)
 
     async def booking_changed(
         self,
@@ -125,5 +155,5 @@ class CounterRuntime:
                 await self.unlink(cred, rule, [booking_id])
                 continue
             linked = await self.counters.linked(cred, rule, booking_id)
-            if linked is not None:
+            if isinstance(linked, str):
                 await self.link(cred, rule, [(booking_id, linked)], fetch)

@@ -93,9 +93,9 @@ class Counters:
     def __init__(self, store: RuleRedis) -> None:
         self.store = store
         client = store.client
-        self._script = script(client, "counter_ops") if client else None
+        self._script = script(client, "counter_core", "counter_ops") if client else None
 
-    def _args(self, cred: str, rule: CounterRule, op: Op) -> tuple[list[str], list[str]]:
+    def script_args(self, cred: str, rule: CounterRule, op: Op) -> tuple[list[str], list[str]]:
         keys = CounterKeys.all(cred, rule, op.object_id, op.booking_id or "-")
         args = [
             op.op,
@@ -123,32 +123,46 @@ class Counters:
             return UNAVAILABLE
 
         async def run(r: aioredis.Redis) -> list[CounterState]:
-            calls = [self._args(cred, rule, op) for op in ops]
+            calls = [self.script_args(cred, rule, op) for op in ops]
             return [_state(reply) for reply in await run_script_batch(r, script, calls)]
 
         if not ops:
             return []
         return await self.store.run("counters", run)
 
-    async def linked(self, cred: str, rule: CounterRule, booking_id: str) -> str | None:
+    async def linked(
+        self, cred: str, rule: CounterRule, booking_id: str
+    ) -> str | Unavailable | None:
         """The counter object a booking was counted in, if the gateway counted it."""
         link = CounterKeys.link(cred, rule, booking_id)
         got = await self.store.run("counters", lambda r: r.get(link))
-        return None if isinstance(got, Unavailable) or got is None else _text(got)
+        return got if isinstance(got, Unavailable) or got is None else _text(got)
 
-    def forget_later(self, cred: str, rule: CounterRule, object_id: str) -> None:
-        """A change could not be recorded: drop the count once Redis is back, so it re-seeds
-        from HubSpot rather than stay wrong by one for 90 days. The counter's hash stays (marked
-        `stale`), so reconciliation still finds the exam and rebuilds the count from HubSpot's
-        associations even if nobody reads the exam again."""
-        base = CounterKeys.base(cred, rule, object_id)
+    def unlink_later(self, cred: str, rule: CounterRule, booking_id: str) -> None:
+        """`apply_later` for a cancellation whose counter could not even be looked up."""
+        link = CounterKeys.link(cred, rule, booking_id)
+        script = self._script
 
-        async def drop(r: aioredis.Redis) -> None:
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.hdel(base, "count", "synced")
-                pipe.hset(base, "stale", "1")
-                pipe.pexpire(base, rule.ttl_ms)
-                pipe.delete(base + ":members", base + ":pending")
-                await pipe.execute()
+        async def replay(r: aioredis.Redis) -> None:
+            target = await r.get(link)
+            if target is None or script is None:
+                return  # never counted here: nothing to undo
+            op = Op(str(_text(target)), "remove", booking_id=booking_id)
+            keys, args = self.script_args(cred, rule, op)
+            await script(keys=keys, args=args, client=r)
 
-        self.store.repair_later("counter:" + base, drop)
+        self.store.repair_later(f"counter:{link}", replay)
+
+    def apply_later(self, cred: str, rule: CounterRule, op: Op) -> None:
+        """A change HubSpot already holds could not be recorded (Redis busy or down): record it
+        once Redis answers again. Never drop the count instead: re-seeding it from HubSpot's
+        eventually consistent copy is how counts went wrong. Changes are per booking (a set
+        member), so replaying one is harmless; the latest change of a booking wins."""
+        keys, args = self.script_args(cred, rule, op)
+        script = self._script
+
+        async def replay(r: aioredis.Redis) -> None:
+            if script is not None:
+                await script(keys=keys, args=args, client=r)
+
+        self.store.repair_later(f"counter:{keys[0]}:{op.booking_id}:{op.reservation_id}", replay)

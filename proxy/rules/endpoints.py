@@ -54,8 +54,14 @@ def object_cache(object_type: str) -> Matchers:
 
 
 def counter(
-    object_type: str, booking_type: str, source: AssociationSource | PropertySource, absorb: bool
+    object_type: str,
+    booking_type: str,
+    source: AssociationSource | PropertySource,
+    absorb: bool,
+    guarded: bool = False,
 ) -> Matchers:
+    """`guarded`: creates of the counted object are the counter's business too (they take a
+    seat: see `CapacityGuard`)."""
     t = object_type
     patch: Role = "absorb" if absorb else "update"
     own: Matchers = (
@@ -67,7 +73,7 @@ def counter(
     )
     if isinstance(source, PropertySource):
         return (*own, *_writes(booking_type, creates=True))
-    return (*own, *_associations(source), *_writes(booking_type, creates=False))
+    return (*own, *_associations(source), *_writes(booking_type, creates=guarded))
 
 
 def _associations(source: AssociationSource) -> Matchers:

@@ -14,6 +14,7 @@ from proxy.rules import endpoints as endpoints
 from proxy.rules.model import (
     DAY_MS,
     AssociationSource,
+    CapacityGuard,
     CounterRule,
     ObjectCacheRule,
     PropertySource,
@@ -34,9 +35,10 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
         "object_type", "key", "when", "scope", "complete", "ttl", "timezone", "shared_by",
     ),
     "counter": ("object_type", "property", "capacity_property", "source", "booking_object_type",
-                "active_property", "cancelled_value", "ttl", "patch", "shared_by"),
+                "active_property", "cancelled_value", "ttl", "patch", "shared_by",
+                "capacity_guard"),
     "object_cache": ("object_type", "ttl"),
-    "write_behind": ("match", "kind", "only_properties"),
+    "write_behind": ("match", "kind", "only_properties", "unique_property"),
 }  # fmt: skip
 WRITE_METHODS = {"create": "POST", "associate_default": "PUT", "update": "PATCH"}
 
@@ -151,15 +153,39 @@ def _counter(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule | No
     ttl = r.duration("ttl", default=90 * DAY_MS)  # the PRD's self-healing expiry
     patch = r.choice("patch", ("absorb", "forward"), default="absorb")
     shared_by = r.choice("shared_by", SHARED_BY, default="credential") or "credential"
+    guard = _capacity_guard(r, capacity)
     if len(r.sink.problems) > before or not (object_type and prop and source and counted and ttl):
         return None
-    matchers = endpoints.counter(object_type, counted, source, absorb=patch == "absorb")
+    matchers = endpoints.counter(
+        object_type, counted, source, absorb=patch == "absorb", guarded=guard is not None
+    )
     return CounterRule(
         name=name, enabled=enabled, matchers=matchers, object_type=object_type, property=prop,
         capacity_property=capacity, source=source, booking_object_type=counted,
         active_property=active, cancelled_values=cancelled, ttl_ms=ttl,
-        patch="forward" if patch == "forward" else "absorb", shared_by=shared_by,
+        patch="forward" if patch == "forward" else "absorb", shared_by=shared_by, guard=guard,
     )  # fmt: skip
+
+
+def _capacity_guard(r: Reader, capacity: str | None) -> CapacityGuard | None:
+    guard = r.sub("capacity_guard", ("property", "full_error"))
+    if guard is None:
+        return None
+    if capacity is None:
+        r.problem("capacity_guard", "needs capacity_property (the seats the guard counts against)")
+    prop = guard.text("property", required=True)
+    default = CapacityGuard("")
+    error = guard.sub("full_error", ("status", "category", "message"))
+    status = error.integer("status", default=default.status, minimum=400) if error else None
+    if status is not None and status > 599:
+        guard.problem("full_error", f"status must be a 4xx or 5xx, got {status}")
+    category = error.text("category", default=default.category) if error else None
+    message = error.text("message", default=default.message) if error else None
+    if prop is None:
+        return None
+    return CapacityGuard(
+        prop, status or default.status, category or default.category, message or default.message
+    )
 
 
 def _source(
@@ -231,6 +257,9 @@ def _write_behind(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
     only = r.strings("only_properties")
     if only == ():
         r.problem("only_properties", "list at least one property, or leave it out")
+    unique = r.text("unique_property")
+    if unique is not None and kind_ != "create":
+        r.problem("unique_property", "only a create write-behind looks records up")
     if match is None or kind_ is None:
         return None
     method = WRITE_METHODS[kind_]
@@ -240,7 +269,8 @@ def _write_behind(r: Reader, aliases: Aliases, name: str, enabled: bool) -> Rule
         r.problem("match", f"a {kind_} write-behind takes {method} calls only")
         return None
     return WriteBehindRule(name=name, enabled=enabled, matchers=((match, "write"),),
-                           kind=_KINDS[kind_], only_properties=only or None)  # fmt: skip
+                           kind=_KINDS[kind_], only_properties=only or None,
+                           unique_property=unique)  # fmt: skip
 
 
 _KINDS: dict[str, Literal["create", "associate_default", "update"]] = {

@@ -22,6 +22,7 @@ from proxy.rules.model import (
     PRIORITIES,
     AssociationSource,
     BucketLimit,
+    CapacityGuard,
     Classification,
     CounterRule,
     Defaults,
@@ -46,6 +47,7 @@ from proxy.rules.yamlpos import Problem, load
 
 __all__ = [
     "ANSWERING_ROLES", "BUCKETS", "PRIORITIES", "AssociationSource", "BucketLimit",
+    "CapacityGuard",
     "Classification", "CounterRule", "Defaults", "IndexLookup", "LimitsConfig",
     "ObjectCacheRule", "PriorityName", "Problem", "PropertySource", "RespondRule", "Role", "Route",
     "Rule", "RuleMatch", "Rules", "RulesError", "SearchIndexRule", "UntilEndOf",

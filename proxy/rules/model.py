@@ -168,6 +168,17 @@ class PropertySource:
     property: str
 
 
+@dataclass(frozen=True)
+class CapacityGuard:
+    """A created record naming its counter object in `property` takes a seat at the create,
+    or gets this HubSpot-shaped error when none is left."""
+
+    property: str
+    status: int = 400
+    category: str = "VALIDATION_ERROR"
+    message: str = "This mock exam session is now full"
+
+
 @dataclass(frozen=True, kw_only=True)
 class CounterRule(_RuleBase):
     object_type: str
@@ -180,6 +191,7 @@ class CounterRule(_RuleBase):
     ttl_ms: int
     patch: Literal["absorb", "forward"] = "absorb"
     shared_by: str = "credential"  # as for SearchIndexRule: "portal" shares the counts
+    guard: CapacityGuard | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +204,9 @@ class ObjectCacheRule(_RuleBase):
 class WriteBehindRule(_RuleBase):
     kind: Literal["create", "associate_default", "update"]
     only_properties: tuple[str, ...] | None = None  # None: any body qualifies
+    # create only: a property whose value no two records share, so a create of unknown fate is
+    # looked up by it (rather than by the time it was sent and all its properties).
+    unique_property: str | None = None
 
 
 Rule: TypeAlias = RespondRule | SearchIndexRule | CounterRule | ObjectCacheRule | WriteBehindRule

@@ -20,6 +20,7 @@ from typing import Final
 
 from aiohttp import web
 
+from proxy.errors import GatewayError
 from proxy.http.context import ClientRequest
 from proxy.http.responses import json_response
 from proxy.hubspot.protocol import parse_json
@@ -47,6 +48,7 @@ from proxy.rules.loader import (
     select_search_index,
 )
 from proxy.rules.paths import canonical_type
+from proxy.runtime.capacity_guard import CapacityGuards
 from proxy.runtime.coalescing import ride_for
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
@@ -106,6 +108,7 @@ class Actions:
         self.coalescer = coalescer
         self.portals = portals
         self.flights = flights
+        self.guards = CapacityGuards(counters, own, portals)
 
     async def handle(self, req: ClientRequest) -> web.StreamResponse:
         action = req.classification.action
@@ -138,7 +141,8 @@ class Actions:
             return await forward(req, self.caller)
 
         async def alone(admitted: bool) -> web.StreamResponse:
-            return await forward(req, self.caller, admitted=admitted)
+            # The ride's plan: its rider already took its `admissions` unit, if any.
+            return await forward(req, self.caller, admitted=admitted, plan=ride.plan)
 
         return _respond_with(req, await self._coalesced(ride, req, alone))
 
@@ -166,7 +170,8 @@ class Actions:
             return await forward_buffered(req, self.caller)
 
         async def alone(admitted: bool) -> Answer | web.StreamResponse:
-            return await forward_buffered(req, self.caller, admitted=admitted)
+            # The ride's plan: its rider already took its `admissions` unit, if any.
+            return await forward_buffered(req, self.caller, admitted=admitted, plan=ride.plan)
 
         return await self._coalesced(ride, req, alone)
 
@@ -309,9 +314,18 @@ class Actions:
 
     async def _forward_and_learn(self, req: ClientRequest) -> web.StreamResponse:
         await self.learning.before_send(req)
-        answer = await self._whole(req)
+        seats = await self.guards.take(req)
+        try:
+            answer = await self._whole(req)
+        except GatewayError as exc:
+            if exc.status < 500:  # the gateway did not send it: give the seats back
+                await self.guards.release(seats)
+            raise
         if isinstance(answer, web.StreamResponse):
-            return answer  # too large to read whole: relayed as it came, nothing learned
+            # Too large to read whole: relayed as it came, nothing learned; a held seat stays
+            # held until the booking's association takes it or the hold expires.
+            return answer
+        await self.guards.settle(req, seats, answer)
         if answer.parsable:
             await self.learning.after_answer_safely(req, answer)
         await self._after_first_sight(req)

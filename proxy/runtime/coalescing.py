@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from proxy.budget.plans import bucket_specs
 from proxy.http.context import ClientRequest
 from proxy.rules.loader import Rules
@@ -13,9 +15,10 @@ from proxy.upstream.forward import outgoing_for
 
 
 def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
-    """The call's ride, or None when it goes out on its own: no token (HubSpot answers 401), or
-    a route drawing from `admissions`, which counts flows: a batch would admit all its riders
-    for one unit."""
+    """The call's ride, or None when it goes out on its own (no token: HubSpot answers 401).
+
+    A route drawing from `admissions` counts flows, not calls: the ride's plan leaves that
+    bucket to `admission`, which each rider takes for itself before it gathers."""
     route = req.classification.route
     settings = route.coalesce if route is not None else None
     if settings is None or not settings.enabled or not req.has_token:
@@ -23,12 +26,14 @@ def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
     call = batchable(req.method, req.path_qs, req.body)
     if call is None:
         return None
-    if any(bucket.name == ADMISSIONS for bucket in req.plan.buckets):
-        return None
+    plan = req.plan
+    flows = [bucket for bucket in plan.buckets if bucket.name == ADMISSIONS]
+    calls = [bucket for bucket in plan.buckets if bucket.name != ADMISSIONS]
     batch_buckets = rules.classify("POST", call.batch_path).buckets
     return Ride(
         call=call,
-        plan=req.plan,
+        plan=replace(plan, buckets=calls) if flows else plan,
+        admission=replace(plan, buckets=flows) if flows else None,
         out=outgoing_for(req),
         max_batch=settings.max_batch,
         max_hold_s=settings.max_hold_ms / 1000,

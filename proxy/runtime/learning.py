@@ -22,7 +22,7 @@ from proxy.reads.call_objects import (
     input_properties,
     written_records,
 )
-from proxy.reads.counter_rules import CounterRuntime
+from proxy.reads.counter_rules import CounterRuntime, booking_exam_pairs
 from proxy.reads.index_entries import Record
 from proxy.reads.index_learning import IndexLearner, Sighting
 from proxy.reads.object_cache import ObjectCache
@@ -103,7 +103,7 @@ class RuleLearning:
         await self._fill_index(call, data)
         await self._index_writes(call, data)
         for match in call.classification.matches:
-            if isinstance(match.rule, CounterRule):
+            if isinstance(match.rule, CounterRule) and match.rule is not call.counted:
                 await self._counter_event(call, match, match.rule, data)
         if await self._overlay(call, data):
             answer.body = orjson.dumps(data)
@@ -185,9 +185,7 @@ class RuleLearning:
             return await self.own.counts(call.credential, r, oid, token)  # the caller's budget
 
         if match.role in ("associate", "dissociate") and isinstance(rule.source, AssociationSource):
-            exam_first = rule.source.from_type == rule.object_type
-            pairs = association_pairs(match.params, call.json)
-            links = [(to, fr) if exam_first else (fr, to) for fr, to in pairs]  # (booking, exam)
+            links = booking_exam_pairs(rule, association_pairs(match.params, call.json))
             if match.role == "associate":
                 await self.counters.link(cred, rule, links, fetch)
             else:

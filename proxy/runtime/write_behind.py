@@ -10,17 +10,27 @@ DELETE /proxy/v1/dead-letters/{ref}               admin: drop
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
+from typing import Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import BadRequest, NotFound, Unauthorized
+from proxy.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
 from proxy.http.admin import require_admin
 from proxy.http.context import ClientRequest
 from proxy.http.credentials import bearer_token, credential_id
 from proxy.http.responses import json_response
-from proxy.rules.loader import WriteBehindRule, write_behind_accepts
+from proxy.reads.call_objects import association_pairs
+from proxy.reads.counter_rules import booking_exam_pairs
+from proxy.rules.loader import (
+    AssociationSource,
+    Classification,
+    CounterRule,
+    WriteBehindRule,
+    write_behind_accepts,
+)
 from proxy.runtime.learning import RuleLearning
 from proxy.upstream.answer import Answer
 from proxy.upstream.forward import answer_response
@@ -32,7 +42,7 @@ from proxy.writes.model import (
     NotWritable,
     WriteRequest,
 )
-from proxy.writes.service import WriteBehind
+from proxy.writes.service import Accepted, CounterNotSeeded, WriteBehind
 
 NOTES = "0-46"
 _KINDS = {"associate_default": ASSOCIATE_DEFAULT, "update": UPDATE, "create": CREATE}
@@ -67,7 +77,10 @@ class WriteBehindAction:
             write = WriteRequest.from_call(kind, req.path_qs, req.body)
         except NotWritable:
             return None
-        accepted = await self._writes.accept(req.credential, token, kind, write)
+        if rule.unique_property is not None and rule.unique_property in write.properties:
+            write = replace(write, unique_property=rule.unique_property)
+        counted = self._counted_association(req.classification, req.json)
+        accepted = await self._accept_counted(req, token, kind, write, counted)
         req.outcome = "accepted"
         headers = CIMultiDict(
             {"Content-Type": "application/json;charset=utf-8", **accepted.headers}
@@ -75,9 +88,59 @@ class WriteBehindAction:
         answer = Answer(accepted.status, None, headers, orjson.dumps(accepted.body))
         if self._rules_store:
             # The rules learn from the answer as if HubSpot had given it (a booking->exam
-            # association counts now); the answer comes back overlaid.
+            # association counts now, unless the acceptance counted it); the answer comes back
+            # overlaid.
+            req.counted = counted[0] if counted else None
             await self._learning.after_answer_safely(req, answer)
         return answer_response(answer, req.request_id)
+
+    def _counted_association(
+        self, cls: Classification, body: Any
+    ) -> tuple[CounterRule, str, str] | None:
+        """(rule, booking id, exam id) when accepting this call for later links a counted
+        booking: the count then changes in the same Redis step as the acceptance."""
+        if not self._rules_store:
+            return None
+        for match in cls.by_role("associate"):
+            rule = match.rule
+            if not isinstance(rule, CounterRule) or not isinstance(rule.source, AssociationSource):
+                continue
+            pairs = booking_exam_pairs(rule, association_pairs(match.params, body))
+            if len(pairs) == 1:
+                return rule, *pairs[0]
+        return None
+
+    async def _accept_counted(
+        self,
+        req: ClientRequest,
+        token: str,
+        kind: str,
+        write: WriteRequest,
+        counted: tuple[CounterRule, str, str] | None,
+    ) -> Accepted:
+        """Accept the write, with the count it changes in the same Redis step (issue: counts
+        that cannot be lost). A counter never seen is seeded from HubSpot first; when HubSpot
+        cannot say, the write is refused with a 503 rather than accepted uncounted."""
+        cred = req.credential
+        if counted is None:
+            return await self._writes.accept(cred, token, kind, write)
+        rule, booking_id, object_id = counted
+        learning = self._learning
+        owner = await learning.portals.owner(cred, rule, token)  # a portal's shared count, maybe
+        change = learning.counters.accept_change(owner, rule, booking_id, object_id)
+        try:
+            return await self._writes.accept(cred, token, kind, write, change)
+        except CounterNotSeeded:
+            pass
+        seen = await learning.own.counts(cred, rule, object_id, token)  # the caller's budget
+        if seen is None or seen[0] is None:
+            raise ServiceUnavailable(
+                f"Could not read {rule.property} of {object_id} from HubSpot to count this "
+                "booking; the write was not accepted, retry later.",
+                headers={"Retry-After": "1"},
+            )
+        change = learning.counters.accept_change(owner, rule, booking_id, object_id, seen)
+        return await self._writes.accept(cred, token, kind, write, change)
 
 
 class WriteEndpoints:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as DroppedConnection
 
 from proxy.metrics import Metrics
 from proxy.store.health import REDIS_TROUBLE, RedisHealth
@@ -106,7 +107,7 @@ class RuleRedis:
             async with asyncio.timeout_at(deadline):
                 if self._repairs:
                     await self._repair(client)
-                result = await op(client)
+                result = await self._once_more_if_dropped(client, op)
         except REDIS_TROUBLE as exc:
             self._metrics.redis_errors.labels(component).inc()
             self._health.failed(exc, answers_before=answers_before)
@@ -116,6 +117,17 @@ class RuleRedis:
             self._slots.release()
         self._health.succeeded()
         return result
+
+    @staticmethod
+    async def _once_more_if_dropped(
+        client: aioredis.Redis, op: Callable[[aioredis.Redis], Awaitable[T]]
+    ) -> T:
+        """A pooled connection Redis dropped (it restarted) fails once; redis-py discards it, so
+        one more try goes out on a fresh connection instead of resting a Redis that is back."""
+        try:
+            return await op(client)
+        except DroppedConnection:
+            return await op(client)
 
     def repair_later(self, name: str, repair: Repair) -> None:
         """Run `repair` once Redis answers again; one per name (the latest wins)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -13,9 +14,19 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
-_registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, AsyncScript]] = (
+_registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[tuple[str, ...], AsyncScript]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+@dataclass(frozen=True)
+class CounterChange:
+    """A counter change that travels with a write: `counter_op`'s keys and argv (see
+    `lua/counter_core.lua`), and the argv that undoes it should the write never reach HubSpot."""
+
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    undo: tuple[str, ...]
 
 
 @cache
@@ -23,12 +34,13 @@ def lua_source(name: str) -> str:
     return resources.files("proxy.store").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-def script(client: aioredis.Redis, name: str) -> AsyncScript:
-    """`lua/<name>.lua` registered with `client`; the same object on every call."""
+def script(client: aioredis.Redis, *names: str) -> AsyncScript:
+    """`lua/<name>.lua` (or several files as one program, see `lua_program`) registered with
+    `client`; the same object on every call."""
     scripts = _registered.setdefault(client, {})
-    if name not in scripts:
-        scripts[name] = client.register_script(lua_source(name))
-    return scripts[name]
+    if names not in scripts:
+        scripts[names] = client.register_script(lua_program(*names))
+    return scripts[names]
 
 
 async def run_script_batch(
@@ -50,3 +62,8 @@ async def run_script_batch(
             await lua(keys=keys, args=args, client=pipe)
         replies: list[Any] = await pipe.execute()
     return replies
+
+
+def lua_program(*names: str) -> str:
+    """One script from several files, in order: shared functions first (Lua has no import)."""
+    return "\n".join(lua_source(name) for name in names)

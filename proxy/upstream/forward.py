@@ -13,7 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from proxy.budget.plans import MAX_WAIT_HEADER
+from proxy.budget.plans import MAX_WAIT_HEADER, CallPlan
 from proxy.http.context import ClientRequest
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer, Unread, read_answer
@@ -68,19 +68,31 @@ async def stream_back(
 
 
 async def forward(
-    req: ClientRequest, caller: AdmittedCaller, *, admitted: bool = False
+    req: ClientRequest,
+    caller: AdmittedCaller,
+    *,
+    admitted: bool = False,
+    plan: CallPlan | None = None,
 ) -> web.StreamResponse:
-    """`admitted`: the slot it leaves in is already reserved (a coalescer's call sent alone)."""
-    async with caller.stream(req.plan, outgoing_for(req), admitted=admitted) as upstream_resp:
+    """`admitted`: the slot it leaves in is already reserved (a coalescer's call sent alone);
+    `plan`: the call's own plan when not `req.plan` (a rider's, without its admission)."""
+    out = outgoing_for(req)
+    async with caller.stream(plan or req.plan, out, admitted=admitted) as upstream_resp:
         req.upstream_status = upstream_resp.status
         return await stream_back(req.web, upstream_resp, req.request_id)
 
 
 async def forward_buffered(
-    req: ClientRequest, caller: AdmittedCaller, *, admitted: bool = False
+    req: ClientRequest,
+    caller: AdmittedCaller,
+    *,
+    admitted: bool = False,
+    plan: CallPlan | None = None,
 ) -> Answer | web.StreamResponse:
-    """The answer read whole for the rules; past the cap, the answer already relayed as it came."""
-    async with caller.stream(req.plan, outgoing_for(req), admitted=admitted) as upstream_resp:
+    """The answer read whole for the rules; past the cap, the answer already relayed as it came.
+    `admitted` and `plan` as for `forward`."""
+    out = outgoing_for(req)
+    async with caller.stream(plan or req.plan, out, admitted=admitted) as upstream_resp:
         req.upstream_status = upstream_resp.status
         got = await read_answer(upstream_resp)
         if isinstance(got, Unread):

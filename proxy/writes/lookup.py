@@ -73,7 +73,13 @@ def _chunks(in_flight: Sequence[tuple[WriteItem, int]]) -> list[list[tuple[Write
     return [c for c in chunks if c]
 
 
-def _search_body(chunk: Sequence[tuple[WriteItem, int]], after: str | None) -> dict[str, Any]:
+def _filters(chunk: Sequence[tuple[WriteItem, int]]) -> list[dict[str, Any]]:
+    """A rule's unique property names the records exactly; else the time sent (and, for notes,
+    their timestamps) narrows the search, and pairing checks every property."""
+    uniques = {item.request.unique_property for item, _ in chunk}
+    if len(uniques) == 1 and (unique := uniques.pop()) is not None:
+        values = sorted({normalised(item.request.properties.get(unique)) for item, _ in chunk})
+        return [{"propertyName": unique, "operator": "IN", "values": values}]
     since = min(ms for _, ms in chunk) - SKEW_MS
     filters: list[dict[str, Any]] = [
         {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(since)}
@@ -82,6 +88,11 @@ def _search_body(chunk: Sequence[tuple[WriteItem, int]], after: str | None) -> d
     if all(s is not None for s in stamps):
         values = sorted({_instant_text(s) for s in stamps})
         filters.append({"propertyName": TIMESTAMP, "operator": "IN", "values": values})
+    return filters
+
+
+def _search_body(chunk: Sequence[tuple[WriteItem, int]], after: str | None) -> dict[str, Any]:
+    filters = _filters(chunk)
     names = sorted({name for item, _ in chunk for name in item.request.properties})
     body: dict[str, Any] = {
         "filterGroups": [{"filters": filters}],
@@ -107,8 +118,9 @@ async def _search(
         results += [r for r in body.get("results") or [] if isinstance(r, Mapping)]
         after = ((body.get("paging") or {}).get("next") or {}).get("after")
         if after is None:
-            break
-    return results
+            return results
+    # Records left unread may be these writes': "not found" would resend them (duplicates).
+    raise LookupFailed(f"search matched over {MAX_PAGES * PAGE} records; looking again later")
 
 
 def _pair(

@@ -61,6 +61,7 @@ class WriteRequest:
     properties: Mapping[str, Any] = field(default_factory=dict)
     associations: tuple[Any, ...] = ()
     base: Mapping[str, Any] | None = field(default=None, compare=False)
+    unique_property: str | None = None  # a create's property no two records share (lookups)
 
     @classmethod
     def from_call(cls, kind: str, path_qs: str, body: bytes) -> WriteRequest:
@@ -107,6 +108,7 @@ class WriteRequest:
             "toId": self.to_id,
             "properties": dict(self.properties) or None,
             "associations": list(self.associations) or None,
+            "unique": self.unique_property,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
@@ -120,6 +122,7 @@ class WriteRequest:
             to_id=_opt_str(raw.get("toId")),
             properties=dict(raw.get("properties") or {}),
             associations=tuple(raw.get("associations") or ()),
+            unique_property=_opt_str(raw.get("unique")),
         )
 
 

@@ -41,6 +41,7 @@ from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
 from proxy.store.health import REDIS_TROUBLE, RedisHealth
 from proxy.store.replicated import NotReplicated
+from proxy.store.scripts import CounterChange
 from proxy.store.vault import TokenVault
 from proxy.upstream.background import BackgroundClient
 from proxy.writes.answers import Accepted, AssocSpec, accepted, type_pair
@@ -49,9 +50,13 @@ from proxy.writes.model import ASSOCIATE_DEFAULT, KINDS, WriteConfig, WriteItem,
 from proxy.writes.store import WriteKeys, WriteStore, now_ms, text
 from proxy.writes.worker import WriteWorker
 
-__all__ = ["Accepted", "WriteBehind", "WriteConfig", "WriteRequest"]
+__all__ = ["Accepted", "CounterNotSeeded", "WriteBehind", "WriteConfig", "WriteRequest"]
 
 LEARNED_TYPES_REFRESH_S = 60.0
+
+
+class CounterNotSeeded(Exception):
+    """The counter a write changes has no count yet; the write was not stored."""
 
 
 def new_write_id() -> str:
@@ -97,9 +102,19 @@ class WriteBehind:
     # -- accepting --------------------------------------------------------------------------------
 
     async def accept(
-        self, credential: str, token: str, kind: str, request: WriteRequest
+        self,
+        credential: str,
+        token: str,
+        kind: str,
+        request: WriteRequest,
+        counter: CounterChange | None = None,
     ) -> Accepted:
-        """Store the write durably, then return the answer to give; 503 if Redis cannot."""
+        """Store the write durably, then return the answer to give; 503 if Redis cannot.
+
+        With `counter`, the count change is stored in the same step as the write (one script):
+        a busy Redis refuses both, never one. Raises CounterNotSeeded when the counter has no
+        count yet (nothing was stored): seed it from HubSpot and accept again.
+        """
         if kind not in KINDS:
             raise BadRequest(f"Unknown write kind {kind!r}")
         item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
@@ -113,7 +128,7 @@ class WriteBehind:
                 await self._vault.remember(credential, token)
                 if kind == ASSOCIATE_DEFAULT:
                     await self._learn_pair(request)
-                await self.store.enqueue(item)
+                await self._store(item, counter)
         except NotReplicated as exc:
             # Redis answered (no replica took the write in time): no reason to rest Redis, and
             # a breaker held open by refused writes would keep the limiter in process too.
@@ -149,6 +164,14 @@ class WriteBehind:
             headers={"Retry-After": "1"},
         )
 
+    async def _store(self, item: WriteItem, counter: CounterChange | None) -> None:
+        if counter is None:
+            await self.store.enqueue(item)
+            return
+        state, entry = await self.store.enqueue_counted(item, counter)
+        if entry is None:
+            raise CounterNotSeeded(state)
+
     async def _learn_pair(self, request: WriteRequest) -> None:
         """For a custom type pair, the type ids the worker learned from HubSpot (once/process)."""
         pair = type_pair(request.object_type, request.to_type or "")
@@ -162,6 +185,21 @@ class WriteBehind:
             parsed = _parse_pair(name, spec)
             if parsed is not None:
                 self._types.setdefault(*parsed)
+
+    async def queued_links(self) -> set[tuple[str, str, str, str, str]]:
+        """(credential, from type, from id, to type, to id) of every association accepted and
+        not yet sent: HubSpot does not show it yet, though its count was taken at acceptance."""
+        links: set[tuple[str, str, str, str, str]] = set()
+        for entry_id, fields in await self.store.unfinished():
+            try:
+                item = WriteItem.from_fields(entry_id, fields)
+            except (KeyError, ValueError, TypeError):
+                continue  # the worker dead-letters what it cannot read
+            request = item.request
+            if item.kind == ASSOCIATE_DEFAULT and request.object_id and request.to_id:
+                ends = (request.object_type, request.object_id, request.to_type or "")
+                links.add((item.credential, *ends, request.to_id))
+        return links
 
     # -- status and dead letters ------------------------------------------------------------------
 

@@ -29,12 +29,14 @@ from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from proxy.store.health import REDIS_TROUBLE
 from proxy.store.keys import PREFIX, tagged
 from proxy.store.replicated import Command, NotReplicated, transact_and_wait
+from proxy.store.scripts import CounterChange, script
 from proxy.writes.model import WriteItem
 
 GROUP: Final = "writers"
@@ -120,6 +122,8 @@ class WriteStore:
         # >0: writes the gateway vouches for wait until that many replicas have them
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self._accept_counted = script(redis, "counter_core", "write_accept")
+        self._counter_op = script(redis, "counter_core", "counter_ops")
 
     # -- accepting --------------------------------------------------------------------------------
 
@@ -155,6 +159,70 @@ class WriteStore:
                 await self.redis.delete(status)
             raise NotReplicated(f"{acked} of {self.wait_replicas} replicas acknowledged")
         return entry_id
+
+    async def enqueue_counted(
+        self, item: WriteItem, change: CounterChange
+    ) -> tuple[str, str | None]:
+        """The counter change, status hash and stream entry in one script (`write_accept`).
+
+        Returns (the counter's status, the entry id); no entry id when the counter refused (it
+        is not seeded yet, say), and then nothing was written.
+        """
+        if isinstance(self.redis, RedisCluster):
+            return await self._enqueue_counted_apart(item, change)
+        stream_fields = [v for k, raw in item.to_fields().items() for v in (k, text(raw))]
+        undo = orjson.dumps({"keys": change.keys, "args": change.undo}).decode()
+        args = [
+            *change.args,
+            str(self.status_ttl_s),
+            undo,
+            orjson.dumps(_fresh_status(item)).decode(),
+            orjson.dumps(stream_fields).decode(),
+        ]
+        keys = [*change.keys, self.keys.status(item.write_id), self.keys.stream]
+        reply = await self._accept_counted(keys=keys, args=args)
+        entry = reply[3]
+        return text(reply[0]), None if entry is None or entry is False else text(entry)
+
+    async def _enqueue_counted_apart(
+        self, item: WriteItem, change: CounterChange
+    ) -> tuple[str, str | None]:
+        """`enqueue_counted` on a Redis Cluster, where the counter (its credential's slot) and the
+        stream (the `{writes}` slot) live apart and no one script may hold both: the count moves
+        first, then the write is stored with the change's undo, and a write that cannot be
+        stored takes its count back. A crash between the two steps leaves a count without its
+        write, which `reconcile` repairs (one server keeps them in one script instead)."""
+        reply = await self._counter_op(keys=list(change.keys), args=list(change.args))
+        state = text(reply[0])
+        if state not in ("ok", "unchanged"):
+            return state, None
+        try:
+            entry = await self.enqueue(item)
+        except BaseException:
+            if state == "ok":
+                with contextlib.suppress(*REDIS_TROUBLE):
+                    await self._counter_op(keys=list(change.keys), args=list(change.undo))
+            raise
+        if state == "ok":  # 'unchanged': another write counted this record and owns the undo
+            undo = orjson.dumps({"keys": change.keys, "args": change.undo}).decode()
+            await self.redis.hset(self.keys.status(item.write_id), "undo", undo)
+        return state, entry
+
+    async def undo_counter(self, write_id: str) -> bool:
+        """Take back the counter change accepted with a write that will never reach HubSpot.
+
+        The undo is read and deleted first, so it runs at most once whoever buries the write.
+        """
+        key = self.keys.status(write_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, "undo")
+            pipe.hdel(key, "undo")
+            raw, _ = await pipe.execute()
+        if not raw:
+            return False
+        undo = orjson.loads(raw)
+        await self._counter_op(keys=list(undo["keys"]), args=list(undo["args"]))
+        return True
 
     async def ensure_group(self) -> None:
         try:
@@ -218,6 +286,17 @@ class WriteStore:
             if len(rows) < page:
                 return found
             start = "(" + found[-1][0]
+
+    async def unfinished(self, page: int = 1000) -> list[Entry]:
+        """Every write not yet finished: the stream holds exactly those (acked ones are deleted)."""
+        found: list[Entry] = []
+        start = "-"
+        while True:
+            batch = entries(await self.redis.xrange(self.keys.stream, start, "+", count=page))
+            found += batch
+            if len(batch) < page:
+                return found
+            start = "(" + batch[-1][0]
 
     async def fetch(self, entry_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
         async with self.redis.pipeline(transaction=False) as pipe:

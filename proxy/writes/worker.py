@@ -401,6 +401,9 @@ class WriteWorker:
         self, item: WriteItem, error: str, *, counted: bool, maybe_applied: bool = False
     ) -> None:
         await self.store.bury(item, error, counted=counted, maybe_applied=maybe_applied)
+        if not maybe_applied and await self.store.undo_counter(item.write_id):
+            # HubSpot never took it: the seat its acceptance counted is free again.
+            log.info("counter change undone", extra={"write_id": item.write_id})
         self._forget(item)
         self._metrics.writes.labels(item.kind, "dead").inc()
         log.warning(

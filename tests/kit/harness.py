@@ -15,6 +15,9 @@ TOKEN = "test-token-not-real"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # The key gateways under test seal stored tokens with (a real deployment sets its own).
 CREDENTIAL_KEY = "test-credential-key-not-real"
+# A second real token of the same portal (e.g. during a rotation), and an admin token.
+TOKEN_B = "test-token-b-not-real"
+ADMIN = "admin-token-not-real"
 
 Client = TestClient[Any, Any]
 SimFactory = Callable[..., Awaitable[TestServer]]

@@ -32,6 +32,9 @@ class Sim:
         answer = await self._json("GET", f"/__sim/calls?token={token}")
         return [(c["method"], c["path"]) for c in answer["calls"]]
 
+    async def totals(self) -> dict[str, Any]:
+        return dict((await self._json("GET", "/__sim/stats"))["totals"])
+
     async def direct(self, method: str, path: str, body: Any = None, token: str = TOKEN) -> Any:
         """HubSpot's own answer, bypassing the gateway (an admin, or the reference answer)."""
         headers = {"Authorization": f"Bearer {token}"}

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.http.credentials import credential_id
-from tests.kit.harness import AUTH, CREDENTIAL_KEY, TOKEN, GatewayFactory
-from tests.security.conftest import ADMIN, StrictSim
+from tests.kit.harness import ADMIN, AUTH, CREDENTIAL_KEY, TOKEN, GatewayFactory
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +33,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_a_token_hubspot_refuses_creates_no_counter_state(
-    strict_sim: StrictSim, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
+    strict_sim: Sim, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
 ) -> None:
     gw = await gateway_factory(strict_sim.url, admin_token=ADMIN)
     (exam,) = await strict_sim.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
@@ -53,7 +53,7 @@ async def test_a_token_hubspot_refuses_creates_no_counter_state(
 
 
 async def test_one_credential_the_jobs_cannot_serve_does_not_stop_the_others(
-    strict_sim: StrictSim, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
+    strict_sim: Sim, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
 ) -> None:
     gw = await gateway_factory(strict_sim.url, admin_token=ADMIN)
     (exam,) = await strict_sim.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
@@ -88,7 +88,7 @@ async def test_one_credential_the_jobs_cannot_serve_does_not_stop_the_others(
     ["..%2F..%2F..%2Foauth%2Fv1%2Fx", "1%3Fx=1", "1%23x", "-1", "01", "1.0", "%2E%2E"],
 )
 async def test_counter_object_ids_must_be_record_ids(
-    strict_sim: StrictSim,
+    strict_sim: Sim,
     gateway_factory: GatewayFactory,
     redis_client: aioredis.Redis,
     object_id: str,

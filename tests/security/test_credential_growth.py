@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.http.credentials import credential_id
-from tests.kit.harness import CREDENTIAL_KEY, TOKEN, GatewayFactory
-from tests.security.conftest import TOKEN_B, StrictSim
+from tests.kit.harness import CREDENTIAL_KEY, TOKEN, TOKEN_B, GatewayFactory
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,7 +51,7 @@ def total(text: str, name: str, **labels: str) -> float:
 
 
 async def test_a_hundred_refused_tokens_leave_no_keys_and_no_labels(
-    strict_sim: StrictSim, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
+    strict_sim: Sim, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
 ) -> None:
     gw = await gateway_factory(strict_sim.url)
     before = await keys(redis_client)  # the gateway's own (the write-behind stream)
@@ -77,7 +77,7 @@ async def test_a_hundred_refused_tokens_leave_no_keys_and_no_labels(
 
 
 async def test_credential_labels_are_bounded(
-    strict_sim: StrictSim, gateway_factory: GatewayFactory
+    strict_sim: Sim, gateway_factory: GatewayFactory
 ) -> None:
     gw = await gateway_factory(strict_sim.url, credential_labels=1)
     for token in (TOKEN, TOKEN_B, TOKEN):

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.app import SERVICES
-from tests.kit.harness import AUTH, TOKEN, GatewayFactory
-from tests.security.conftest import ADMIN, TOKEN_B, StrictSim
+from tests.kit.harness import ADMIN, AUTH, TOKEN, TOKEN_B, GatewayFactory
+from tests.kit.sim_client import Sim
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,7 +29,7 @@ def by_key(key: str) -> dict[str, Any]:
 
 
 async def test_a_rotated_token_sees_the_booking_the_old_token_created(
-    strict_sim: StrictSim, gateway_factory: GatewayFactory
+    strict_sim: Sim, gateway_factory: GatewayFactory
 ) -> None:
     gw = await gateway_factory(strict_sim.url)
     booking = {"properties": {"contact_id": "c1", "exam_date": "2030-03-15",
@@ -59,7 +59,7 @@ def shared_rules(tmp_path: Path) -> str:
 
 
 async def test_tokens_of_one_portal_share_an_index_that_says_so(
-    strict_sim: StrictSim, gateway_factory: GatewayFactory, shared_rules: str
+    strict_sim: Sim, gateway_factory: GatewayFactory, shared_rules: str
 ) -> None:
     gw = await gateway_factory(strict_sim.url, rules_path=shared_rules)
     booking = {"properties": {"contact_id": "c1", "exam_date": "2030-03-15",
@@ -92,7 +92,7 @@ def dup(contact: str) -> dict[str, Any]:
 
 
 async def test_a_shared_scope_is_loaded_once_for_the_portal_and_reconciled(
-    strict_sim: StrictSim, gateway_factory: GatewayFactory, tmp_path: Path
+    strict_sim: Sim, gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
     text = DEFAULT_RULES.read_text().replace(
         "    type: search_index\n", "    type: search_index\n    shared_by: portal\n"
@@ -129,7 +129,7 @@ async def test_a_shared_scope_is_loaded_once_for_the_portal_and_reconciled(
 
 
 async def test_tokens_of_one_portal_share_a_counter_that_says_so(
-    strict_sim: StrictSim,
+    strict_sim: Sim,
     gateway_factory: GatewayFactory,
     redis_client: aioredis.Redis,
     tmp_path: Path,

@@ -49,6 +49,9 @@ class Ride:
     max_batch: int
     max_hold_s: float
     batch_buckets: Sequence[BucketSpec]  # what the batch call draws from
+    # The rider's own units of buckets that count flows, not calls (`admissions`): taken by
+    # each rider before it gathers, since a batch call draws them once for all its riders.
+    admission: CallPlan | None = None
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ class Coalescer:
     async def send(self, ride: Ride, alone: SendAlone) -> Answer | web.StreamResponse:
         """HubSpot's answer to the single call, exactly as if it had gone out alone; a call that
         rides in no batch is sent by `alone` (told whether its slot is already reserved)."""
+        if ride.admission is not None:
+            await self._caller.admit(ride.admission)  # RateLimited (429) past its deadline
         async with self._record_turn(ride):
             outcome = await self._coalesced(ride)
             answer = await alone(outcome.admitted) if isinstance(outcome, Alone) else outcome

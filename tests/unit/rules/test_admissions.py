@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from proxy.budget.plans import bucket_specs
 from proxy.rules.loader import RulesError, load_rules, parse_rules
 
 
@@ -19,16 +20,18 @@ def problems(text: str) -> list[str]:
     return [str(p) for p in info.value.problems]
 
 
-def test_the_shipped_contact_read_coalesces_and_yields_to_bookings_under_way() -> None:
+def test_the_shipped_contact_read_is_admitted_per_booking_and_coalesces() -> None:
     rules = load_rules("rules/default.yaml")
     read = rules.classify("GET", "/crm/v3/objects/contacts/42?properties=credits")
-    assert read.buckets == ("general", "daily")  # no admissions bucket: it would stop coalescing
+    assert read.buckets == ("admissions", "general", "daily")
     assert read.route is not None and read.route.coalesce is not None
     assert read.route.priority == "default"
+    specs = {s.name: s for s in bucket_specs(rules, read.buckets)}
+    # Not HubSpot's limit, so no safety margin: exactly the flows the file allows per window.
+    assert specs["admissions"].limit == rules.limits.raw("admissions").limit == 150
     create = rules.classify("POST", "/crm/v3/objects/2-50158943")
+    assert "admissions" not in create.buckets  # a booking under way is never held back by it
     assert create.route is not None and create.route.priority == "interactive"
-    with pytest.raises(KeyError):
-        rules.limits.raw("admissions")
 
 
 def test_admissions_needs_a_limit_and_defaults_to_a_ten_second_window() -> None:

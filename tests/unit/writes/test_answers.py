@@ -10,7 +10,14 @@ import pytest
 
 from proxy.writes.answers import WRITE_ID_HEADER, accepted, association_spec
 from proxy.writes.lookup import find_created
-from proxy.writes.model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteItem, WriteRequest
+from proxy.writes.model import (
+    ASSOCIATE_DEFAULT,
+    CREATE,
+    NOTE_CREATE,
+    UPDATE,
+    WriteItem,
+    WriteRequest,
+)
 from proxy.writes.store import WriteStore
 
 
@@ -145,3 +152,20 @@ async def test_records_of_other_writes_or_older_ones_are_not_taken(
 ) -> None:
     found, _ = await lookup([note("w1", "x", "1")], [record("101", "x", "1", created)], owners)
     assert found == expected
+
+
+async def test_a_rule_named_unique_property_alone_finds_the_record() -> None:
+    request = WriteRequest(
+        "2-50158943",
+        properties={"idempotency_key": "k-1", "capacity": 3, "is_active": "Active"},
+        unique_property="idempotency_key",
+    )
+    item = WriteItem("w1", "1-0", "c", CREATE, request)
+    created = {"idempotency_key": "k-1", "capacity": "3", "is_active": "Active"}
+    found, sent = await lookup([item], [{"id": "7", "properties": created, "createdAt": None}])
+    assert found == {"w1": "7"}
+    [call] = sent
+    assert call["body"]["filterGroups"] == [
+        {"filters": [{"propertyName": "idempotency_key", "operator": "IN", "values": ["k-1"]}]}
+    ]
+    assert WriteRequest.from_json(request.to_json()) == request  # it travels in the stream

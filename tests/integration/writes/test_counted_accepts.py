@@ -1,0 +1,171 @@
+"""A booking's seat is counted in the same Redis step that accepts its association write.
+
+Issue 11 (counts lost under an accept burst) and issue 13 defect 5 (phantom seats): the count
+moves with the write or not at all, and a write HubSpot refuses gives its seat back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.app import SERVICES
+from tests.kit.harness import AUTH, Client, GatewayFactory
+from tests.kit.processes import start_valkey
+from tests.kit.read_side import BOOKINGS, EXAMS
+from tests.kit.sim_client import Sim
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def link_path(booking: str, exam: str) -> str:
+    return f"/crm/v4/objects/{BOOKINGS}/{booking}/associations/default/{EXAMS}/{exam}"
+
+
+async def seats(gw: Client, exam: str) -> int:
+    resp = await gw.get(f"/crm/v3/objects/{EXAMS}/{exam}?properties=total_bookings", headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    return int((await resp.json())["properties"]["total_bookings"])
+
+
+async def write_state(gw: Client, write_id: str, *wanted: str) -> dict[str, Any]:
+    for _ in range(400):
+        resp = await gw.get(f"/proxy/v1/writes/{write_id}", headers=AUTH)
+        status: dict[str, Any] = await resp.json()
+        if status["state"] in wanted:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"write {write_id} still {status['state']}")
+
+
+async def test_an_accepted_link_is_counted_with_its_write(
+    portal: Sim, gateway_factory: GatewayFactory, redis_client: aioredis.Redis
+) -> None:
+    gw = await gateway_factory(portal.url)
+    (exam,) = await portal.seed(EXAMS, {"capacity": "10", "total_bookings": "3"})
+    (booking,) = await portal.seed(BOOKINGS, {"is_active": "Active"})
+
+    resp = await gw.put(link_path(booking, exam), headers=AUTH)
+
+    assert resp.status == 200
+    write_id = resp.headers["X-HubSpot-Proxy-Write-Id"]
+    # Never seen before: seeded from HubSpot's 3, then counted in the accepting step.
+    assert await seats(gw, exam) == 4
+    status_keys = [k async for k in redis_client.scan_iter(match=f"*status:{write_id}")]
+    assert len(status_keys) == 1 and await redis_client.hexists(status_keys[0], "undo")
+    again = await gw.put(link_path(booking, exam), headers=AUTH)  # a client retry
+    assert again.status == 200 and await seats(gw, exam) == 4
+    await write_state(gw, write_id, "sent")
+    assert await portal.associations(EXAMS, exam, BOOKINGS) == [booking]
+
+
+async def test_a_link_hubspot_refuses_gives_its_seat_back(
+    portal: Sim, gateway_factory: GatewayFactory
+) -> None:
+    # Issue 13, defect 5: a PUT for a booking that does not exist counted a seat for good.
+    gw = await gateway_factory(portal.url)
+    (exam,) = await portal.seed(EXAMS, {"capacity": "10", "total_bookings": "3"})
+    assert await seats(gw, exam) == 3
+
+    resp = await gw.put(link_path("999999", exam), headers=AUTH)
+
+    assert resp.status == 200
+    assert await seats(gw, exam) == 4  # accepted: counted at once
+    status = await write_state(gw, resp.headers["X-HubSpot-Proxy-Write-Id"], "dead")
+    assert status["lastError"]
+    assert await seats(gw, exam) == 3  # dead-lettered: the seat is free again
+
+
+async def drained(gw: Client) -> None:
+    assert gw.app is not None
+    writes = gw.app[SERVICES].writes
+    assert writes is not None
+    for _ in range(600):
+        backlog = await writes.store.backlog()
+        if backlog.pending + backlog.undelivered == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"writes not drained: {backlog}")
+
+
+async def test_a_stalled_redis_never_splits_a_count_from_its_write(
+    portal: Sim, gateway_factory: GatewayFactory
+) -> None:
+    """While Redis hangs, links get HubSpot-shaped 503s. A hung call may still land once Redis
+    wakes (the client was told 503, and may retry), but then its count and its write land
+    together: after draining, each exam's count = the bookings HubSpot links to it, and every
+    link answered 200 is among them."""
+    valkey = start_valkey()
+    try:
+        # Entries delivered while Redis hung, whose reply the worker never got, wait for the
+        # claim timeout before being taken over: keep it short.
+        gw = await gateway_factory(
+            portal.url, redis_url=str(valkey.connection_url), write_claim_idle_s=1.0
+        )
+        exams = await portal.seed(EXAMS, *({"capacity": "500", "total_bookings": "0"},) * 2)
+        bookings = await portal.seed(BOOKINGS, *({"is_active": "Active"},) * 120)
+        for exam in exams:
+            assert await seats(gw, exam) == 0
+        answers: list[tuple[str, str, int, Any]] = []
+
+        async def link(i: int, booking: str) -> None:
+            exam = exams[i % 2]
+            resp = await gw.put(link_path(booking, exam), headers=AUTH)
+            answers.append((exam, booking, resp.status, await resp.json()))
+
+        await asyncio.gather(*(link(i, b) for i, b in enumerate(bookings[:60])))
+        os.kill(valkey._process.pid, signal.SIGSTOP)
+        try:
+            await asyncio.gather(*(link(i, b) for i, b in enumerate(bookings[60:]) if i < 60))
+        finally:
+            os.kill(valkey._process.pid, signal.SIGCONT)
+        refused = [a for a in answers if a[2] == 503]
+        assert len(refused) >= 1
+        assert all(body["status"] == "error" and body["message"] for *_, body in refused)
+        assert {status for _, _, status, _ in answers} <= {200, 503}
+        await drained(gw)
+        for exam in exams:
+            linked = set(await portal.associations(EXAMS, exam, BOOKINGS))
+            accepted = {b for e, b, status, _ in answers if e == exam and status == 200}
+            assert accepted <= linked
+            assert await seats(gw, exam) == len(linked)
+    finally:
+        valkey.stop()
+
+
+async def test_reconcile_counts_links_still_queued_and_finds_no_drift(
+    portal: Sim, gateway_factory: GatewayFactory
+) -> None:
+    """A link accepted but not sent yet is a seat taken that HubSpot does not show: reconcile
+    keeps it, so a normal run finds drift 0 (it is the safety net, not what makes counts right)."""
+    gw = await gateway_factory(portal.url, admin_token="admin-for-reconcile")
+    admin = {"Authorization": "Bearer admin-for-reconcile"}
+    assert gw.app is not None
+    writes = gw.app[SERVICES].writes
+    assert writes is not None
+    (exam,) = await portal.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
+    sent, queued = await portal.seed(BOOKINGS, *({"is_active": "Active"},) * 2)
+    first = await gw.put(link_path(sent, exam), headers=AUTH)
+    await write_state(gw, first.headers["X-HubSpot-Proxy-Write-Id"], "sent")
+    await writes.stop()  # the next link stays queued
+    try:
+        assert (await gw.put(link_path(queued, exam), headers=AUTH)).status == 200
+        assert await seats(gw, exam) == 2
+
+        resp = await gw.post("/proxy/v1/jobs/reconcile/run", headers=admin)
+
+        assert resp.status == 200, await resp.text()
+        drift = (await resp.json())["drift"]
+        assert drift.get("redis", 0) == 0
+        assert await seats(gw, exam) == 2
+        assert await portal.associations(EXAMS, exam, BOOKINGS) == [sent]
+    finally:
+        await writes.start()
+    await drained(gw)
+    assert sorted(await portal.associations(EXAMS, exam, BOOKINGS)) == sorted([sent, queued])
+    assert await seats(gw, exam) == 2
