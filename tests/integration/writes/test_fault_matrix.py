@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from tests.kit.fleet import GATEWAY_ENV, Fleet
 
@@ -234,8 +235,8 @@ async def drained(fleet: Fleet, timeout_s: float = 120.0) -> None:
             try:
                 if await client.xlen("hubspot:{writes}") == 0:
                     return
-            except (aioredis.ConnectionError, OSError):
-                pass  # Valkey restarting
+            except (RedisError, OSError):
+                pass  # Valkey restarting: refused, timing out or loading its AOF
             await asyncio.sleep(0.25)
     finally:
         await client.aclose()
