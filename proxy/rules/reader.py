@@ -194,14 +194,19 @@ class Reader:
             return None
         return name
 
-    def sub(self, key: str, known: Sequence[str], *, required: bool = False) -> Reader | None:
+    def _mapping(self, key: str, required: bool) -> YMap | None:
+        """The key's mapping, or None when it is absent or (a problem reported) not a mapping."""
         value = self.raw(key, required)
         if value is _MISSING:
             return None
         if not isinstance(value, YMap):
             self.problem(key, f"expected a mapping, got {kind(value)}")
             return None
-        return Reader(self.sink, value, self.field(key), known)
+        return value
+
+    def sub(self, key: str, known: Sequence[str], *, required: bool = False) -> Reader | None:
+        value = self._mapping(key, required)
+        return None if value is None else Reader(self.sink, value, self.field(key), known)
 
     def items(self, key: str, *, required: bool = False) -> Iterator[tuple[Any, int, str]] | None:
         """(value, line, field) of each list entry, or None when the key is absent or not a list."""
@@ -236,11 +241,8 @@ class Reader:
         self, key: str, *, required: bool = False
     ) -> list[tuple[str, Any, int, str]] | None:
         """(key, value, line, field) of each entry of a free-form mapping (`when`, `headers`)."""
-        value = self.raw(key, required)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, YMap):
-            self.problem(key, f"expected a mapping, got {kind(value)}")
+        value = self._mapping(key, required)
+        if value is None:
             return None
         path = self.field(key)
         lines, items = value.value_lines, value.items.items()
