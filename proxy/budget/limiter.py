@@ -40,7 +40,7 @@ from proxy.budget.model import (
     SlotStatus,
     policy_for,
 )
-from proxy.store.health import REDIS_TROUBLE, RedisHealth
+from proxy.store.health import REDIS_TROUBLE, RedisHealth, redis_timeout
 from proxy.store.keys import PREFIX, tagged
 from proxy.store.scripts import script
 
@@ -453,7 +453,7 @@ class Limiter:
 
     async def _call(self, script: AsyncScript, keys: list[str], args: Sequence[str | int]) -> Any:
         self._counts["round_trips"] += 1
-        async with asyncio.timeout(self._timeout):
+        async with redis_timeout(self._timeout):
             return await script(keys=keys, args=args)
 
     async def _best_effort(

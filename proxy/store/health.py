@@ -3,7 +3,9 @@
 The breaker opens on the first error, and on the first timeout during which Redis answered no
 other call: a Redis that does not answer (down, or hung as under SIGSTOP) would otherwise cost
 every call its full timeout. A timeout while Redis kept answering others is a busy event loop or
-a long queue for a connection, no evidence that Redis is down: it fails only its own call.
+a long queue for a connection, no evidence that Redis is down: it fails only its own call. So
+does a timeout whose timer fired late (`redis_timeout`): the event loop was held up (a starved
+process, a burst of work), and Redis's reply may be waiting unread in the socket.
 While the breaker is open no caller touches Redis, except one probe per `probe_interval_s`; the
 first call that succeeds closes it.
 The limiter falls back to its in-process budget and the rules runtime forwards instead of
@@ -12,10 +14,12 @@ answering from Redis (invariant 7) while it is open.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Final
 
 from redis.exceptions import (
@@ -38,6 +42,28 @@ CLUSTER_TROUBLE: Final = (ClusterDownError, TryAgainError, ReadOnlyError, SlotNo
 # Anything a Redis call can fail with that is not a bug of ours: the client's own errors,
 # socket errors, the timeouts the gateway puts around every call, and a cluster in failover.
 REDIS_TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
+
+# A healthy event loop fires a timer within a few milliseconds of its time; one this late was
+# held up, so the timeout it raised says nothing about Redis.
+LATE_TIMER_S: Final = 0.05
+
+
+class LateTimeout(TimeoutError):
+    """A Redis call's timeout that fired late: the event loop, not Redis, was slow."""
+
+
+@asynccontextmanager
+async def redis_timeout(timeout_s: float) -> AsyncIterator[None]:
+    """`asyncio.timeout` for a Redis call; a timer that fired late raises `LateTimeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        async with asyncio.timeout_at(deadline):
+            yield
+    except TimeoutError as exc:
+        if loop.time() - deadline > LATE_TIMER_S:
+            raise LateTimeout from exc
+        raise
 
 
 class RedisHealth:
@@ -81,6 +107,8 @@ class RedisHealth:
 
     def failed(self, exc: BaseException, *, answers_before: int | None = None) -> None:
         """A call failed; `answers_before` is `answers` as it was when that call started."""
+        if isinstance(exc, LateTimeout):
+            return  # the event loop was late, not Redis
         timed_out = isinstance(exc, TimeoutError | RedisTimeoutError)
         if timed_out and answers_before is not None and self._answers > answers_before:
             return  # Redis answered others meanwhile: this call was slow, Redis is not down

@@ -1,13 +1,14 @@
 """Redis for the rules runtime: credential-scoped keys, short timeouts, "unavailable" as a value.
 
 A cache that cannot be read must never answer and must never fail a request (invariant 7), so
-every call here returns its result or UNAVAILABLE within `timeout_s`, waiting for a connection
-included. The first error or timeout opens the breaker shared with the limiter
-(`store.health`), so an outage, or a hung Redis, costs each request nothing rather than a
-timeout each, until a probe finds Redis answering again. At most `concurrency` calls are in
-flight: a burst of requests queues for a connection instead of opening hundreds at once, which
-is what made replies slow in the first place; a call that cannot get one in time does without
-Redis, and does not open the breaker (a busy pool is no evidence that Redis is down).
+every call here returns its result or UNAVAILABLE within `timeout_s` of Redis's time (plus at
+most `SLOT_WAIT_TIMEOUTS` times that waiting for a connection). The first error or timeout opens
+the breaker shared with the limiter (`store.health`), so an outage, or a hung Redis, costs each
+request nothing rather than a timeout each, until a probe finds Redis answering again. At most
+`concurrency` calls are in flight: a burst of requests queues for a connection instead of
+opening hundreds at once, which is what made replies slow in the first place; a call that cannot
+get one in time does without Redis, and does not open the breaker (a busy pool is no evidence
+that Redis is down).
 
 Writes that could not be made while Redis was away can leave state that says more than it knows
 (a complete index that missed a booking, a count that missed a cancellation). Such writes
@@ -26,11 +27,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as DroppedConnection
 
 from proxy.metrics import Metrics
-from proxy.store.health import REDIS_TROUBLE, RedisHealth
+from proxy.store.health import REDIS_TROUBLE, RedisHealth, redis_timeout
 
 log = logging.getLogger("proxy.rule_store")
 
 T = TypeVar("T")
+# A burst queues for a connection in this process; its bound is longer than Redis's own.
+SLOT_WAIT_TIMEOUTS: Final = 4
 MAX_REPAIRS: Final = 10_000  # bounded: an endless outage must not grow memory without limit
 
 
@@ -95,16 +98,16 @@ class RuleRedis:
         client = self.client
         if client is None or not self._health.should_try():
             return UNAVAILABLE
-        answers_before = self._health.answers
-        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout_at(deadline):
+            # Waiting for a slot is this process's queue, not Redis: a longer bound, no breaker.
+            async with asyncio.timeout(self._timeout * SLOT_WAIT_TIMEOUTS):
                 await self._slots.acquire()
         except TimeoutError:
             self._metrics.redis_errors.labels(component).inc()
             return UNAVAILABLE
+        answers_before = self._health.answers
         try:
-            async with asyncio.timeout_at(deadline):
+            async with redis_timeout(self._timeout):
                 if self._repairs:
                     await self._repair(client)
                 result = await self._once_more_if_dropped(client, op)

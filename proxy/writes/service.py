@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
-from proxy.store.health import REDIS_TROUBLE, RedisHealth
+from proxy.store.health import REDIS_TROUBLE, RedisHealth, redis_timeout
 from proxy.store.replicated import NotReplicated
 from proxy.store.scripts import CounterChange
 from proxy.store.vault import TokenVault
@@ -124,7 +124,7 @@ class WriteBehind:
         timeout_s = self._accept_timeout(probing)
         answers_before = self._health.answers
         try:
-            async with asyncio.timeout(timeout_s), self._accepting:
+            async with redis_timeout(timeout_s), self._accepting:
                 await self._vault.remember(credential, token)
                 if kind == ASSOCIATE_DEFAULT:
                     await self._learn_pair(request)

@@ -23,10 +23,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 GENERAL_LIMIT, GENERAL_WINDOW_S = 100, 2.0
 SEARCH_LIMIT, SEARCH_WINDOW_S = 20, 1.0
-MARGIN = 0.95
-# Multiples of the effective per-window limits (95 and 19). How much of the budget the burst
+# The margin is what absorbs the jitter between leaving a gateway and reaching HubSpot; on a
+# shared 2-core machine that jitter can bunch a few calls of two windows, so 10% here.
+MARGIN = 0.9
+# Multiples of the effective per-window limits (90 and 18). How much of the budget the burst
 # used is a timing figure, so `make bench` (budget scenario) reports it, not this test.
-GENERAL_CALLS, SEARCH_CALLS = 475, 95
+GENERAL_CALLS, SEARCH_CALLS = 450, 90
 
 
 @pytest.fixture

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from proxy.store.health import RedisHealth
+from proxy.store.health import LATE_TIMER_S, LateTimeout, RedisHealth, redis_timeout
 
 
 class Clock:
@@ -35,6 +39,17 @@ def test_a_timeout_while_redis_answered_others_fails_only_its_own_call() -> None
     before = health.answers
     health.succeeded()  # another call got its answer meanwhile: Redis is up, this one was slow
     health.failed(TimeoutError(), answers_before=before)
+    assert not health.is_open
+
+
+async def test_a_timeout_the_event_loop_fired_late_fails_only_its_own_call() -> None:
+    health = RedisHealth(clock=Clock())
+    before = health.answers
+    with pytest.raises(LateTimeout) as late:
+        async with redis_timeout(0.01):
+            time.sleep(0.01 + 2 * LATE_TIMER_S)  # the loop is held up past the timer's time
+            await asyncio.sleep(10)
+    health.failed(late.value, answers_before=before)
     assert not health.is_open
 
 
