@@ -31,6 +31,7 @@ from tests.kit.booking_flow import (
     BOOKINGS,
     MOCK_EXAMS,
     SDK_RETRY,
+    STEPS,
     Booking,
     RetryPolicy,
     Trainee,
@@ -183,6 +184,21 @@ def _status_delta(after: dict[str, Any], before: dict[str, Any], code: str) -> i
     )
 
 
+def step_latency(bookings: list[Booking]) -> dict[str, dict[str, float | None]]:
+    """{step: {p50_s, p99_s}} of each step's calls (client-side, send to answer) over the
+    successful bookings: where a booking's time goes."""
+    per_step: dict[str, list[float]] = {}
+    for booking in bookings:
+        if booking.ok:
+            for call in booking.calls:
+                per_step.setdefault(call.step, []).append(call.finished - call.started)
+    return {
+        step: {"p50_s": report.percentile(took, 50), "p99_s": report.percentile(took, 99)}
+        for step in STEPS
+        if (took := per_step.get(step))
+    }
+
+
 def _summary(
     bookings: list[Booking], stats: dict[str, Any], calls: list[dict[str, Any]], s: Settings
 ) -> dict[str, Any]:
@@ -206,6 +222,7 @@ def _summary(
         "max_general_in_window": max_in_window(general, 10 * s.scale) if general else 0,
         "max_search_in_window": max_in_window(search, 1 * s.scale) if search else 0,
         "outcomes": dict(Counter(b.outcome for b in bookings).most_common()),
+        "steps": step_latency(bookings),
     }
 
 
@@ -312,7 +329,47 @@ def markdown(
     ]
     text = report.header("Peak booking burst (PRD 2.3)", facts, notes)
     table = report.table(head, [_row_cells(r) for r in rows])
-    return text + "\n" + table + "\n\nOutcomes (why bookings ended):\n\n" + "\n".join(failures)
+    steps = _steps_table(rows)
+    return (
+        text + "\n" + table + "\n\nOutcomes (why bookings ended):\n\n" + "\n".join(failures)
+        + "\n\nPer step, p50 / p99 of successful bookings' calls (client side), and the "
+        "gateway's mean coalescing hold (joining a group to its departure, budget wait included) "
+        "per operation:\n\n" + steps
+    )  # fmt: skip
+
+
+def _steps_table(rows: list[dict[str, Any]]) -> str:
+    ran = [r for r in rows if r.get("steps")]
+    cells = [
+        [r["trainees"], r["variant"]]
+        + [_p50_p99(r["steps"].get(step)) for step in STEPS]
+        + [_mean_holds(r.get("gateway_metrics") or {})]
+        for r in ran
+    ]
+    return report.table(["N", "variant", *STEPS, "mean hold"], cells)
+
+
+def _p50_p99(step: dict[str, float | None] | None) -> str:
+    if not step:
+        return "-"
+    return f"{report.fmt_s(step['p50_s'])} / {report.fmt_s(step['p99_s'])}"
+
+
+def _mean_holds(metrics: dict[str, dict[str, float]]) -> str:
+    """`read 0.21 s, create 0.18 s`: hold sum / count per operation, from the gateway's metrics."""
+    sums = metrics.get("hubspot_proxy_coalesce_hold_seconds_sum", {})
+    counts = metrics.get("hubspot_proxy_coalesce_hold_seconds_count", {})
+    means = [
+        f"{_label_value(labels)} {sums[labels] / count:.2f} s"
+        for labels, count in sorted(counts.items())
+        if count and labels in sums
+    ]
+    return ", ".join(means) or "-"
+
+
+def _label_value(labels: str) -> str:
+    """`read` of `{operation="read"}`."""
+    return labels.partition('"')[2].partition('"')[0]
 
 
 def _notes(s: Settings) -> list[str]:
