@@ -7,7 +7,8 @@ rules/default.yaml, no client retries; cold: nothing before the burst, as when e
 9:00; warm: exams read and duplicate scopes loaded first, the way ops would before opening).
 
 `BENCH_PEAK_N=100,300` and `BENCH_PEAK_VARIANTS="gateway-1 cold,direct"` run a subset of the
-full set (the report says which ran).
+full set (the report says which ran). `BENCH_GATEWAY_ENV="HUBSPOT_PROXY_REDIS_TIMEOUT_S=1"`
+(space-separated NAME=value pairs) runs the gateways with other settings; the report says so.
 """
 
 from __future__ import annotations
@@ -199,6 +200,12 @@ def step_latency(bookings: list[Booking]) -> dict[str, dict[str, float | None]]:
     }
 
 
+def gateway_env() -> dict[str, str]:
+    """Gateway settings the run asks for beyond the bench's own (`BENCH_GATEWAY_ENV`)."""
+    pairs = os.environ.get("BENCH_GATEWAY_ENV", "").split()
+    return dict(pair.partition("=")[::2] for pair in pairs)
+
+
 def _summary(
     bookings: list[Booking], stats: dict[str, Any], calls: list[dict[str, Any]], s: Settings
 ) -> dict[str, Any]:
@@ -242,7 +249,7 @@ async def run_variant(ctx: Context, n: int, v: Variant) -> dict[str, Any]:
     trainees = await seed_portal(ctx.session, ctx.sim, n, exams=s.exams, credits=s.credits)
     out: dict[str, Any] = {"trainees": n, "variant": v.name, "gateways": v.gateways}
     started = time.monotonic()
-    with procs.gateways(v.gateways, ctx.sim, ctx.redis_url, ctx.rules) as gws:
+    with procs.gateways(v.gateways, ctx.sim, ctx.redis_url, ctx.rules, gateway_env()) as gws:
         urls = [g.url for g in gws]
         if urls:  # a gateway in service has seen its backend create before 9:00
             await booked_before(ctx.session, urls[0], TOKEN)
@@ -334,7 +341,7 @@ def markdown(
         text + "\n" + table + "\n\nOutcomes (why bookings ended):\n\n" + "\n".join(failures)
         + "\n\nPer step, p50 / p99 of successful bookings' calls (client side), and the "
         "gateway's mean coalescing hold (joining a group to its departure, budget wait included) "
-        "per operation:\n\n" + steps
+        "per operation and the CPU time of its processes:\n\n" + steps
     )  # fmt: skip
 
 
@@ -343,10 +350,15 @@ def _steps_table(rows: list[dict[str, Any]]) -> str:
     cells = [
         [r["trainees"], r["variant"]]
         + [_p50_p99(r["steps"].get(step)) for step in STEPS]
-        + [_mean_holds(r.get("gateway_metrics") or {})]
+        + [_mean_holds(r.get("gateway_metrics") or {}), _cpu_s(r.get("gateway_metrics") or {})]
         for r in ran
     ]
-    return report.table(["N", "variant", *STEPS, "mean hold"], cells)
+    return report.table(["N", "variant", *STEPS, "mean hold", "gateway CPU"], cells)
+
+
+def _cpu_s(metrics: dict[str, dict[str, float]]) -> str:
+    """CPU seconds the gateway processes spent since they started (burst, drain and jobs)."""
+    return report.fmt_s(sum(metrics.get("process_cpu_seconds_total", {}).values()) or None)
 
 
 def _p50_p99(step: dict[str, float | None] | None) -> str:
@@ -391,6 +403,9 @@ def _notes(s: Settings) -> list[str]:
         "(HubSpot's 5% guideline). Percentiles over successful bookings; wall = first arrival "
         "to last booking's end. Max-in-window counts the calls the simulator admitted.",
     ]
+    if gateway_env():
+        settings = " ".join(f"{k}={v}" for k, v in gateway_env().items())
+        notes.append(f"Gateways ran with {settings} (BENCH_GATEWAY_ENV).")
     if s.scale != 1:
         notes.insert(
             0,
