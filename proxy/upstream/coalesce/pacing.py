@@ -23,7 +23,7 @@ PACE_SUFFIX = "-pace"
 def paced(buckets: Sequence[BucketSpec]) -> list[BucketSpec]:
     """`buckets` plus the pace bucket of the first rolling window among them (none: as is)."""
     window = next((b for b in buckets if b.kind == "window"), None)
-    if window is None or window.name.endswith(PACE_SUFFIX):
+    if window is None or any(b.name.endswith(PACE_SUFFIX) for b in buckets):
         return list(buckets)
     interval_ms = max(1, math.ceil(window.window_ms / window.limit))
     return [*buckets, BucketSpec(window.name + PACE_SUFFIX, 1, interval_ms)]
