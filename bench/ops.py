@@ -38,7 +38,6 @@ INTERESTING = (
     "hubspot_proxy_coalesced_batch_size_count",
     "hubspot_proxy_queue_wait_seconds_sum",
     "hubspot_proxy_queue_wait_seconds_count",
-    "process_cpu_seconds_total",
 )
 
 Metrics = dict[str, dict[str, float]]
