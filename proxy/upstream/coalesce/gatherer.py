@@ -2,12 +2,13 @@
 
 Every departure takes a paced slot (`pacing`). A call that finds no open group of its kind, and
 no group of its kind waiting, takes the pace slot if it is free now (a non-waiting try) and
-leaves at once, alone, with no added latency. Otherwise it opens a group and leads it: the group
-gathers for the route's `max_hold` (0 by default: only while it waits), then the leader waits for
-the group's paced slot while more calls join, up to `max_batch`. When the slot comes the group
-leaves with everything gathered: alone as the original single call, or as one batch call whose
-answer is cut back into each caller's single answer (`split`). A call the batch answer does not
-settle exactly is handed back to its caller, who sends it on its own within its own deadline.
+leaves at once, alone, with no added latency. Otherwise it opens a group and leads it: the
+group gathers for the route's `max_hold` (none by default: only while it waits), then the
+leader waits for the group's paced slot while more calls join, up to `max_batch`. When the slot
+comes the group leaves with everything gathered: alone as the original single call, or as one
+batch call whose answer is cut back into each caller's single answer (`split`). A call the
+batch answer does not settle exactly is handed back to its caller, who sends it on its own
+within its own deadline.
 """
 
 from __future__ import annotations
