@@ -32,6 +32,12 @@ INTERESTING = (
     "hubspot_proxy_job_runs_total",
     "hubspot_proxy_redis_errors_total",
     "hubspot_proxy_redis_fallback",
+    "hubspot_proxy_coalesce_hold_seconds_sum",
+    "hubspot_proxy_coalesce_hold_seconds_count",
+    "hubspot_proxy_coalesced_batch_size_sum",
+    "hubspot_proxy_coalesced_batch_size_count",
+    "hubspot_proxy_queue_wait_seconds_sum",
+    "hubspot_proxy_queue_wait_seconds_count",
 )
 
 Metrics = dict[str, dict[str, float]]

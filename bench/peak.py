@@ -7,7 +7,8 @@ rules/default.yaml, no client retries; cold: nothing before the burst, as when e
 9:00; warm: exams read and duplicate scopes loaded first, the way ops would before opening).
 
 `BENCH_PEAK_N=100,300` and `BENCH_PEAK_VARIANTS="gateway-1 cold,direct"` run a subset of the
-full set (the report says which ran).
+full set (the report says which ran). `BENCH_GATEWAY_ENV="HUBSPOT_PROXY_REDIS_TIMEOUT_S=1"`
+(space-separated NAME=value pairs) runs the gateways with other settings; the report says so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.kit.booking_flow import (
     BOOKINGS,
     MOCK_EXAMS,
     SDK_RETRY,
+    STEPS,
     Booking,
     RetryPolicy,
     Trainee,
@@ -183,6 +185,27 @@ def _status_delta(after: dict[str, Any], before: dict[str, Any], code: str) -> i
     )
 
 
+def step_latency(bookings: list[Booking]) -> dict[str, dict[str, float | None]]:
+    """{step: {p50_s, p99_s}} of each step's calls (client-side, send to answer) over the
+    successful bookings: where a booking's time goes."""
+    per_step: dict[str, list[float]] = {}
+    for booking in bookings:
+        if booking.ok:
+            for call in booking.calls:
+                per_step.setdefault(call.step, []).append(call.finished - call.started)
+    return {
+        step: {"p50_s": report.percentile(took, 50), "p99_s": report.percentile(took, 99)}
+        for step in STEPS
+        if (took := per_step.get(step))
+    }
+
+
+def gateway_env() -> dict[str, str]:
+    """Gateway settings the run asks for beyond the bench's own (`BENCH_GATEWAY_ENV`)."""
+    pairs = os.environ.get("BENCH_GATEWAY_ENV", "").split()
+    return dict(pair.partition("=")[::2] for pair in pairs)
+
+
 def _summary(
     bookings: list[Booking], stats: dict[str, Any], calls: list[dict[str, Any]], s: Settings
 ) -> dict[str, Any]:
@@ -206,6 +229,7 @@ def _summary(
         "max_general_in_window": max_in_window(general, 10 * s.scale) if general else 0,
         "max_search_in_window": max_in_window(search, 1 * s.scale) if search else 0,
         "outcomes": dict(Counter(b.outcome for b in bookings).most_common()),
+        "steps": step_latency(bookings),
     }
 
 
@@ -225,15 +249,17 @@ async def run_variant(ctx: Context, n: int, v: Variant) -> dict[str, Any]:
     trainees = await seed_portal(ctx.session, ctx.sim, n, exams=s.exams, credits=s.credits)
     out: dict[str, Any] = {"trainees": n, "variant": v.name, "gateways": v.gateways}
     started = time.monotonic()
-    with procs.gateways(v.gateways, ctx.sim, ctx.redis_url, ctx.rules) as gws:
+    with procs.gateways(v.gateways, ctx.sim, ctx.redis_url, ctx.rules, gateway_env()) as gws:
         urls = [g.url for g in gws]
         if urls:  # a gateway in service has seen its backend create before 9:00
             await booked_before(ctx.session, urls[0], TOKEN)
         if v.warm:
             out["warm"] = await _warm(ctx, urls, trainees)
         before = await sim_token_stats(ctx.sim)
+        cpu_before = [procs.cpu_seconds(g) for g in gws]
         bookings, burst_start, cap_hit = await _burst(urls or [ctx.sim], trainees, v.retry, s)
         out["cap_hit"] = cap_hit
+        out["gateway_cpu_s"] = _cpu_spent(cpu_before, [procs.cpu_seconds(g) for g in gws])
         if urls:
             out["drain"] = (
                 await ops.drain(ctx.session, ctx.sim, urls, s.drain_max_s, s.poll_s)
@@ -312,7 +338,55 @@ def markdown(
     ]
     text = report.header("Peak booking burst (PRD 2.3)", facts, notes)
     table = report.table(head, [_row_cells(r) for r in rows])
-    return text + "\n" + table + "\n\nOutcomes (why bookings ended):\n\n" + "\n".join(failures)
+    steps = _steps_table(rows)
+    return (
+        text + "\n" + table + "\n\nOutcomes (why bookings ended):\n\n" + "\n".join(failures)
+        + "\n\nPer step, p50 / p99 of successful bookings' calls (client side), and the "
+        "gateway's mean coalescing hold (joining a group to its departure, budget wait included) "
+        "per operation, and the CPU time its processes spent during the burst (wall time is "
+        "the `wall` column):\n\n" + steps
+    )  # fmt: skip
+
+
+def _steps_table(rows: list[dict[str, Any]]) -> str:
+    ran = [r for r in rows if r.get("steps")]
+    cells = [
+        [r["trainees"], r["variant"]]
+        + [_p50_p99(r["steps"].get(step)) for step in STEPS]
+        + [_mean_holds(r.get("gateway_metrics") or {}), report.fmt_s(r.get("gateway_cpu_s"))]
+        for r in ran
+    ]
+    return report.table(["N", "variant", *STEPS, "mean hold", "gateway CPU in burst"], cells)
+
+
+def _cpu_spent(before: list[float | None], after: list[float | None]) -> float | None:
+    """CPU seconds the gateway processes spent during the burst (None: not measurable)."""
+    if not before or None in before or None in after:
+        return None
+    return sum(a - b for a, b in zip(after, before, strict=True) if a is not None and b is not None)
+
+
+def _p50_p99(step: dict[str, float | None] | None) -> str:
+    if not step:
+        return "-"
+    return f"{report.fmt_s(step['p50_s'])} / {report.fmt_s(step['p99_s'])}"
+
+
+def _mean_holds(metrics: dict[str, dict[str, float]]) -> str:
+    """`read 0.21 s, create 0.18 s`: hold sum / count per operation, from the gateway's metrics."""
+    sums = metrics.get("hubspot_proxy_coalesce_hold_seconds_sum", {})
+    counts = metrics.get("hubspot_proxy_coalesce_hold_seconds_count", {})
+    means = [
+        f"{_label_value(labels)} {sums[labels] / count:.2f} s"
+        for labels, count in sorted(counts.items())
+        if count and labels in sums
+    ]
+    return ", ".join(means) or "-"
+
+
+def _label_value(labels: str) -> str:
+    """`read` of `{operation="read"}`."""
+    return labels.partition('"')[2].partition('"')[0]
 
 
 def _notes(s: Settings) -> list[str]:
@@ -334,6 +408,9 @@ def _notes(s: Settings) -> list[str]:
         "(HubSpot's 5% guideline). Percentiles over successful bookings; wall = first arrival "
         "to last booking's end. Max-in-window counts the calls the simulator admitted.",
     ]
+    if gateway_env():
+        settings = " ".join(f"{k}={v}" for k, v in gateway_env().items())
+        notes.append(f"Gateways ran with {settings} (BENCH_GATEWAY_ENV).")
     if s.scale != 1:
         notes.insert(
             0,

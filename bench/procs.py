@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -160,3 +161,15 @@ def nginx_binary() -> str | None:
 
 
 __all__ = ["ADMIN_TOKEN", "Process", "free_port", "gateways", "nginx", "sim", "valkey"]
+
+
+def cpu_seconds(proc: Process) -> float | None:
+    """User + system CPU seconds the process has used so far (Linux /proc; None elsewhere)."""
+    if proc.popen is None:
+        return None
+    try:
+        stat = Path(f"/proc/{proc.popen.pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -168,6 +168,7 @@ def _build_write_behind(
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_ms=round(settings.redis_timeout_s * 1000),
         lookup_delay_s=settings.write_lookup_delay_s,
+        flush_interval_s=settings.write_flush_interval_s,
     )
     return WriteBehind(redis, vault, config=config, metrics=metrics, client=client, health=health)
 

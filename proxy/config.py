@@ -57,6 +57,10 @@ class Settings:
     # How long after an unanswered create the worker waits before searching HubSpot for it
     # (HubSpot indexes new records for search "after a few moments").
     write_lookup_delay_s: float = 10.0
+    # A kind of written-behind write leaves at most this often unless its batch is full (100):
+    # during a burst the writes nobody waits for go in a few full batches, leaving the budget
+    # to the calls students wait on. 0: a batch every worker cycle.
+    write_flush_interval_s: float = 3.0
 
     @property
     def upstream_url(self) -> URL:
@@ -94,6 +98,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"port: {settings.port} is not a TCP port")
     if settings.redis_wait_replicas < 0:
         raise SettingsError("redis_wait_replicas: must be >= 0")
+    if settings.write_flush_interval_s < 0:
+        raise SettingsError("write_flush_interval_s: must be >= 0")
     for name in ("max_body_bytes", "pool_size", "max_connections", "credential_labels"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")

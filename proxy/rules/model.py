@@ -103,7 +103,8 @@ class CoalesceConfig:
     """How a route's calls gather into batch calls when they must wait for budget."""
 
     max_batch: int = MAX_BATCH_INPUTS
-    max_hold_ms: int = 50  # the longest a call is held for others to join it
+    # Extra gathering before a group asks for its paced slot; 0: it gathers only while it waits.
+    max_hold_ms: int = 0
     enabled: bool = True
 
 

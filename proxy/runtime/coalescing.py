@@ -11,6 +11,7 @@ from proxy.rules.loader import Rules
 from proxy.rules.model import ADMISSIONS
 from proxy.upstream.coalesce.calls import batchable
 from proxy.upstream.coalesce.gatherer import Ride
+from proxy.upstream.coalesce.pacing import paced
 from proxy.upstream.forward import outgoing_for
 
 
@@ -18,7 +19,8 @@ def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
     """The call's ride, or None when it goes out on its own (no token: HubSpot answers 401).
 
     A route drawing from `admissions` counts flows, not calls: the ride's plan leaves that
-    bucket to `admission`, which each rider takes for itself before it gathers."""
+    bucket to `admission`, which each rider takes for itself before it gathers. The ride's
+    departures, alone or in a batch, are paced (`proxy.upstream.coalesce.pacing`)."""
     route = req.classification.route
     settings = route.coalesce if route is not None else None
     if settings is None or not settings.enabled or not req.has_token:
@@ -32,10 +34,10 @@ def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
     batch_buckets = rules.classify("POST", call.batch_path).buckets
     return Ride(
         call=call,
-        plan=replace(plan, buckets=calls) if flows else plan,
+        plan=replace(plan, buckets=paced(calls)),
         admission=replace(plan, buckets=flows) if flows else None,
         out=outgoing_for(req),
         max_batch=settings.max_batch,
         max_hold_s=settings.max_hold_ms / 1000,
-        batch_buckets=bucket_specs(rules, batch_buckets),
+        batch_buckets=paced(bucket_specs(rules, batch_buckets)),
     )

@@ -213,6 +213,9 @@ class WriteConfig:
     group: str = "writers"
     consumer: str | None = None  # None: host-pid-random, unique per process
     linger_s: float = 0.1  # lets concurrent writes gather into one batch
+    # A kind of write (operation, object types) leaves at most this often unless its batch is
+    # full, so a burst's writes ride in few full batches (0: every cycle).
+    flush_interval_s: float = 0.0
     # Longest XREADGROUP BLOCK when nothing is due; keep it under the Redis socket timeout.
     block_s: float = 0.5
     read_count: int = 500
@@ -250,6 +253,8 @@ class WriteConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"writes.{name} must be > 0")
+        if self.flush_interval_s < 0:
+            raise ValueError("writes.flush_interval_s must be >= 0")
         if not 1 <= self.max_inputs <= 100:
             raise ValueError("writes.max_inputs must be between 1 and 100")
         for name in ("max_attempts", "read_count", "max_held", "accept_concurrency"):

@@ -16,6 +16,8 @@ Every replica runs one, as a member of one consumer group. The rules it keeps:
   retry can never be overtaken.
 - Budget is spent at `Priority.BACKGROUND` through the shared `AdmittedCaller`, so interactive
   calls go first; a batch that cannot get budget in `send_wait_s` is postponed, not failed.
+  A kind of write leaves at most once per `flush_interval_s` unless its batch is full
+  (`cadence`), so a burst's writes ride in a few full batches.
 - Transient failures back off exponentially with jitter, up to `max_attempts`; then, or at once
   for an input HubSpot rejects, the write goes to the dead-letter stream with its reason.
 """
@@ -44,6 +46,7 @@ from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import RateLimited
 from proxy.upstream.background import BackgroundClient
 from proxy.writes.batching import Batch, Outcome, Split, Verdict, judge, plan
+from proxy.writes.cadence import FlushCadence
 from proxy.writes.lookup import LookupFailed, find_created
 from proxy.writes.model import OP_ASSOCIATE, OP_CREATE, WriteConfig, WriteItem
 from proxy.writes.order import Held, OrderGate
@@ -82,6 +85,7 @@ class WriteWorker:
         self._held: dict[str, Held] = {}
         self._solo: set[str] = set()  # objects whose merged update HubSpot refused
         self._order = OrderGate(store)
+        self._cadence = FlushCadence(self.config.flush_interval_s, self.config.max_inputs)
         self._learned: dict[str, str] = {}
         self._last_claim = -float("inf")
         self._group_ready = False
@@ -221,7 +225,14 @@ class WriteWorker:
     async def due_batches(self) -> list[Batch]:
         held = list(self._held.values())
         items = await self._screen(await self._order.eligible(held, self._held.keys()))
-        return plan(items, max_inputs=self.config.max_inputs, solo_keys=frozenset(self._solo))
+        batches = plan(items, max_inputs=self.config.max_inputs, solo_keys=frozenset(self._solo))
+        if self._stopping:
+            return batches
+        send, later, due = self._cadence.due(batches, time.monotonic())
+        for batch in later:  # held until their kind's next flush; the reader wakes for it
+            for item in batch.items:
+                self._held[item.entry_id].due = max(self._held[item.entry_id].due, due)
+        return send
 
     async def _screen(self, items: list[WriteItem]) -> list[WriteItem]:
         """Drop replays of finished writes; resolve creates that may already exist."""
@@ -464,7 +475,8 @@ class WriteWorker:
         await self.store.forget_idle_consumers(CONSUMER_FORGET_MS)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
-        """Cycle until the stream holds no unfinished write (tests, tooling)."""
+        """Cycle until the stream holds no unfinished write (tests, tooling); the flush
+        cadence may hold a kind back for up to one interval."""
         deadline = time.monotonic() + timeout_s
         while True:
             await self.cycle(block_ms=50)

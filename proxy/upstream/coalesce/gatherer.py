@@ -1,19 +1,20 @@
 """Groups of compatible calls that leave together as one batch call when budget is short.
 
-A call finds no open group of its kind: if no call of that kind left within the hold window and
-a slot is free now (a non-waiting try), it leaves at once, alone, with no added latency.
-Otherwise it opens a group and leads it: the group gathers for at most `max_hold`, then the
-leader waits for admission while more calls join, up to `max_batch`. When the slot comes the
-group leaves: alone as the original single call, or as one batch call whose answer is cut back
-into each caller's single answer (`split`). A call the batch answer does not settle exactly is
-handed back to its caller, who sends it on its own within its own deadline.
+Every departure takes a paced slot (`pacing`). A call that finds no open group of its kind, and
+no group of its kind waiting, takes the pace slot if it is free now (a non-waiting try) and
+leaves at once, alone, with no added latency. Otherwise it opens a group and leads it: the
+group gathers for the route's `max_hold` (none by default: only while it waits), then the
+leader waits for the group's paced slot while more calls join, up to `max_batch`. When the slot
+comes the group leaves with everything gathered: alone as the original single call, or as one
+batch call whose answer is cut back into each caller's single answer (`split`). A call the
+batch answer does not settle exactly is handed back to its caller, who sends it on its own
+within its own deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,8 +29,6 @@ from proxy.metrics import Metrics
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer
 from proxy.upstream.coalesce.departure import Alone, Departure, Member, Ride, settle
-from proxy.upstream.coalesce.pacing import hold_s
-from proxy.upstream.rate_headers import RateLimitSnapshot, parse_headers
 
 __all__ = ["Coalescer", "Ride"]
 
@@ -55,9 +54,7 @@ class Coalescer:
         self._caller = caller
         self._departure = Departure(caller, metrics)
         self._open: dict[tuple[str, ...], _Group] = {}
-        self._left: dict[tuple[str, ...], float] = {}  # when a call of each kind last left
         self._waiting: Counter[tuple[str, ...]] = Counter()  # groups not yet left, by kind
-        self._seen: dict[str, RateLimitSnapshot] = {}  # HubSpot's last budget headers
         self._record_turns: dict[tuple[str, ...], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -68,12 +65,7 @@ class Coalescer:
             await self._caller.admit(ride.admission)  # RateLimited (429) past its deadline
         async with self._record_turn(ride):
             outcome = await self._coalesced(ride)
-            answer = await alone(outcome.admitted) if isinstance(outcome, Alone) else outcome
-        if isinstance(answer, Answer):
-            seen = parse_headers(answer.headers)
-            if seen.max is not None and seen.remaining is not None:
-                self._seen[ride.plan.credential] = seen
-        return answer
+            return await alone(outcome.admitted) if isinstance(outcome, Alone) else outcome
 
     async def aclose(self) -> None:
         while self._tasks:
@@ -101,10 +93,10 @@ class Coalescer:
         key = (ride.plan.credential, *ride.call.group)
         group = self._open.get(key)
         if group is None:
-            if self._pressed(key, ride) or not await self._caller.try_admit(ride.plan):
+            # A group of this kind waiting for its slot: a new call waits for the next one too.
+            if self._waiting[key] > 0 or not await self._caller.try_admit(ride.plan):
                 group = self._open.get(key) or self._open_group(key, ride)
             else:
-                self._left[key] = time.monotonic()
                 return Alone(admitted=True)
         if ride.plan.deadline < group.leader.plan.deadline:
             return Alone(admitted=False)  # the group may wait longer than this call may
@@ -114,17 +106,8 @@ class Coalescer:
             self._seal(group)
         return await asyncio.shield(member.answer)
 
-    def _hold_s(self, ride: Ride) -> float:
-        return hold_s(ride.max_hold_s, self._seen.get(ride.plan.credential))
-
-    def _pressed(self, key: tuple[str, ...], ride: Ride) -> bool:
-        """Calls of this kind keep coming (one left within the hold window) or wait for budget
-        (a group has not left yet): a new one gathers instead of spending a slot alone."""
-        recent = time.monotonic() - self._left.get(key, -math.inf) < self._hold_s(ride)
-        return recent or self._waiting[key] > 0
-
     def _open_group(self, key: tuple[str, ...], leader: Ride) -> _Group:
-        group = _Group(key, leader, self._hold_s(leader))
+        group = _Group(key, leader, leader.max_hold_s)
         self._open[key] = group
         self._waiting[key] += 1
         task = asyncio.ensure_future(self._run(group))
@@ -146,13 +129,14 @@ class Coalescer:
             if self._waiting[group.key] <= 0:
                 del self._waiting[group.key]
         if admitted is not None:
-            self._left[group.key] = time.monotonic()
             await self._departure.leave(group.members, admitted)
 
     async def _admitted(self, group: _Group) -> CallPlan | None:
-        """Hold the group open, then wait for its slot while more calls join."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(group.full.wait(), group.hold_s)
+        """Hold the group open (if the route says so), then wait for its paced slot while more
+        calls join."""
+        if group.hold_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(group.full.wait(), group.hold_s)
         plan = _batch_plan(group)
         try:
             await self._caller.admit(plan)

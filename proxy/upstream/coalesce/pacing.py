@@ -1,20 +1,29 @@
-"""How long calls of one kind gather before leaving: longer as HubSpot's budget runs low (pure).
+"""Pacing: a credential's coalesced departures spread evenly over HubSpot's window (pure).
 
-With budget to spare a call is held for nothing; as the share of the 10 s window already spent
-(HubSpot's own `X-HubSpot-RateLimit-Remaining` of `-Max`, on the last answer seen for the
-credential) grows, calls gather for up to the route's `max_hold`. A kind of call then leaves
-at most once per hold, so a burst cannot spend the whole window on singles in its first second:
-with K kinds busy, departures settle at K / hold per second, under the budget's refill when
-`max_hold >= K x window / limit`. Before any answer is seen, the hold is the whole `max_hold`.
+A burst must not spend the whole 10 s window on singles in its first second and leave the rest
+waiting for the window to roll. So every departure of a coalescing route, a lone call or a batch
+call, also takes a slot of a pace bucket: one departure per `window / limit` of the budget it
+draws from (114 ms for Starter's 90 per 10.25 s guarded window), kept in Redis like every bucket,
+so all replicas share one pace. When the pace slot is free a lone call leaves at once; when it is
+not, the call's group waits for its paced slot while compatible calls join, and leaves with all
+of them. With K kinds of call busy, each kind leaves every K x window / limit: no fixed hold,
+only the wait the budget needs anyway.
 """
 
 from __future__ import annotations
 
-from proxy.upstream.rate_headers import RateLimitSnapshot
+import math
+from collections.abc import Sequence
+
+from proxy.budget.model import BucketSpec
+
+PACE_SUFFIX = "-pace"
 
 
-def hold_s(max_hold_s: float, seen: RateLimitSnapshot | None) -> float:
-    if seen is None or not seen.max or seen.remaining is None:
-        return max_hold_s
-    spent = 1 - max(0, min(seen.remaining, seen.max)) / seen.max
-    return max_hold_s * spent
+def paced(buckets: Sequence[BucketSpec]) -> list[BucketSpec]:
+    """`buckets` plus the pace bucket of the first rolling window among them (none: as is)."""
+    window = next((b for b in buckets if b.kind == "window"), None)
+    if window is None or any(b.name.endswith(PACE_SUFFIX) for b in buckets):
+        return list(buckets)
+    interval_ms = max(1, math.ceil(window.window_ms / window.limit))
+    return [*buckets, BucketSpec(window.name + PACE_SUFFIX, 1, interval_ms)]

@@ -57,9 +57,12 @@ async def test_reads_updates_creates_and_associations(
     assert new1.id != new2.id and new1.created_at is not None
     assert [(r._from.id, r.to.id) for r in assoc1.results][:1] == [(a, k1)]
     assert [(r._from.id, r.to.id) for r in assoc2.results][:1] == [(b, k2)]
+    # Association batches draw from no rolling window here (no `associations` limit): their
+    # group does not wait for a paced slot, so the two PUTs may leave in one or two batches.
+    associate = "/crm/v4/associations/contacts/companies/batch/associate/default"
+    assert burst.pop(associate) in (1, 2)
     assert burst == {
         "/crm/v3/objects/contacts/batch/read": 1,
         "/crm/v3/objects/companies/batch/update": 1,
         "/crm/v3/objects/companies/batch/create": 1,
-        "/crm/v4/associations/contacts/companies/batch/associate/default": 1,
     }

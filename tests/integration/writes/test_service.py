@@ -182,6 +182,33 @@ async def test_100_concurrent_notes_cost_at_most_two_calls(harness: Harness) -> 
         assert notes[status["result"]["id"]] == f"note {i}"
 
 
+async def test_a_stream_of_writes_leaves_once_per_flush_interval(harness: Harness) -> None:
+    contacts = [str(300 + i) for i in range(40)]
+    await harness.seed("contacts", contacts)
+    await harness.seed("deals", ["9"])
+    writes = await harness.replica(flush_interval_s=2.0)
+    await writes.start()
+    assert writes.worker is not None
+    answers = []
+    for wave in range(4):  # four waves of ten; the first is sent before the others arrive
+        wave_answers = await asyncio.gather(
+            *(
+                writes.accept(CRED, TOKEN, ASSOCIATE_DEFAULT, assoc_req(c, "9"))
+                for c in contacts[wave * 10 : wave * 10 + 10]
+            )
+        )
+        answers += wave_answers
+        if wave == 0:
+            await wait_states(writes, [a.write_id for a in wave_answers], {"sent"})
+    await asyncio.sleep(0.3)  # several worker cycles (linger 0.1 s): each would send a batch
+
+    assert len(await harness.calls()) == 1  # the kind left once; the next flush is not due
+    assert writes.worker.held == 30
+    await wait_states(writes, [a.write_id for a in answers], {"sent"})
+    assert len(await harness.calls()) == 2  # waves 2-4 rode in one batch at the next flush
+    assert sorted(await harness.associated("deals", "9", "contacts")) == sorted(contacts)
+
+
 # -- bad items -----------------------------------------------------------------------------------
 
 

@@ -1,24 +1,31 @@
-"""The hold grows with the share of HubSpot's window already spent (pure)."""
+"""The pace bucket a coalescing route's departures draw from (pure)."""
 
 from __future__ import annotations
 
-import pytest
+from proxy.budget.model import BucketSpec
+from proxy.upstream.coalesce.pacing import paced
 
-from proxy.upstream.coalesce.pacing import hold_s
-from proxy.upstream.rate_headers import RateLimitSnapshot
-
-
-def seen(remaining: int, maximum: int = 100) -> RateLimitSnapshot:
-    return RateLimitSnapshot({"max": maximum, "remaining": remaining})
+GENERAL = BucketSpec("general", 90, 10_250)
+DAILY = BucketSpec("daily", 225_000, 86_400_000, "daily")
 
 
-@pytest.mark.parametrize(
-    ("remaining", "expected"), [(100, 0.0), (75, 0.125), (10, 0.45), (0, 0.5), (-3, 0.5)]
-)
-def test_the_hold_is_the_spent_share_of_max_hold(remaining: int, expected: float) -> None:
-    assert hold_s(0.5, seen(remaining)) == pytest.approx(expected)
+def test_departures_are_spread_one_per_window_over_limit() -> None:
+    assert paced([GENERAL, DAILY]) == [GENERAL, DAILY, BucketSpec("general-pace", 1, 114)]
 
 
-def test_before_any_answer_or_without_headers_the_whole_hold_applies() -> None:
-    assert hold_s(0.5, None) == 0.5
-    assert hold_s(0.5, RateLimitSnapshot({"daily": 10})) == 0.5
+def test_the_pace_follows_the_first_rolling_window_of_the_call() -> None:
+    associations = BucketSpec("associations", 90, 10_250)
+    assert paced([associations, DAILY])[-1] == BucketSpec("associations-pace", 1, 114)
+
+
+def test_a_call_without_a_rolling_window_is_not_paced() -> None:
+    assert paced([DAILY]) == [DAILY]
+
+
+def test_pacing_twice_adds_one_pace_bucket() -> None:
+    once = paced([GENERAL, DAILY])
+    assert paced(once) == once
+
+
+def test_a_limit_above_the_window_in_ms_still_paces_one_per_ms() -> None:
+    assert paced([BucketSpec("general", 5000, 1000)])[-1] == BucketSpec("general-pace", 1, 1)
