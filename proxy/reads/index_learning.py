@@ -12,7 +12,7 @@ cancelled through the gateway in the last minutes (tombstoned) is not learned ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -56,12 +56,36 @@ class IndexLearner:
         *,
         trusted: bool,
     ) -> bool:
-        """Learn from `sightings`; False when Redis could not be told (the caller repairs)."""
+        """Learn from `sightings`; False when Redis could not be told (see `apply_later`)."""
         if not sightings or not rules:
             return True
-        now = self.index.now_ms()
+        learn = self._learning(cred, object_type, sightings, rules, trusted=trusted)
+        return not isinstance(await self.store.run("index_learn", learn), Unavailable)
 
+    def apply_later(
+        self,
+        cred: str,
+        object_type: str,
+        sightings: Sequence[Sighting],
+        rules: Sequence[SearchIndexRule],
+    ) -> bool:
+        """Learn a write Redis could not be told of as soon as it answers again, before anything
+        is read from it, so a complete index stays complete; False if too many repairs wait."""
+        learn = self._learning(cred, object_type, sightings, rules, trusted=True)
+        ids = ",".join(sorted(s.record.id for s in sightings))
+        return self.store.repair_later(f"idxlearn:{cred}:{object_type}:{ids}", learn)
+
+    def _learning(
+        self,
+        cred: str,
+        object_type: str,
+        sightings: Sequence[Sighting],
+        rules: Sequence[SearchIndexRule],
+        *,
+        trusted: bool,
+    ) -> Callable[[aioredis.Redis], Awaitable[None]]:
         async def learn(r: aioredis.Redis) -> None:
+            now = self.index.now_ms()
             known = await _read(r, cred, object_type, sightings)
             for sighting, seen in zip(sightings, known, strict=True):
                 if seen.gone and not trusted and not sighting.deleted:
@@ -72,7 +96,7 @@ class IndexLearner:
                 for entry in plan.drops:
                     await drop_entry(r, entry, object_id)
 
-        return not isinstance(await self.store.run("index_learn", learn), Unavailable)
+        return learn
 
     async def fill(
         self,

@@ -42,7 +42,9 @@ from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, s
 
 # The scope of a `complete` rule without one (e.g. idempotency keys): every record carrying the
 # key is created through the gateway, which learns each create, so a miss means "none" for as
-# long as no create went unlearned. A learning failure taints it for one positive TTL.
+# long as no create went unlearned. A create Redis could not be told of is learned as soon as it
+# answers again (`IndexLearner.apply_later`); only when too many such repairs wait does a learning
+# failure taint the scope for one positive TTL.
 GATEWAY_SCOPE: Final = "*gateway*"
 ASKED_TTL_MS: Final = 30 * 86_400_000
 ASKED_MAX: Final = 64  # properties remembered per rule; a load asks for all of them

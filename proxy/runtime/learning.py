@@ -163,7 +163,7 @@ class RuleLearning:
         object_type = rules[0].object_type
         learned = await self.learner.apply(owner, object_type, sightings, rules, trusted=True)
         complete = [r for r in rules if r.complete]
-        if not learned:
+        if not learned and not self.learner.apply_later(owner, object_type, sightings, rules):
             self.index.forget_scopes_later(owner, complete)
         elif role == "create":
             await self.index.saw_create(owner, complete)

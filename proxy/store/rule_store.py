@@ -132,10 +132,13 @@ class RuleRedis:
         except DroppedConnection:
             return await op(client)
 
-    def repair_later(self, name: str, repair: Repair) -> None:
-        """Run `repair` once Redis answers again; one per name (the latest wins)."""
+    def repair_later(self, name: str, repair: Repair) -> bool:
+        """Run `repair` once Redis answers again; one per name (the latest wins). False when
+        too many wait already: the caller needs a repair that covers more."""
         if len(self._repairs) < MAX_REPAIRS or name in self._repairs:
             self._repairs[name] = repair
+            return True
+        return False
 
     @property
     def pending_repairs(self) -> int:
