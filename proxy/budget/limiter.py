@@ -201,6 +201,10 @@ class Limiter:
         self._local = LocalBudget(expected_replicas=expected_replicas, clock=clock, sleep=sleep)
         self._lanes: dict[tuple[str, tuple[str, ...]], _Lane] = {}
         self._seq = itertools.count()
+        # A reservation's id in the window's log: unique per replica (random prefix) and per
+        # call (counter), as random tokens were, without drawing randomness per call.
+        prefix = secrets.token_hex(6)
+        self._tokens = (f"{prefix}{n:x}" for n in itertools.count())
         self._waiting: Counter[tuple[str, str]] = Counter()
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -403,7 +407,7 @@ class Limiter:
         reset_ms: int | None,
     ) -> _Reserved | _Later:
         remaining_ms = _ms(deadline - self._clock())
-        token = secrets.token_hex(8)
+        token = next(self._tokens)
         reply = await self._admit(cred, specs, min(remaining_ms, _ms(horizon)), token, reset_ms)
         # Redis time >= reply.now_ms when the reply arrives, so this never wakes before the slot.
         slot_at = self._clock() + reply.wait_ms / 1000

@@ -55,7 +55,9 @@ async def run_script_batch(
     failover) gets it loaded: the pipeline checks and loads its scripts before it runs, and
     the script object reloads on NOSCRIPT.
     """
-    if isinstance(client, RedisCluster):
+    if isinstance(client, RedisCluster) or len(calls) == 1:
+        # One call needs no pipeline: EVALSHA alone is one round trip, where a pipeline would
+        # first ask SCRIPT EXISTS (the script object reloads on NOSCRIPT by itself).
         return [await lua(keys=keys, args=args) for keys, args in calls]
     async with client.pipeline(transaction=False) as pipe:
         for keys, args in calls:
