@@ -112,9 +112,15 @@ class _Lane:
         self._busy = False
         self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
 
+    def enter_now(self) -> bool:
+        """Take the turn if nobody holds it (the common case: no timer needed to wait)."""
+        if self._busy:
+            return False
+        self._busy = True
+        return True
+
     async def enter(self, priority: Priority, seq: int) -> None:
-        if not self._busy:
-            self._busy = True
+        if self.enter_now():
             return
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (int(priority), seq, fut))
@@ -355,6 +361,8 @@ class Limiter:
         deadline: float,
     ) -> None:
         """Wait for this caller's turn; in fallback the turn ahead may outlast the deadline."""
+        if lane.enter_now():
+            return
         try:
             async with asyncio.timeout(max(0.0, deadline - self._clock()) + self._timeout):
                 await lane.enter(priority, seq)
