@@ -27,9 +27,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
-# Ids made here: this process's random prefix and a counter, unique across replicas and
-# restarts as uuid4s were, at a fraction of their cost per request.
-_PROCESS = uuid.uuid4().hex[:12]
+# Ids made here have a UUID's shape: this process's random first 20 hex digits, then a counter
+# in the last 12. Unique across replicas and restarts as uuid4s were, at a fraction of the cost.
+_PROCESS = str(uuid.uuid4())[:24]
 _made = itertools.count(1)
 
 
@@ -37,7 +37,7 @@ def _request_id(request: web.Request) -> str:
     incoming = request.headers.get("X-Request-Id", "").strip()
     if incoming and len(incoming) <= 200 and incoming.isprintable():
         return incoming
-    return f"{_PROCESS}-{next(_made)}"
+    return f"{_PROCESS}{next(_made):012x}"
 
 
 @web.middleware
