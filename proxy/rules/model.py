@@ -237,7 +237,14 @@ class Classification:
         return self.max_wait_ms / 1000
 
     def by_role(self, *roles: Role) -> tuple[RuleMatch, ...]:
-        return tuple(m for m in self.matches if m.role in roles)
+        # Kept per roles asked: a classification is made once per path and asked on every call.
+        kept: dict[tuple[Role, ...], tuple[RuleMatch, ...]] = self.__dict__.setdefault(
+            "_by_role", {}
+        )
+        found = kept.get(roles)
+        if found is None:
+            found = kept[roles] = tuple(m for m in self.matches if m.role in roles)
+        return found
 
 
 @dataclass(frozen=True)

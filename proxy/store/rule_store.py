@@ -97,10 +97,7 @@ class RuleRedis:
             return UNAVAILABLE
         answers_before = self._health.answers
         deadline = asyncio.get_running_loop().time() + self._timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        except TimeoutError:
+        if not await self._slot_by(deadline):
             self._metrics.redis_errors.labels(component).inc()
             return UNAVAILABLE
         try:
@@ -117,6 +114,19 @@ class RuleRedis:
             self._slots.release()
         self._health.succeeded()
         return result
+
+    async def _slot_by(self, deadline: float) -> bool:
+        """One of the `concurrency` slots, waiting for it until `deadline` (a free one is
+        taken at once, with no timer)."""
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return True
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     @staticmethod
     async def _once_more_if_dropped(
