@@ -25,19 +25,18 @@ import os
 import statistics
 import sys
 import tempfile
-from collections import Counter
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 
 from bench import load, plots, procs, report, rulefiles, spy
 from bench.env import ensure_tool
 from tests.kit.harness import TOKEN
+from tests.kit.monitor import watched
 from tests.kit.processes import Process, free_port
 
 EXAM_PATH = f"/crm/v3/objects/{rulefiles.EXAM_TYPE}/1001?properties=capacity,total_bookings"
@@ -46,7 +45,6 @@ PASS_PATH = "/files/v3/files/1001"
 SEARCH_PATH = "/crm/v3/objects/enrollments/search"
 SEARCH_BODY = '{"filterGroups":[],"limit":1}'
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-PROBE_END = "overhead-probe-end"
 
 
 @dataclass(frozen=True)
@@ -119,29 +117,6 @@ async def _call(session: aiohttp.ClientSession, url: str, target: Target) -> int
         return resp.status
 
 
-async def _watched(
-    redis_url: str, calls: Awaitable[list[int]]
-) -> tuple[list[int], Counter[str], Counter[str]]:
-    """The statuses of `calls`, and the commands Redis ran meanwhile (MONITOR): those a client
-    sent, each a round trip or part of a pipelined one, and those scripts ran inside Redis."""
-    client = aioredis.from_url(redis_url)
-    sent: Counter[str] = Counter()
-    scripted: Counter[str] = Counter()
-    try:
-        async with client.monitor() as monitor:
-            statuses = await calls
-            await client.echo(PROBE_END)
-            while True:
-                seen = await monitor.next_command()
-                name = str(seen["command"]).split(" ", 1)[0].lower()
-                if name == "echo" and PROBE_END in str(seen["command"]):
-                    break
-                (scripted if seen["client_type"] == "lua" else sent)[name] += 1
-    finally:
-        await client.aclose()
-    return statuses, sent, scripted
-
-
 async def _per_call(redis_url: str, url: str, target: Target, calls: int) -> dict[str, Any]:
     """Redis commands one call makes, over `calls` calls in a row. The gateway's once-a-second
     flush of rate-limit headers falls in the window too: it is part of its cost."""
@@ -153,14 +128,14 @@ async def _per_call(redis_url: str, url: str, target: Target, calls: int) -> dic
         async def probe() -> list[int]:
             return [await _call(session, url, target) for _ in range(calls)]
 
-        statuses, sent, scripted = await _watched(redis_url, probe())
+        statuses, seen = await watched(redis_url, probe())
     return {
         "calls": calls,
         "ok": sum(1 for s in statuses if s == 200),
-        "sent": dict(sorted(sent.items())),
-        "in_scripts": dict(sorted(scripted.items())),
-        "sent_per_call": sum(sent.values()) / calls,
-        "in_scripts_per_call": sum(scripted.values()) / calls,
+        "sent": dict(sorted(seen.sent.items())),
+        "in_scripts": dict(sorted(seen.in_scripts.items())),
+        "sent_per_call": sum(seen.sent.values()) / calls,
+        "in_scripts_per_call": sum(seen.in_scripts.values()) / calls,
     }
 
 
