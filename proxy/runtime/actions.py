@@ -284,11 +284,12 @@ class Actions:
     ) -> web.StreamResponse | None:
         if "idProperty" in req.query or not object_id:
             return None  # looked up by another property: invalidation by id could not reach it
+        counters = _overlays(req)
         overlays = [
             self.counters.read_with_cache(req.credential, counter, object_id)
-            for counter in _overlays(req)
+            for counter in counters
         ]
-        if any(c.shared_by == "portal" for c in _overlays(req)):
+        if any(c.shared_by == "portal" for c in counters):
             overlays = []  # a portal's counters live under another hash tag: read them after
         got = await self.cache.get(req.credential, rule.object_type, object_id, req.query, overlays)
         if isinstance(got, Unavailable):
@@ -298,15 +299,15 @@ class Actions:
             self.learning.event(rule.name, "miss")
             req.cache_fill = (rule, object_id, got.generation)
             return None
-        return await self._cache_hit(req, rule, got)
+        return await self._cache_hit(req, rule, got, counters)
 
     async def _cache_hit(
-        self, req: ClientRequest, rule: ObjectCacheRule, got: CacheRead
+        self, req: ClientRequest, rule: ObjectCacheRule, got: CacheRead, counters: list[CounterRule]
     ) -> web.StreamResponse | None:
         data = parse_json(got.body or b"")
         if not isinstance(data, dict):
             return None
-        for i, counter in enumerate(_overlays(req)):
+        for i, counter in enumerate(counters):
             if got.overlaid:
                 shown = await self.counters.overlay_read(
                     req.credential, counter, data, got.overlaid[i]
