@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -82,17 +83,25 @@ async def drive(
     wrk: str | None,
     threads: int = 2,
     timeout_s: float = 5.0,
+    post: str | None = None,
 ) -> LoadResult:
-    """`connections` keep-alive connections sending GET `url` back to back for `duration_s`."""
+    """`connections` keep-alive connections sending GET `url` (or POST the JSON `post`) back to
+    back for `duration_s`."""
     bound = duration_s + timeout_s + 15
     if wrk:
         argv = [wrk, f"-t{max(1, min(threads, connections))}", f"-c{connections}"]
         argv += [f"-d{max(1, round(duration_s))}s", "--latency", f"--timeout={round(timeout_s)}s"]
         for name, value in headers.items():
             argv += ["-H", f"{name}: {value}"]
-        return parse_wrk(await _run([*argv, url], bound), connections, duration_s)
+        if post is None:
+            return parse_wrk(await _run([*argv, url], bound), connections, duration_s)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+            script.write(_wrk_post(post))
+            script.flush()
+            text = await _run([*argv, "-s", script.name, url], bound)
+        return parse_wrk(text, connections, duration_s)
     argv = [sys.executable, "-m", "bench.pyload", url, str(connections), f"{duration_s:g}"]
-    argv += [f"--timeout={timeout_s:g}"]
+    argv += [f"--timeout={timeout_s:g}"] + ([] if post is None else [f"--post={post}"])
     for name, value in headers.items():
         argv += ["--header", f"{name}: {value}"]
     text = await _run(argv, bound)
@@ -100,3 +109,12 @@ async def drive(
         return LoadResult(**json.loads(text.strip().splitlines()[-1]))
     except (ValueError, IndexError, TypeError):
         return LoadResult("python", connections, duration_s, note=text[-300:])
+
+
+def _wrk_post(body: str) -> str:
+    """wrk's Lua: every request a POST of `body` as JSON."""
+    return (
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )

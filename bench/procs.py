@@ -112,10 +112,14 @@ STATIC_BODY = (
 
 
 def static_server_block(port: int) -> str:
-    """A fast static upstream: every path answers one HubSpot-shaped mock exam."""
+    """A fast static upstream: every path answers one HubSpot-shaped mock exam, with the
+    rate-limit headers HubSpot sends (a gateway in front records them as it would live)."""
     return (
         f"    server {{\n        listen 127.0.0.1:{port} reuseport;\n"
         "        location / {\n            default_type application/json;\n"
+        "            add_header X-HubSpot-RateLimit-Max 190 always;\n"
+        "            add_header X-HubSpot-RateLimit-Remaining 189 always;\n"
+        "            add_header X-HubSpot-RateLimit-Interval-Milliseconds 10000 always;\n"
         f"            return 200 '{STATIC_BODY}';\n        }}\n    }}"
     )
 

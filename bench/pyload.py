@@ -17,12 +17,20 @@ from bench.env import run_async
 
 
 async def _worker(
-    session: aiohttp.ClientSession, url: str, until: float, latencies: list[float], errs: list[int]
+    session: aiohttp.ClientSession,
+    url: str,
+    post: str | None,
+    until: float,
+    latencies: list[float],
+    errs: list[int],
 ) -> None:
+    method = "GET" if post is None else "POST"
+    data = None if post is None else post.encode()
+    headers = None if post is None else {"Content-Type": "application/json"}
     while time.monotonic() < until:
         started = time.perf_counter()
         try:
-            async with session.get(url) as resp:
+            async with session.request(method, url, data=data, headers=headers) as resp:
                 await resp.read()
                 if not 200 <= resp.status < 400:
                     errs[0] += 1
@@ -39,7 +47,12 @@ def _pct(ordered: list[float], q: float) -> float | None:
 
 
 async def run(
-    url: str, connections: int, duration: float, headers: dict[str, str], request_timeout: float
+    url: str,
+    connections: int,
+    duration: float,
+    headers: dict[str, str],
+    request_timeout: float,
+    post: str | None = None,
 ) -> dict[str, object]:
     latencies: list[float] = []
     errs = [0, 0]  # non-2xx, errors
@@ -51,7 +64,7 @@ async def run(
         started = time.monotonic()
         until = started + duration
         await asyncio.gather(
-            *(_worker(session, url, until, latencies, errs) for _ in range(connections))
+            *(_worker(session, url, post, until, latencies, errs) for _ in range(connections))
         )
         elapsed = time.monotonic() - started
     ordered = sorted(latencies)
@@ -76,9 +89,10 @@ def main() -> None:
     parser.add_argument("duration", type=float)
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--post", default=None, help="POST this JSON body instead of GET")
     ns = parser.parse_args()
     headers = dict(h.split(": ", 1) for h in ns.header)
-    result = run_async(run(ns.url, ns.connections, ns.duration, headers, ns.timeout))
+    result = run_async(run(ns.url, ns.connections, ns.duration, headers, ns.timeout, ns.post))
     print(json.dumps(result))
 
 

@@ -12,6 +12,7 @@ from proxy.rules.reader import parse_duration
 
 DEFAULT_RULES = REPO / "rules" / "default.yaml"
 EXAM_TYPE = "2-50158913"
+BOOKING_TYPE = "2-50158914"
 
 
 def _scaled(text: str, factor: float) -> str:
@@ -71,3 +72,24 @@ def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
     return path
+
+
+def answering_rules() -> str:
+    """High limits, and the rules that answer without HubSpot: the exam object cache with the
+    exam counter overlaid on its hits (the booking flow's exam read), and the unused
+    enrollment search answered by a `respond` rule (PRD 1A)."""
+    return high_limits(cache=True) + (
+        "  - name: exam-counter\n"
+        "    type: counter\n"
+        f'    object_type: "{EXAM_TYPE}"\n'
+        "    property: total_bookings\n"
+        "    capacity_property: capacity\n"
+        f'    source: {{association: {{from_type: "{BOOKING_TYPE}", to_type: "{EXAM_TYPE}"}}}}\n'
+        f'    booking_object_type: "{BOOKING_TYPE}"\n'
+        "    ttl: 1d\n"
+        "  - name: enrollments-unused\n"
+        "    type: respond\n"
+        '    match: {method: POST, path: "/crm/v3/objects/enrollments/search"}\n'
+        "    status: 200\n"
+        "    body: {total: 0, results: []}\n"
+    )

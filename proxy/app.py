@@ -67,6 +67,9 @@ class Services:
     credentials: KnownCredentials
     writes: WriteBehind | None = None
     jobs: JobRunner | None = None
+    # The request path's client, on the same server: no socket timeout of its own, since the
+    # limiter and the rules' store bound every call (`store.client.redis_client`).
+    hot_redis: aioredis.Redis | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -175,16 +178,17 @@ def _build_write_behind(
 
 def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Services:
     redis = redis_client(settings)
-    # The one breaker of the one Redis client: the limiter, the rules' store and write accepts.
+    hot = redis_client(settings, own_timeouts=True)
+    # The one breaker of the one Redis server: the limiter, the rules' store and write accepts.
     health = RedisHealth(available=redis is not None, on_transition=_fallback_transition(metrics))
     limiter = Limiter(
-        redis,
+        hot,
         redis_timeout_s=settings.redis_timeout_s,
         expected_replicas=rules.limits.expected_replicas,
         health=health,
     )
     upstream = Upstream(settings)
-    store = RuleRedis(redis, timeout_s=settings.redis_timeout_s, metrics=metrics, health=health)
+    store = RuleRedis(hot, timeout_s=settings.redis_timeout_s, metrics=metrics, health=health)
     credentials = KnownCredentials(store, label_max=settings.credential_labels)
     recorder = RateLimitRecorder(redis, metrics, credentials=credentials)
     holder = RulesHolder(settings.rules_path, rules, metrics)
@@ -202,6 +206,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         rules=holder,
         upstream=upstream,
         redis=redis,
+        hot_redis=hot,
         limiter=limiter,
         recorder=recorder,
         caller=caller,
@@ -222,9 +227,13 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     yield
-    redis = app[SERVICES].redis
-    if redis is not None:
-        await redis.aclose()
+    services = app[SERVICES]
+    try:
+        if services.hot_redis is not None:
+            await services.hot_redis.aclose()
+    finally:
+        if services.redis is not None:
+            await services.redis.aclose()
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:

@@ -5,10 +5,50 @@ Labels never carry a token: credentials appear only as their short keyed hash.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any, Self
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
 _WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30)
+
+
+class _KeptChildren:
+    """`labels(...)` answered from a dict once a child exists: prometheus_client checks the
+    values and takes a lock on every call, and the request path labels several metrics per
+    call. `remove` and `clear` drop the kept children with the metric's own."""
+
+    _kept: dict[tuple[str, ...], Any]
+
+    def labels(self, *values: Any, **named: Any) -> Self:
+        kept = self.__dict__.setdefault("_kept", {})
+        child: Self | None = kept.get(values) if values and not named else None
+        if child is None:
+            child = super().labels(*values, **named)  # type: ignore[misc]
+            if values and not named:
+                kept[values] = child
+        return child
+
+    def remove(self, *values: Any) -> None:
+        self.__dict__.get("_kept", {}).pop(values, None)
+        super().remove(*values)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self.__dict__.get("_kept", {}).clear()
+        super().clear()  # type: ignore[misc]
+
+
+class Counter(_KeptChildren, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_KeptChildren, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_KeptChildren, prometheus_client.Histogram):
+    pass
 
 
 class Metrics:

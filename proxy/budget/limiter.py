@@ -2,9 +2,13 @@
 
 One Lua call (`lua/admit.lua`, timed by Redis `TIME`) reserves the earliest slot at which a call
 fits every bucket it needs, or reserves nothing; the caller then sleeps until that slot. Within a
-replica, callers of one (credential, bucket set) take turns talking to Redis in order of
-(priority, arrival), so higher classes go first when budget frees. Across replicas, priority comes
-from how far ahead each class may reserve (its horizon): background only takes a slot free now.
+replica, callers of one (credential, bucket set) take turns asking Redis in order of
+(priority, arrival), so higher classes go first when budget frees. While the lane's last reply
+found budget free now, a caller gives up its turn as soon as its ask is queued: the asks made
+while one round trip is out leave together in that order (`asks.AskBatch`), so a credential
+whose budget does not bind is not held to one admission per round trip. Across replicas,
+priority comes from how far ahead each class may reserve (its horizon): background only takes a
+slot free now.
 When Redis is unreachable or slow, `fallback.LocalBudget` admits this replica's share instead.
 """
 
@@ -28,6 +32,7 @@ from typing import Any, Final, TypeVar
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from proxy.budget.asks import Ask, AskBatch, batch_cap
 from proxy.budget.fallback import LocalBudget
 from proxy.budget.model import (
     DEFAULT_HORIZONS_S,
@@ -42,7 +47,7 @@ from proxy.budget.model import (
 )
 from proxy.store.health import REDIS_TROUBLE, RedisHealth, redis_timeout
 from proxy.store.keys import PREFIX, tagged
-from proxy.store.scripts import script
+from proxy.store.scripts import run_script_batch, script
 
 __all__ = [
     "Admission",
@@ -111,10 +116,18 @@ class _Lane:
         self.next_slot = -math.inf  # lower bound (local clock) of the next free slot
         self._busy = False
         self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self.asks: AskBatch | None = None
+        self.free = False  # the last reply reserved a slot free now: asks may share a trip
+
+    def enter_now(self) -> bool:
+        """Take the turn if nobody holds it (the common case: no timer needed to wait)."""
+        if self._busy:
+            return False
+        self._busy = True
+        return True
 
     async def enter(self, priority: Priority, seq: int) -> None:
-        if not self._busy:
-            self._busy = True
+        if self.enter_now():
             return
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (int(priority), seq, fut))
@@ -132,6 +145,19 @@ class _Lane:
                 fut.set_result(None)  # the turn passes on; _busy stays set
                 return
         self._busy = False
+
+
+class _Turn:
+    """A caller's turn in its lane, given up once: when its request joined the lane's batch,
+    or when its step is over, whichever comes first."""
+
+    def __init__(self, lane: _Lane) -> None:
+        self._lane: _Lane | None = lane
+
+    def leave(self) -> None:
+        if self._lane is not None:
+            self._lane.leave()
+            self._lane = None
 
 
 class _Scripts:
@@ -201,6 +227,10 @@ class Limiter:
         self._local = LocalBudget(expected_replicas=expected_replicas, clock=clock, sleep=sleep)
         self._lanes: dict[tuple[str, tuple[str, ...]], _Lane] = {}
         self._seq = itertools.count()
+        # A reservation's id in the window's log: unique per replica (random prefix) and per
+        # call (counter), as random tokens were, without drawing randomness per call.
+        prefix = secrets.token_hex(6)
+        self._tokens = (f"{prefix}{n:x}" for n in itertools.count())
         self._waiting: Counter[tuple[str, str]] = Counter()
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -334,10 +364,13 @@ class Limiter:
         seq = next(self._seq)
         while True:
             await self._turn(lane, specs, priority, seq, deadline)
+            turn = _Turn(lane)
             try:
-                step = await self._step(lane, cred, specs, priority, deadline, reset_ms)
+                step = await self._step(
+                    lane, turn, cred, specs, (priority, seq), deadline, reset_ms
+                )
             finally:
-                lane.leave()
+                turn.leave()
             if isinstance(step, _Reserved):
                 return step
             await self._sleep(max(0.0, step.at - self._clock()))
@@ -351,6 +384,8 @@ class Limiter:
         deadline: float,
     ) -> None:
         """Wait for this caller's turn; in fallback the turn ahead may outlast the deadline."""
+        if lane.enter_now():
+            return
         try:
             async with asyncio.timeout(max(0.0, deadline - self._clock()) + self._timeout):
                 await lane.enter(priority, seq)
@@ -362,13 +397,14 @@ class Limiter:
     async def _step(
         self,
         lane: _Lane,
+        turn: _Turn,
         cred: str,
         specs: Sequence[BucketSpec],
-        priority: Priority,
+        place: tuple[Priority, int],
         deadline: float,
         reset_ms: int | None,
     ) -> _Reserved | _Later:
-        horizon = self._horizons.get(priority, 0.0)
+        horizon = self._horizons.get(place[0], 0.0)
         wake = lane.next_slot - horizon
         if not self._health.is_open and self._clock() < wake and lane.next_slot <= deadline:
             return _Later(wake)  # a slot this class may take is not free yet: no round trip
@@ -376,7 +412,9 @@ class Limiter:
             answers_before = self._health.answers
             try:
                 await self._hand_back()
-                step = await self._redis_step(lane, cred, specs, horizon, deadline, reset_ms)
+                step = await self._redis_step(
+                    lane, turn, cred, specs, place, horizon, deadline, reset_ms
+                )
             except REDIS_TROUBLE as exc:
                 await self._failed(exc, answers_before)
                 if not self._health.is_open:
@@ -396,17 +434,23 @@ class Limiter:
     async def _redis_step(
         self,
         lane: _Lane,
+        turn: _Turn,
         cred: str,
         specs: Sequence[BucketSpec],
+        place: tuple[Priority, int],
         horizon: float,
         deadline: float,
         reset_ms: int | None,
     ) -> _Reserved | _Later:
         remaining_ms = _ms(deadline - self._clock())
-        token = secrets.token_hex(8)
-        reply = await self._admit(cred, specs, min(remaining_ms, _ms(horizon)), token, reset_ms)
+        token = next(self._tokens)
+        keys, args = admit_request(
+            self._keys, cred, specs, min(remaining_ms, _ms(horizon)), token, reset_ms
+        )
+        reply = await self._admit(lane, turn, cred, specs, place, token, (keys, args))
         # Redis time >= reply.now_ms when the reply arrives, so this never wakes before the slot.
         slot_at = self._clock() + reply.wait_ms / 1000
+        lane.free = reply.status == "reserved" and reply.wait_ms <= 0
         if reply.status == "reserved":
             lane.next_slot = max(lane.next_slot, slot_at)
             self._note_slot(cred, specs, slot_at)
@@ -419,15 +463,20 @@ class Limiter:
 
     async def _admit(
         self,
+        lane: _Lane,
+        turn: _Turn,
         cred: str,
         specs: Sequence[BucketSpec],
-        max_ms: int,
+        place: tuple[Priority, int],
         token: str,
-        reset_ms: int | None,
+        request: tuple[list[str], list[str | int]],
     ) -> SlotReply:
-        assert self._scripts is not None
-        keys, args = admit_request(self._keys, cred, specs, max_ms, token, reset_ms)
-        call = self._spawn(self._call(self._scripts.admit, keys, args))
+        """admit.lua for this caller, in its lane's next batch."""
+        if lane.asks is None:
+            lane.asks = AskBatch(self._send_asks, self._spawn, batch_cap(specs))
+        call = lane.asks.ask(int(place[0]), place[1], *request).reply
+        if lane.free:
+            turn.leave()  # under pressure the turn is held to the reply, one ask per trip
         try:
             reply = await asyncio.shield(call)
         except asyncio.CancelledError:
@@ -435,6 +484,14 @@ class Limiter:
             call.add_done_callback(partial(self._release_orphan, cred, specs, token))
             raise
         return parse_admit(reply, specs)
+
+    async def _send_asks(self, asks: Sequence[Ask]) -> list[Any]:
+        """One round trip for a lane's batch of admit calls, bounded by the gateway's timeout."""
+        assert self._redis is not None and self._scripts is not None
+        self._counts["round_trips"] += 1
+        calls = [(ask.keys, ask.args) for ask in asks]
+        async with redis_timeout(self._timeout):
+            return await run_script_batch(self._redis, self._scripts.admit, calls)
 
     async def _until_slot(
         self, lane: _Lane, cred: str, specs: Sequence[BucketSpec], step: _Reserved

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from proxy.budget.model import BucketSpec, Priority
 from proxy.hubspot import protocol as hubspot
-from proxy.rules.loader import Classification, Rules
+from proxy.rules.loader import Classification, LimitsConfig, Rules
 
 MAX_WAIT_HEADER = "X-HubSpot-Proxy-Max-Wait-Ms"
 
@@ -52,6 +52,23 @@ def next_midnight_ms(timezone: str, now: datetime | None = None) -> int:
     return int(midnight.timestamp() * 1000)
 
 
+class _Midnights:
+    """`next_midnight_ms` once per day per time zone, not on every call: the answer holds until
+    the midnight it names has passed."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def __call__(self, timezone: str) -> int:
+        midnight = self._next.get(timezone)
+        if midnight is None or time.time() * 1000 >= midnight:
+            midnight = self._next[timezone] = next_midnight_ms(timezone)
+        return midnight
+
+
+daily_reset_ms = _Midnights()
+
+
 def guarded_window_ms(window_ms: int) -> int:
     """The window the limiter keeps: HubSpot's, plus a guard for arrival jitter.
 
@@ -63,7 +80,20 @@ def guarded_window_ms(window_ms: int) -> int:
     return window_ms + min(250, window_ms // 20)
 
 
-def bucket_specs(rules: Rules, names: tuple[str, ...]) -> list[BucketSpec]:
+_SPECS: dict[tuple[str, ...], tuple[LimitsConfig, tuple[BucketSpec, ...]]] = {}
+
+
+def bucket_specs(rules: Rules, names: tuple[str, ...]) -> tuple[BucketSpec, ...]:
+    """The specs of `names` under `rules`' limits; kept while those limits are in force."""
+    kept = _SPECS.get(names)
+    if kept is not None and kept[0] is rules.limits:
+        return kept[1]
+    specs = _bucket_specs(rules, names)
+    _SPECS[names] = (rules.limits, specs)
+    return specs
+
+
+def _bucket_specs(rules: Rules, names: tuple[str, ...]) -> tuple[BucketSpec, ...]:
     specs = []
     for name in names:
         limit, window_ms = rules.limits.effective(name)
@@ -71,7 +101,7 @@ def bucket_specs(rules: Rules, names: tuple[str, ...]) -> list[BucketSpec]:
             specs.append(BucketSpec(name, limit, window_ms, "daily"))
         else:
             specs.append(BucketSpec(name, limit, guarded_window_ms(window_ms)))
-    return specs
+    return tuple(specs)
 
 
 def client_max_wait_s(header: str | None) -> float | None:
@@ -110,6 +140,6 @@ def plan_for(
         priority=priority if priority is not None else Priority[classified.priority.upper()],
         deadline=time.monotonic() + wait_s,
         idempotent=is_idempotent(method, path),
-        daily_reset_ms=next_midnight_ms(rules.limits.daily_timezone),
+        daily_reset_ms=daily_reset_ms(rules.limits.daily_timezone),
         trace=CallTrace(request_id=request_id),
     )

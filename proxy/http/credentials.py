@@ -14,6 +14,8 @@ from aiohttp import web
 from proxy.errors import BadRequest
 
 ANONYMOUS = "anonymous"
+HASHED_MAX = 1024
+_hashed: dict[tuple[bytes, str], str] = {}
 
 
 def bearer_token(request: web.BaseRequest) -> str | None:
@@ -28,7 +30,14 @@ def bearer_token(request: web.BaseRequest) -> str | None:
 
 
 def credential_id(token: str | None, key: bytes) -> str:
-    """A 16-hex-digit HMAC-SHA256 of the token; `anonymous` when there is none."""
+    """A 16-hex-digit HMAC-SHA256 of the token; `anonymous` when there is none. Kept per
+    (key, token): a backend sends the same few tokens on every call."""
     if token is None:
         return ANONYMOUS
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:16]
+    found = _hashed.get((key, token))
+    if found is None:
+        if len(_hashed) >= HASHED_MAX:
+            _hashed.clear()  # bounded: made-up tokens must not grow memory
+        digest = hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+        found = _hashed[(key, token)] = digest[:16]
+    return found

@@ -3,6 +3,7 @@ gateway's errors into HubSpot-shaped answers."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,11 +27,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
+# Ids made here have a UUID's shape: this process's random first 20 hex digits, then a counter
+# in the last 12. Unique across replicas and restarts as uuid4s were, at a fraction of the cost.
+_PROCESS = str(uuid.uuid4())[:24]
+_made = itertools.count(1)
+
+
 def _request_id(request: web.Request) -> str:
     incoming = request.headers.get("X-Request-Id", "").strip()
     if incoming and len(incoming) <= 200 and incoming.isprintable():
         return incoming
-    return str(uuid.uuid4())
+    return f"{_PROCESS}{next(_made):012x}"
 
 
 @web.middleware

@@ -14,7 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from proxy.reads.counters import Counters, CounterState, Op, count_value
+from proxy.reads.counters import Counters, CounterState, Op, count_value, counter_state
+from proxy.reads.object_cache import OverlayRead
 from proxy.rules.loader import AssociationSource, CounterRule
 from proxy.store.rule_store import Unavailable
 from proxy.store.scripts import CounterChange
@@ -82,6 +83,24 @@ class CounterRuntime:
         for (props, _), state in zip(shown, states, strict=True):
             if state.count is not None and rule.property in props:
                 props[rule.property] = str(state.count)
+        return True
+
+    def read_with_cache(self, cred: str, rule: CounterRule, object_id: str) -> OverlayRead:
+        """The counter read that rides with an object-cache read (`ObjectCache.get`)."""
+        keys, args = self.counters.script_args(cred, rule, Op(object_id, "read"))
+        return OverlayRead(keys, args, rule.property, rule.capacity_property or "")
+
+    async def overlay_read(self, cred: str, rule: CounterRule, obj: Any, reply: Any) -> bool:
+        """`overlay` of one cached object whose counter was read with the cache read
+        (`reply`, see lua/cache_read.lua); one it could not read exactly is overlaid here."""
+        if reply == b"other" or reply == "other":
+            return await self.overlay(cred, rule, [obj])
+        props = _props(obj)
+        if props is None or reply == b"skip" or reply == "skip":
+            return True
+        state = counter_state(reply)
+        if state.count is not None and rule.property in props:
+            props[rule.property] = str(state.count)
         return True
 
     async def absorb(self, cred: str, rule: CounterRule, body: Any, object_id: str | None) -> bool:

@@ -80,7 +80,7 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-def _state(reply: Sequence[Any]) -> CounterState:
+def counter_state(reply: Sequence[Any]) -> CounterState:
     status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
     return CounterState(status, count_value(_text(reply[1])), count_value(_text(reply[2])))
 
@@ -124,7 +124,7 @@ class Counters:
 
         async def run(r: aioredis.Redis) -> list[CounterState]:
             calls = [self.script_args(cred, rule, op) for op in ops]
-            return [_state(reply) for reply in await run_script_batch(r, script, calls)]
+            return [counter_state(reply) for reply in await run_script_batch(r, script, calls)]
 
         if not ops:
             return []

@@ -4,7 +4,9 @@ Entries are per credential, object and query string (the properties asked for ch
 answer). Invalidation gives the object a new random generation instead of hunting down every
 variant: an entry answers only while its generation is the object's current one. A GET that
 read the generation before a concurrent PATCH fills under the old generation, so its possibly
-stale copy is never served; no WATCH and no Lua needed, and a read is one MGET.
+stale copy is never served; no WATCH needed, and a read is one MGET. A read whose hit gets
+counters overlaid (the exam read) reads them in the same round trip: `lua/cache_read.lua`
+reads the entry and, when it is fresh, the counters, seeded from the cached body.
 
     oc:{type}:{id}:gen           the object's current generation (missing: "0")
     oc:{type}:{id}:q:{sha}       {"g": generation, "b": the answer body as HubSpot sent it}
@@ -14,15 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
 
 from proxy.store.keys import key, part
 from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, s
+from proxy.store.scripts import script
 
 # A generation outlives the entries filled under the one before it by a wide margin (a fill
 # may land up to an upstream timeout after its read), so an expired generation never revives
@@ -38,23 +41,54 @@ def _keys(cred: str, object_type: str, object_id: str, query: str) -> tuple[str,
 
 
 @dataclass(frozen=True)
+class OverlayRead:
+    """A counter read along with the cache read: `counter_op`'s keys and argv of a read (its
+    seed and capacity come from the cached body), and the properties it reads them from."""
+
+    keys: list[str]
+    args: list[str]
+    count_property: str
+    capacity_property: str
+
+
+@dataclass(frozen=True)
 class CacheRead:
     body: bytes | None  # the cached answer, or None on a miss
     generation: str  # what a fill after this miss must carry
+    # On a hit read with overlays, the script's reply for each: `counter_op`'s, "skip" or
+    # "other" (see lua/cache_read.lua).
+    overlaid: tuple[Any, ...] = ()
 
 
 class ObjectCache:
     def __init__(self, store: RuleRedis) -> None:
         self.store = store
+        client = store.client
+        self._read = script(client, "counter_core", "cache_read") if client else None
 
     async def get(
-        self, cred: str, object_type: str, object_id: str, query: str
+        self,
+        cred: str,
+        object_type: str,
+        object_id: str,
+        query: str,
+        overlays: Sequence[OverlayRead] = (),
     ) -> CacheRead | Unavailable:
+        """The cached answer, and on a hit the `overlays` read in the same round trip (their
+        keys must share the credential's hash tag)."""
         gen_key, entry_key = _keys(cred, object_type, object_id, query)
-        got = await self.store.run("object_cache", lambda r: r.mget([gen_key, entry_key]))
+        lua = self._read
+        if overlays and lua is not None:
+            keys = [gen_key, entry_key, *(k for o in overlays for k in o.keys)]
+            args = [object_id]
+            for o in overlays:
+                args += [*o.args, o.count_property, o.capacity_property]
+            got = await self.store.run("object_cache", lambda r: lua(keys=keys, args=args))
+        else:
+            got = await self.store.run("object_cache", lambda r: r.mget([gen_key, entry_key]))
         if isinstance(got, Unavailable):
             return UNAVAILABLE
-        raw_gen, raw_entry = got
+        raw_gen, raw_entry, *overlaid = got
         generation = s(raw_gen) or NO_GENERATION
         if raw_entry is None:
             return CacheRead(None, generation)
@@ -64,7 +98,7 @@ class ObjectCache:
             body = entry["b"].encode() if fresh else None
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             body = None
-        return CacheRead(body, generation)
+        return CacheRead(body, generation, tuple(overlaid) if body is not None else ())
 
     async def fill(
         self,

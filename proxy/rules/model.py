@@ -37,6 +37,9 @@ Role: TypeAlias = Literal[
 ANSWERING_ROLES: frozenset[str] = frozenset({"respond", "write", "lookup", "read"})
 
 
+CLASSIFIED_MAX = 4096  # distinct (method, path) answers kept per rules version
+
+
 class RulesError(Exception):
     """The rules file is unusable; `problems` lists everything wrong with it, in line order."""
 
@@ -235,7 +238,14 @@ class Classification:
         return self.max_wait_ms / 1000
 
     def by_role(self, *roles: Role) -> tuple[RuleMatch, ...]:
-        return tuple(m for m in self.matches if m.role in roles)
+        # Kept per roles asked: a classification is made once per path and asked on every call.
+        kept: dict[tuple[Role, ...], tuple[RuleMatch, ...]] = self.__dict__.setdefault(
+            "_by_role", {}
+        )
+        found = kept.get(roles)
+        if found is None:
+            found = kept[roles] = tuple(m for m in self.matches if m.role in roles)
+        return found
 
 
 @dataclass(frozen=True)
@@ -247,6 +257,11 @@ class Rules:
     rules: tuple[Rule, ...]
     object_types: Mapping[str, str] = field(default_factory=dict)  # lower-case name -> id
     source: str = "<rules>"
+    # classify is pure in (method, path) and these rules are immutable (a reload makes new
+    # ones), so each answer is kept: a busy route is classified once, not on every call.
+    _classified: dict[tuple[str, str], Classification] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def default_buckets(self, method: str, path: str) -> tuple[str, ...]:
         """HubSpot's own accounting: which budgets a call draws from."""
@@ -259,8 +274,15 @@ class Rules:
 
     def classify(self, method: str, path: str) -> Classification:
         """Route, buckets and the rules concerned; the query string is ignored."""
-        method = method.upper()
-        path = path.split("?", 1)[0]
+        key = (method.upper(), path.split("?", 1)[0])
+        found = self._classified.get(key)
+        if found is None:
+            if len(self._classified) >= CLASSIFIED_MAX:
+                self._classified.clear()  # bounded: ids in paths make the set of paths open
+            found = self._classified[key] = self._classify(*key)
+        return found
+
+    def _classify(self, method: str, path: str) -> Classification:
         segs = canonical_segments(path, self.object_types)
         route = next((r for r in self.routes if r.match.params(method, segs) is not None), None)
         matches = tuple(self._rule_matches(method, segs))

@@ -284,7 +284,14 @@ class Actions:
     ) -> web.StreamResponse | None:
         if "idProperty" in req.query or not object_id:
             return None  # looked up by another property: invalidation by id could not reach it
-        got = await self.cache.get(req.credential, rule.object_type, object_id, req.query)
+        counters = _overlays(req)
+        overlays = [
+            self.counters.read_with_cache(req.credential, counter, object_id)
+            for counter in counters
+        ]
+        if any(c.shared_by == "portal" for c in counters):
+            overlays = []  # a portal's counters live under another hash tag: read them after
+        got = await self.cache.get(req.credential, rule.object_type, object_id, req.query, overlays)
         if isinstance(got, Unavailable):
             self.learning.event(rule.name, "bypass")
             return None
@@ -292,20 +299,23 @@ class Actions:
             self.learning.event(rule.name, "miss")
             req.cache_fill = (rule, object_id, got.generation)
             return None
-        return await self._cache_hit(req, rule, got)
+        return await self._cache_hit(req, rule, got, counters)
 
     async def _cache_hit(
-        self, req: ClientRequest, rule: ObjectCacheRule, got: CacheRead
+        self, req: ClientRequest, rule: ObjectCacheRule, got: CacheRead, counters: list[CounterRule]
     ) -> web.StreamResponse | None:
         data = parse_json(got.body or b"")
         if not isinstance(data, dict):
             return None
-        for match in req.classification.by_role("overlay"):
-            counter = match.rule
-            if not isinstance(counter, CounterRule):
-                continue
-            owner = await self.portals.owner(req.credential, counter, req.token)
-            if not await self.counters.overlay(owner, counter, [data]):
+        for i, counter in enumerate(counters):
+            if got.overlaid:
+                shown = await self.counters.overlay_read(
+                    req.credential, counter, data, got.overlaid[i]
+                )
+            else:
+                owner = await self.portals.owner(req.credential, counter, req.token)
+                shown = await self.counters.overlay(owner, counter, [data])
+            if not shown:
                 self.learning.event(rule.name, "bypass")
                 return None  # a count that cannot be read must not come from a cache
         self.learning.event(rule.name, "hit")
@@ -371,6 +381,12 @@ class Actions:
             if isinstance(rule, CounterRule) and rule.enabled and rule.object_type == canonical:
                 return rule
         return None
+
+
+def _overlays(req: ClientRequest) -> list[CounterRule]:
+    """The counters a read's answer shows, in file order."""
+    found = req.classification.by_role("overlay")
+    return [m.rule for m in found if isinstance(m.rule, CounterRule)]
 
 
 def _flight_key(req: ClientRequest) -> FlightKey | None:

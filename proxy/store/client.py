@@ -1,4 +1,5 @@
-"""The one Redis client of a process: a single server, or a Redis Cluster.
+"""The Redis clients of a process, each for a single server or a Redis Cluster: the request
+path's, whose every call the gateway bounds itself, and the background work's.
 
 Cluster mode is a setting (`HUBSPOT_PROXY_REDIS_CLUSTER`), not a URL scheme: redis-py's
 `RedisCluster.from_url` takes the ordinary `redis://` / `rediss://` URL of any one node and
@@ -49,17 +50,23 @@ class _ClusterPipeline(ClusterPipeline):
             raise ConnectionError(f"connection closed under the pipeline: {exc!r}") from exc
 
 
-def redis_client(settings: Settings) -> aioredis.Redis | None:
+def redis_client(settings: Settings, *, own_timeouts: bool = False) -> aioredis.Redis | None:
     """The client for `settings.redis_url`, or None when there is no Redis.
 
     A RedisCluster is returned typed as Redis: it answers the same commands, scripts and
     pipelines the gateway uses (each keyed to one slot), which the cluster test suite proves
     against a real six-node cluster; the two classes simply share no base type in redis-py.
+
+    `own_timeouts`: the request path's client (the limiter, the rules' store). Every call on it
+    is bounded by its caller's own timeout (`redis_timeout_s`, `asyncio.timeout`), so redis-py
+    adds none of its own, which costs a `wait_for` task per command sent and a timer per reply.
+    The other client (write-behind, jobs, the rate-limit header flush, the vault) keeps redis-py's
+    socket timeout, four times `redis_timeout_s`: that is what bounds those calls.
     """
     if not settings.redis_url:
         return None
     timeouts = {
-        "socket_timeout": settings.redis_timeout_s * 4,
+        "socket_timeout": None if own_timeouts else settings.redis_timeout_s * 4,
         "socket_connect_timeout": settings.redis_timeout_s * 4,
         "max_connections": settings.redis_max_connections,
     }

@@ -1,4 +1,4 @@
-"""What "Redis trouble" is, and the one breaker that guards the one Redis client.
+"""What "Redis trouble" is, and the one breaker that guards the one Redis server.
 
 The breaker opens on the first error, and on the first timeout during which Redis answered no
 other call: a Redis that does not answer (down, or hung as under SIGSTOP) would otherwise cost

@@ -98,11 +98,9 @@ class RuleRedis:
         client = self.client
         if client is None or not self._health.should_try():
             return UNAVAILABLE
-        try:
-            # Waiting for a slot is this process's queue, not Redis: a longer bound, no breaker.
-            async with asyncio.timeout(self._timeout * SLOT_WAIT_TIMEOUTS):
-                await self._slots.acquire()
-        except TimeoutError:
+        # Waiting for a slot is this process's queue, not Redis: a longer bound, no breaker.
+        slot_deadline = asyncio.get_running_loop().time() + self._timeout * SLOT_WAIT_TIMEOUTS
+        if not await self._slot_by(slot_deadline):
             self._metrics.redis_errors.labels(component).inc()
             return UNAVAILABLE
         answers_before = self._health.answers
@@ -120,6 +118,19 @@ class RuleRedis:
             self._slots.release()
         self._health.succeeded()
         return result
+
+    async def _slot_by(self, deadline: float) -> bool:
+        """One of the `concurrency` slots, waiting for it until `deadline` (a free one is
+        taken at once, with no timer)."""
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return True
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     @staticmethod
     async def _once_more_if_dropped(

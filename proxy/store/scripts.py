@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 _registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[tuple[str, ...], AsyncScript]] = (
     weakref.WeakKeyDictionary()
@@ -44,23 +45,30 @@ def script(client: aioredis.Redis, *names: str) -> AsyncScript:
 
 
 async def run_script_batch(
-    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[str]]]
+    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
 ) -> list[Any]:
     """`lua` (`script(client, name)`) once per (keys, args), in order, in one pipelined round
     trip on one server.
 
+    The pipeline carries bare EVALSHAs: redis-py's own script pipeline first asks SCRIPT EXISTS,
+    a round trip of its own. A server that does not know the script (first use, SCRIPT FLUSH,
+    a replica promoted by a failover) answers NOSCRIPT to each call it did not run; those go
+    again one by one through the script object, which loads it. One call needs no pipeline.
     redis-py refuses EVALSHA in a cluster pipeline, so on a cluster the calls go one by one,
-    still in order: the calls of one batch share a credential, hence a node. Either way a
-    server that does not know the script (first use, SCRIPT FLUSH, a replica promoted by a
-    failover) gets it loaded: the pipeline checks and loads its scripts before it runs, and
-    the script object reloads on NOSCRIPT.
+    still in order: the calls of one batch share a credential, hence a node.
     """
-    if isinstance(client, RedisCluster):
+    if isinstance(client, RedisCluster) or len(calls) == 1:
         return [await lua(keys=keys, args=args) for keys, args in calls]
     async with client.pipeline(transaction=False) as pipe:
         for keys, args in calls:
-            await lua(keys=keys, args=args, client=pipe)
-        replies: list[Any] = await pipe.execute()
+            pipe.evalsha(lua.sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for n, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError):
+            keys, args = calls[n]
+            replies[n] = await lua(keys=keys, args=args)
+        elif isinstance(reply, Exception):
+            raise reply
     return replies
 
 

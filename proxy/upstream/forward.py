@@ -46,11 +46,15 @@ async def stream_back(
     already_read: bytes = b"",
 ) -> web.StreamResponse:
     """Relay status, headers and body (`already_read`, then the rest); the body is streamed,
-    never buffered whole."""
+    never buffered whole, unless all of it has arrived already (a small answer comes in the
+    packet of its headers): then it leaves in one write, as it would have anyway."""
+    if upstream_resp.content.is_eof():
+        body = already_read + await upstream_resp.read()
+        whole = web.Response(status=upstream_resp.status, reason=upstream_resp.reason, body=body)
+        _relay_headers(whole, upstream_resp, request_id)
+        return whole
     response = web.StreamResponse(status=upstream_resp.status, reason=upstream_resp.reason)
-    for name, value in response_headers(upstream_resp.headers):
-        response.headers.add(name, value)
-    response.headers["X-Request-Id"] = request_id
+    _relay_headers(response, upstream_resp, request_id)
     if upstream_resp.content_length is not None:
         response.content_length = upstream_resp.content_length
     await response.prepare(request)
@@ -65,6 +69,14 @@ async def stream_back(
         raise ConnectionResetError("HubSpot's answer ended early") from exc
     await response.write_eof()
     return response
+
+
+def _relay_headers(
+    response: web.StreamResponse, upstream_resp: aiohttp.ClientResponse, request_id: str
+) -> None:
+    for name, value in response_headers(upstream_resp.headers):
+        response.headers.add(name, value)
+    response.headers["X-Request-Id"] = request_id
 
 
 async def forward(

@@ -1,0 +1,58 @@
+"""Admission asks that share a Redis round trip (`budget.asks`), on a real Valkey: a lane whose
+budget is free sends the asks made during one trip together, each reserved exactly once; a
+lane whose window is small asks one at a time, as it always did."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from proxy.budget.asks import MAX_BATCH, batch_cap
+from proxy.budget.limiter import BucketSpec, Limiter, Priority
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def admit_all(limiter: Limiter, cred: str, spec: BucketSpec, n: int) -> None:
+    await asyncio.gather(
+        *(
+            limiter.acquire(cred, [spec], priority=Priority.INTERACTIVE, max_wait_s=30)
+            for _ in range(n)
+        )
+    )
+
+
+async def test_asks_on_a_free_budget_share_round_trips(redis_client: aioredis.Redis) -> None:
+    limiter = Limiter(redis_client, redis_timeout_s=5.0)
+    cred, spec = uuid.uuid4().hex[:16], BucketSpec("general", 100_000, 10_000)
+
+    await admit_all(limiter, cred, spec, 200)
+
+    stats = limiter.stats()
+    assert (stats.admitted, stats.admitted_fallback) == (200, 0)
+    assert stats.redis_round_trips <= 40  # one at a time would be 200
+    window = limiter.keys.data(cred, spec)
+    assert await redis_client.zcard(window) == 200  # each reserved once, none lost or doubled
+    await limiter.aclose()
+
+
+async def test_a_small_window_asks_one_at_a_time(redis_client: aioredis.Redis) -> None:
+    limiter = Limiter(redis_client, redis_timeout_s=5.0)
+    cred, spec = uuid.uuid4().hex[:16], BucketSpec("search", 5, 1_000)
+
+    await admit_all(limiter, cred, spec, 10)
+
+    stats = limiter.stats()
+    assert stats.admitted == 10
+    assert stats.redis_round_trips >= 10  # a batch would let one trip release a whole window
+    await limiter.aclose()
+
+
+def test_a_trip_carries_at_most_a_tenth_of_a_window() -> None:
+    assert batch_cap([BucketSpec("search", 5, 1_000)]) == 1
+    assert batch_cap([BucketSpec("general", 190, 10_000), BucketSpec("search", 50, 1_000)]) == 5
+    assert batch_cap([BucketSpec("daily", 10**9, 0, kind="daily")]) == MAX_BATCH
+    assert batch_cap([BucketSpec("general", 10**8, 10_000)]) == MAX_BATCH
