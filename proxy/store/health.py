@@ -6,8 +6,9 @@ every call its full timeout. A timeout while Redis kept answering others is a bu
 a long queue for a connection, no evidence that Redis is down: it fails only its own call. So
 does a timeout whose timer fired late (`redis_timeout`): the event loop was held up (a starved
 process, a burst of work), and Redis's reply may be waiting unread in the socket.
-While the breaker is open no caller touches Redis, except one probe per `probe_interval_s`; the
-first call that succeeds closes it.
+While the breaker is open no caller touches Redis, except one probe per `probe_interval_s`, and
+the write worker, whose stream reads go on regardless; the first call that succeeds (a probe or
+a worker's read) closes it.
 The limiter falls back to its in-process budget and the rules runtime forwards instead of
 answering from Redis (invariant 7) while it is open.
 """

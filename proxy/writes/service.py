@@ -97,7 +97,9 @@ class WriteBehind:
         self._accepting = asyncio.Semaphore(self.config.accept_concurrency)
         self.worker: WriteWorker | None = None
         if client is not None:
-            self.worker = WriteWorker(self.store, client, vault, self.metrics, self.config)
+            self.worker = WriteWorker(
+                self.store, client, vault, self.metrics, self.config, health=self._health
+            )
 
     # -- accepting --------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ Every replica runs one, as a member of one consumer group. The rules it keeps:
   calls go first; a batch that cannot get budget in `send_wait_s` is postponed, not failed.
   A kind of write leaves at most once per `flush_interval_s` unless its batch is full
   (`cadence`), so a burst's writes ride in a few full batches.
+- A stream read Redis answered tells the breaker shared with the gateway (`store.health`) that
+  Redis is back, so a gateway with no client traffic recovers by itself (invariant 7).
 - Transient failures back off exponentially with jitter, up to `max_attempts`; then, or at once
   for an input HubSpot rejects, the write goes to the dead-letter stream with its reason.
 """
@@ -41,7 +43,7 @@ from redis.exceptions import ResponseError
 from proxy.errors import GatewayError
 from proxy.hubspot.protocol import canonical_object_type
 from proxy.metrics import Metrics
-from proxy.store.health import REDIS_TROUBLE
+from proxy.store.health import REDIS_TROUBLE, RedisHealth
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import RateLimited
 from proxy.upstream.background import BackgroundClient
@@ -75,9 +77,11 @@ class WriteWorker:
         vault: TokenVault,
         metrics: Metrics,
         config: WriteConfig | None = None,
+        health: RedisHealth | None = None,
     ) -> None:
         self.store = store
         self.config = config or WriteConfig()
+        self._health = health or RedisHealth()
         self.consumer = self.config.consumer or default_consumer()
         self._client = client
         self._vault = vault
@@ -184,6 +188,9 @@ class WriteWorker:
             entries = await self.store.read_new(self.consumer, want, block)
         finally:
             self._reading = False
+        # Redis answered: the shared breaker closes now rather than at the next client call's
+        # probe, which may be long in coming; until then reads are forwarded for no reason.
+        self._health.succeeded()
         if entries and len(entries) < want and self.config.linger_s > 0 and not self._stopping:
             await asyncio.sleep(self.config.linger_s)
             entries += await self.store.read_new(self.consumer, want - len(entries), None)

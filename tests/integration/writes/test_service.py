@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.budget.limiter import BucketSpec, Limiter, Priority
 from proxy.budget.plans import CallPlan
@@ -18,6 +19,7 @@ from proxy.config import Settings
 from proxy.errors import ServiceUnavailable
 from proxy.hubspot.protocol import is_association_batch, is_search
 from proxy.metrics import Metrics
+from proxy.store.health import RedisHealth
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.background import BackgroundClient
@@ -65,7 +67,7 @@ class Harness:
     def url(self) -> str:
         return sim_url(self.sim)
 
-    async def replica(self, **config: Any) -> WriteBehind:
+    async def replica(self, health: RedisHealth | None = None, **config: Any) -> WriteBehind:
         redis = aioredis.from_url(self.redis_url)
         metrics = Metrics()
         upstream = Upstream(Settings(upstream=self.url))
@@ -78,6 +80,7 @@ class Harness:
             config=WriteConfig(**{**FAST, **config}),
             metrics=metrics,
             client=BackgroundClient(caller, plan_for),
+            health=health,
         )
         self.replicas.append(writes)
         self._closers += [writes.stop, limiter.aclose, upstream.close, redis.aclose]
@@ -463,6 +466,20 @@ async def test_redis_down_at_accept_time_refuses_with_503() -> None:
         assert refused == 1
     finally:
         await redis.aclose()
+
+
+async def test_a_stream_read_redis_answered_closes_the_shared_breaker(harness: Harness) -> None:
+    # A breaker left open after Redis hung, with no client call to probe it, kept the gateway
+    # forwarding exam reads (HubSpot's count) while its worker was talking to Redis again.
+    health = RedisHealth()
+    writes = await harness.replica(health=health)
+    health.failed(RedisConnectionError("Redis went away"))
+    assert writes.worker is not None and health.is_open
+    assert not health.should_try()  # no probe is due: only the worker's read can close it
+
+    await writes.worker.fetch()
+
+    assert not health.is_open
 
 
 async def test_status_follows_a_write_from_queued_to_sent(harness: Harness) -> None:
