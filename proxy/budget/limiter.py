@@ -334,6 +334,11 @@ class Limiter:
     def fallback_active(self) -> bool:
         return self._health.is_open
 
+    @property
+    def health(self) -> RedisHealth:
+        """The breaker this limiter shares with the rest of the gateway."""
+        return self._health
+
     def stats(self) -> LimiterStats:
         c = self._counts
         return LimiterStats(

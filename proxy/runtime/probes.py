@@ -47,12 +47,14 @@ class Probes:
 
         An unreachable Redis does not make a replica unready: taking every replica out of the
         load balancer would turn a Redis outage into a full outage, while the in-process
-        fallback keeps each replica within its share of the budget (invariant 7).
+        fallback keeps each replica within its share of the budget (invariant 7). A ping Redis
+        answers closes the shared breaker, so "ok" here means the gateway uses Redis again.
         """
         redis_state = "absent"
         if self._redis is not None:
             try:
                 await asyncio.wait_for(self._redis.ping(), self._settings.redis_timeout_s * 4)
+                self._limiter.health.succeeded()
                 redis_state = "ok"
             except Exception:  # any failure means "not reachable now"; the detail is in the logs
                 redis_state = "fallback"
