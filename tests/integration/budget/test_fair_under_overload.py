@@ -1,8 +1,10 @@
 """Fair under overload: a booking under way finishes before new arrivals start.
 
-Far more students arrive than the budget can book before their timeout: Starter's 100 calls per
-window on a clock twice as fast (window 5 s; rules/default.yaml with every window and wait
-halved; 1,000 bookings arriving over 5 s, each giving up after 15 s). The shipped routes admit a
+Far more students arrive than the budget can book before their timeout: a quarter of Starter's
+budget (25 calls per window) on a clock twice as fast (window 5 s; rules/default.yaml with every
+window and wait halved, and its budget and `admissions` cut to a quarter: coalesced, Starter's
+whole budget books the 1,000 students this test sends, so only a smaller one is overloaded by
+them; 1,000 bookings arriving over 5 s, each giving up after 15 s). The shipped routes admit a
 new booking at its first call that costs budget, the contact read, which also draws from
 `limits.admissions` (one unit per booking, even when contact reads ride in one batch read);
 everything after it is interactive. So the students turned away are turned away before anything
@@ -24,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from bench.rulefiles import scaled_default
 from tests.kit.booking_flow import (
@@ -43,6 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 SCALE = 0.5
 STUDENTS, EXAMS, CREDITS = 1000, 4, 2
 ARRIVAL_S, TIMEOUT_S = 10 * SCALE, 30 * SCALE
+BUDGET_SHARE = 0.25  # of Starter's general limit, and of the shipped `admissions` with it
 # A create the gateway refuses (its capacity guard answers 503 while Redis is busy) writes
 # nothing; `orphan_bookings` below proves that no refused create reached HubSpot.
 UNTIL_CREATE = frozenset(STEPS[: STEPS.index("create_booking") + 1])
@@ -50,17 +54,28 @@ HALF_DONE = ("orphan_bookings", "wrong_credits", "missing_notes", "duplicate_boo
 AFTER_DRAIN = ("missing_bookings", "missing_contact_assoc", "missing_exam_assoc")
 
 
+def smaller_budget(rules: Path, directory: Path) -> tuple[Path, int]:
+    """The rules with their general limit and `admissions` cut to BUDGET_SHARE, and that limit."""
+    doc: dict[str, Any] = yaml.safe_load(rules.read_text())
+    limits = doc["limits"]
+    for bucket in ("general", "admissions"):
+        limits[bucket]["limit"] = round(limits[bucket]["limit"] * BUDGET_SHARE)
+    smaller = directory / "smaller-budget.yaml"
+    smaller.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return smaller, int(limits["general"]["limit"])
+
+
 @pytest.fixture
 def stack(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(simulator, gateway) base URLs: Starter limits, windows scaled like the rules."""
     started: list[Process] = []
     try:
+        rules, general_limit = smaller_budget(scaled_default(SCALE, tmp_path), tmp_path)
         sim = start_sim(
-            "--tier", "starter", "--latency-ms", "20,60",
+            "--tier", "starter", "--latency-ms", "20,60", "--general-limit", str(general_limit),
             "--general-window-s", f"{10 * SCALE:g}", "--search-window-s", f"{SCALE:g}",
         )  # fmt: skip
         started.append(sim)
-        rules = scaled_default(SCALE, tmp_path)
         gateway = start_gateway(sim.url, redis_url, rules)
         started.append(gateway)
         yield sim.url, gateway.url
