@@ -11,13 +11,16 @@ interleaving of any number of replicas can overbook:
   takes it or the hold expires;
 - no seat left: the rule's HubSpot-shaped error (by default `400 VALIDATION_ERROR`,
   "This mock exam session is now full"), and HubSpot is not called;
-- Redis cannot say: a HubSpot-shaped 503, since forwarding blind is how exams were overbooked.
+- Redis cannot say, or the exam's count is not in Redis and HubSpot's could not be read (the
+  read is shared by every create waiting for it): a HubSpot-shaped 503, since forwarding blind
+  is how exams were overbooked.
 
 A cancellation gives the seat back through the counter rule as before (`is_active` changes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -49,6 +52,9 @@ class SessionFull(GatewayError):
 
     def body_extra(self) -> dict[str, Any]:
         return {"context": self.context}
+
+
+Counts = tuple[int | None, int | None]  # HubSpot's count and capacity of one exam
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class CapacityGuards:
         self.counters = counters
         self.own = own
         self.portals = portals
+        self._reading: dict[tuple[str, str, str], asyncio.Future[Counts | None]] = {}
 
     async def take(self, call: ClientRequest) -> list[Seat]:
         """Reserve a seat for every created record that names a guarded exam, or raise."""
@@ -111,21 +118,33 @@ class CapacityGuards:
         op = Op(object_id, "reserve", reservation_id=uuid.uuid4().hex)
         state = await self.counters.counters.apply(owner, rule, op)
         if isinstance(state, CounterState) and state.status in ("unseeded", "nocapacity"):
-            seen = await self.own.counts(call.credential, rule, object_id, token)
-            if seen is not None and seen[0] is not None:
+            seen = await self._hubspot_counts(call.credential, rule, object_id, token)
+            if seen is None:
+                raise _cannot_check()  # HubSpot did not say: forwarding blind could overbook
+            if seen[0] is not None:
                 op = replace(op, seed=seen[0], capacity=seen[1])
                 state = await self.counters.counters.apply(owner, rule, op)
         if isinstance(state, Unavailable):
-            raise ServiceUnavailable(
-                "The gateway cannot check the seats left right now; retry later.",
-                headers={"Retry-After": "1"},
-            )
+            raise _cannot_check()
         if state.status == "full":
             context = {"count": [str(state.count)], "capacity": [str(state.capacity)]}
             raise SessionFull(rule.guard, context)
         # `nocapacity`/`unseeded`: nothing to guard against (HubSpot holds no count or capacity).
         held = op.reservation_id if state.status == "ok" else ""
         return Seat(rule, owner, object_id, held, index)
+
+    async def _hubspot_counts(
+        self, cred: str, rule: CounterRule, object_id: str, token: str
+    ) -> Counts | None:
+        """HubSpot's (count, capacity), read once for all the creates that wait for it: a burst
+        of creates for an exam not seeded yet would otherwise send one read each."""
+        key = (cred, rule.name, object_id)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self.own.counts(cred, rule, object_id, token))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(reading)
 
     async def settle(self, call: ClientRequest, seats: Sequence[Seat], answer: Answer) -> None:
         """After HubSpot answered the create: seats become bookings, or are given back."""
@@ -164,6 +183,13 @@ class CapacityGuards:
         counters = self.counters.counters
         if isinstance(await counters.apply(seat.owner, seat.rule, op), Unavailable):
             counters.apply_later(seat.owner, seat.rule, op)
+
+
+def _cannot_check() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The gateway cannot check the seats left right now; retry later.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _created_ids(body: Any, answer: Answer) -> dict[int, str]:

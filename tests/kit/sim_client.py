@@ -32,6 +32,10 @@ class Sim:
         answer = await self._json("GET", f"/__sim/calls?token={token}")
         return [(c["method"], c["path"]) for c in answer["calls"]]
 
+    async def configure(self, **changes: Any) -> None:
+        """Change the simulator's latency, faults or limits (`SimConfig` names)."""
+        await self._json("POST", "/__sim/config", changes)
+
     async def totals(self) -> dict[str, Any]:
         return dict((await self._json("GET", "/__sim/stats"))["totals"])
 

@@ -97,3 +97,22 @@ async def test_a_create_hubspot_refuses_gives_its_seat_back(
     assert await seats(gw, exam) == 4
     assert (await create(gw, exam))[0] == 201
     assert await seats(gw, exam) == 5
+
+
+async def test_a_create_whose_seats_no_one_can_say_is_refused_not_forwarded(
+    portal: Sim, gateway_factory: GatewayFactory
+) -> None:
+    """Redis holds no count for the exam yet and HubSpot's cannot be read: forwarding the create
+    blind is how exams were overbooked, so the client gets a 503 to retry."""
+    gw = await gateway_factory(portal.url)
+    (exam,) = await portal.seed(EXAMS, {"capacity": "1", "total_bookings": "1"})  # full
+    await portal.configure(fault_5xx_rate=1.0)
+
+    status, body = await create(gw, exam)
+
+    assert status == 503 and body["category"] == "SERVICE_UNAVAILABLE"
+    assert (await gw.post("/crm/v3/objects/0-1", json={}, headers=AUTH)).status >= 500
+    assert ("POST", f"/crm/v3/objects/{BOOKINGS}") not in await portal.calls()
+    await portal.configure(fault_5xx_rate=0.0)
+    assert (await create(gw, exam))[0] == 400  # HubSpot answers again: the exam is full
+
