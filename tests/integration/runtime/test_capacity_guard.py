@@ -115,4 +115,3 @@ async def test_a_create_whose_seats_no_one_can_say_is_refused_not_forwarded(
     assert ("POST", f"/crm/v3/objects/{BOOKINGS}") not in await portal.calls()
     await portal.configure(fault_5xx_rate=0.0)
     assert (await create(gw, exam))[0] == 400  # HubSpot answers again: the exam is full
-
