@@ -24,7 +24,7 @@ import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from proxy.errors import GatewayError, ServiceUnavailable
 from proxy.http.context import ClientRequest
@@ -54,6 +54,7 @@ class SessionFull(GatewayError):
         return {"context": self.context}
 
 
+RESERVE_RETRIES: Final = 2
 Counts = tuple[int | None, int | None]  # HubSpot's count and capacity of one exam
 
 
@@ -116,14 +117,14 @@ class CapacityGuards:
         assert rule.guard is not None
         owner = await self.portals.owner(call.credential, rule, token)
         op = Op(object_id, "reserve", reservation_id=uuid.uuid4().hex)
-        state = await self.counters.counters.apply(owner, rule, op)
+        state = await self._apply_reserve(owner, rule, op)
         if isinstance(state, CounterState) and state.status in ("unseeded", "nocapacity"):
             seen = await self._hubspot_counts(call.credential, rule, object_id, token)
             if seen is None:
                 raise _cannot_check()  # HubSpot did not say: forwarding blind could overbook
             if seen[0] is not None:
                 op = replace(op, seed=seen[0], capacity=seen[1])
-                state = await self.counters.counters.apply(owner, rule, op)
+                state = await self._apply_reserve(owner, rule, op)
         if isinstance(state, Unavailable):
             raise _cannot_check()
         if state.status == "full":
@@ -132,6 +133,20 @@ class CapacityGuards:
         # `nocapacity`/`unseeded`: nothing to guard against (HubSpot holds no count or capacity).
         held = op.reservation_id if state.status == "ok" else ""
         return Seat(rule, owner, object_id, held, index)
+
+    async def _apply_reserve(
+        self, owner: str, rule: CounterRule, op: Op
+    ) -> CounterState | Unavailable:
+        """The reserve, asked again while Redis answers other calls (this one was only slow, as
+        on a busy event loop): refusing the create is the alternative, and a reservation id is
+        held once however often it is asked."""
+        counters = self.counters.counters
+        state = await counters.apply(owner, rule, op)
+        for _ in range(RESERVE_RETRIES):
+            if not isinstance(state, Unavailable) or not counters.store.usable:
+                break
+            state = await counters.apply(owner, rule, op)
+        return state
 
     async def _hubspot_counts(
         self, cred: str, rule: CounterRule, object_id: str, token: str

@@ -95,6 +95,8 @@ local function counter_op(keys, argv)
     local capacity = tonumber(argv[9]) or tonumber(redis.call('HGET', hash, 'capacity'))
     if record ~= '' and redis.call('SISMEMBER', members, record) == 1 then
       status = 'unchanged'
+    elseif record == '' and reservation ~= '' and redis.call('ZSCORE', pending, reservation) then
+      status = 'ok'  -- asked again after a lost reply: the reservation is held once
     elseif capacity == nil then
       status = 'nocapacity'
     elseif count() >= capacity then

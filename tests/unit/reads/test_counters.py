@@ -95,6 +95,12 @@ async def test_a_booking_takes_its_reserved_seat(counters: Counters) -> None:
     assert (await do(counters, Op("e1", "add", booking_id="b3"))).status == "unchanged"
 
 
+async def test_a_reservation_asked_again_is_held_once(counters: Counters) -> None:
+    await do(counters, Op("e1", seed=3, capacity=10))
+    again = [await do(counters, Op("e1", "reserve", reservation_id="r1")) for _ in range(3)]
+    assert [(s.status, s.count) for s in again] == [("ok", 4)] * 3  # a lost reply, asked again
+
+
 async def test_an_unconfirmed_reservation_gives_its_seat_back(
     counters: Counters, monkeypatch: pytest.MonkeyPatch
 ) -> None:
