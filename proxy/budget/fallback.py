@@ -68,7 +68,9 @@ class LocalBudget:
         self._check_daily(cred, specs, reset_ms)
         await self._wait_pauses(cred, specs, deadline)
         for spec in specs:
-            if spec.kind == "window":
+            # A borrowed pace is not waited for; a leaky bucket cannot hold a slot ahead, so
+            # in process the borrowing call leaves the pace as it is.
+            if spec.kind == "window" and not spec.borrow:
                 await self._acquire_window(cred, spec, deadline)
         self._take_daily(cred, specs, reset_ms)
         return self._wall_ms()

@@ -181,7 +181,7 @@ def admit_request(
     args: list[str | int] = [max_ms, token]
     for spec in specs:
         names += [keys.data(cred, spec), keys.pause(cred, spec.name), keys.learned(cred, spec.name)]
-        args += [spec.kind, spec.limit, spec.window_ms, reset_ms or 0]
+        args += ["borrow" if spec.borrow else spec.kind, spec.limit, spec.window_ms, reset_ms or 0]
     return names, args
 
 

@@ -63,6 +63,10 @@ class BucketSpec:
     limit: int
     window_ms: int
     kind: Literal["window", "daily"] = "window"
+    # A pace the call takes a slot of without waiting for it (`coalesce.pace: borrow`): the
+    # slot is reserved where it falls, so the next call that does wait for the pace waits
+    # longer; the call itself leaves when its other buckets let it.
+    borrow: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -73,6 +77,8 @@ class BucketSpec:
             raise ValueError(f"bucket {self.name}: window_ms must be >= 1, got {self.window_ms}")
         if self.kind not in ("window", "daily"):
             raise ValueError(f"bucket {self.name}: unknown kind {self.kind!r}")
+        if self.borrow and self.kind != "window":
+            raise ValueError(f"bucket {self.name}: only a window bucket can be borrowed from")
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,7 @@ class BudgetModel:
         self, specs: Sequence[BucketSpec], now_ms: int, max_ms: int, token: str, reset_ms: int = 0
     ) -> SlotReply:
         t, binding = now_ms, specs[0].name
+        borrowed: dict[str, int] = {}
         for spec in specs:
             if spec.kind == "daily":
                 if self.daily.get(spec.name, 0) + 1 > spec.limit:
@@ -212,7 +219,9 @@ class BudgetModel:
             else:
                 cand = self._window_slot(spec, now_ms)
             cand = max(cand, self.pauses.get(spec.name, now_ms))
-            if cand > t:
+            if spec.borrow:
+                borrowed[spec.name] = cand
+            elif cand > t:
                 t, binding = cand, spec.name
         if t - now_ms > max_ms:
             return SlotReply("later", t, now_ms, binding)
@@ -220,7 +229,7 @@ class BudgetModel:
             if spec.kind == "daily":
                 self.daily[spec.name] = self.daily.get(spec.name, 0) + 1
             else:
-                self.logs[spec.name].append((t, token))
+                self.logs[spec.name].append((max(t, borrowed.get(spec.name, t)), token))
         return SlotReply("reserved", t, now_ms, binding)
 
     def release(self, specs: Sequence[BucketSpec], token: str) -> None:

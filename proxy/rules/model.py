@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from proxy.hubspot.protocol import is_association_batch, is_search
 from proxy.rules.paths import (
@@ -20,6 +20,10 @@ from proxy.rules.yamlpos import Problem
 
 PriorityName: TypeAlias = Literal["interactive", "default", "background"]
 PRIORITIES: tuple[PriorityName, ...] = ("interactive", "default", "background")
+DEFAULT_SAFETY_MARGIN: Final = 0.9
+DEFAULT_PACE_SHARE: Final = 0.8
+PaceName: TypeAlias = Literal["wait", "borrow"]
+PACES: tuple[PaceName, ...] = ("wait", "borrow")
 BUCKETS = ("general", "search", "daily", "associations", "admissions")
 # Buckets that exist only when the rules configure them.
 # The gateway's own limit on flows started per window, not HubSpot's (see rules/default.yaml).
@@ -66,6 +70,9 @@ class LimitsConfig:
     daily_timezone: str
     associations: BucketLimit | None
     expected_replicas: int
+    # The share of a window's (margined) limit that coalesced departures are paced at; the rest
+    # stays free for calls that do not coalesce (`proxy.upstream.coalesce.pacing`).
+    pace_share: float = DEFAULT_PACE_SHARE
     # The gateway's own budget, not HubSpot's: how many new flows (bookings) may start per window,
     # so that those admitted can finish; a route drawing from it is a flow's first call.
     admissions: BucketLimit | None = None
@@ -108,6 +115,9 @@ class CoalesceConfig:
     max_batch: int = MAX_BATCH_INPUTS
     # Extra gathering before a group asks for its paced slot; 0: it gathers only while it waits.
     max_hold_ms: int = 0
+    # wait: departures wait for the pace (`proxy.upstream.coalesce.pacing`); borrow: a group
+    # leaves after its max_hold and its slot of the pace is paid by later waiting calls.
+    pace: PaceName = "wait"
     enabled: bool = True
 
 

@@ -12,8 +12,11 @@ from proxy.rules.kinds import read_rule
 from proxy.rules.model import (
     BUCKETS,
     DAY_MS,
+    DEFAULT_PACE_SHARE,
+    DEFAULT_SAFETY_MARGIN,
     MAX_BATCH_INPUTS,
     OPTIONAL_BUCKETS,
+    PACES,
     PRIORITIES,
     TIERS,
     BucketLimit,
@@ -29,10 +32,10 @@ from proxy.rules.reader import Reader, Sink, kind, read_match, read_name, sugges
 from proxy.rules.yamlpos import BROKEN, YMap
 
 TOP_KEYS = ("version", "object_types", "limits", "defaults", "routes", "rules")
-LIMIT_KEYS = ("tier", "safety_margin", "general", "search", "daily", "associations",
-              "admissions", "expected_replicas")  # fmt: skip
+LIMIT_KEYS = ("tier", "safety_margin", "pace_share", "general", "search", "daily",
+              "associations", "admissions", "expected_replicas")  # fmt: skip
 ROUTE_KEYS = ("name", "description", "match", "priority", "max_wait", "buckets", "coalesce")
-COALESCE_KEYS = ("enabled", "max_batch", "max_hold")
+COALESCE_KEYS = ("enabled", "max_batch", "max_hold", "pace")
 # A hold longer than this is a wait the caller did not ask for, not a gathering window.
 MAX_HOLD_MS = 1_000
 
@@ -88,7 +91,8 @@ def _object_types(top: Reader) -> dict[str, str]:
 
 def _limits(r: Reader) -> LimitsConfig:
     tier = r.choice("tier", TIERS, default="starter") or "starter"
-    margin = _safety_margin(r)
+    margin = _fraction(r, "safety_margin", DEFAULT_SAFETY_MARGIN)
+    pace_share = _fraction(r, "pace_share", DEFAULT_PACE_SHARE)
     daily = r.sub("daily", ("limit", "timezone"))
     daily_limit = daily.integer("limit", default=TIER_DAILY[tier]) if daily else None
     tz = (daily.timezone("timezone", "UTC") if daily else "UTC") or "UTC"
@@ -98,6 +102,7 @@ def _limits(r: Reader) -> LimitsConfig:
     return LimitsConfig(
         tier=tier,
         safety_margin=margin,
+        pace_share=pace_share,
         general=_bucket(r, "general", BucketLimit(TIER_GENERAL[tier], TEN_SECONDS)),
         search=_bucket(r, "search", SEARCH_DEFAULT),
         daily=BucketLimit(daily_limit or TIER_DAILY[tier], DAY_MS),
@@ -121,14 +126,15 @@ def _admissions(r: Reader) -> BucketLimit | None:
     return BucketLimit(limit, window) if limit else None
 
 
-def _safety_margin(r: Reader) -> float:
-    """Headroom for clocks, retries and other integrations on the same portal."""
-    value = r.raw("safety_margin")
-    if not r.has("safety_margin"):
-        return 0.9
+def _fraction(r: Reader, key: str, default: float) -> float:
+    """A share in (0, 1]: `safety_margin` (headroom for clocks, retries and other integrations
+    on the same portal) or `pace_share` (the part of a window coalesced departures are paced at)."""
+    value = r.raw(key)
+    if not r.has(key):
+        return default
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        r.problem("safety_margin", f"must be a number in (0, 1], got {kind(value)}")
-        return 0.9
+        r.problem(key, f"must be a number in (0, 1], got {kind(value)}")
+        return default
     return float(value)
 
 
@@ -195,9 +201,17 @@ def _coalesce(r: Reader) -> tuple[bool, CoalesceConfig | None]:
     max_hold = c.duration("max_hold", default=base.max_hold_ms)
     if max_hold is not None and max_hold > MAX_HOLD_MS:
         c.problem("max_hold", f"must be at most {MAX_HOLD_MS}ms (got {max_hold}ms)")
+    pace = c.choice("pace", PACES, default=base.pace)
+    if pace == "borrow" and max_hold == 0:
+        c.problem("pace", "borrow needs a max_hold: its calls gather only for max_hold")
     if len(r.sink.problems) > before or max_batch is None or max_hold is None:
         return False, None
-    return True, CoalesceConfig(max_batch=max_batch, max_hold_ms=max_hold, enabled=enabled)
+    return True, CoalesceConfig(
+        max_batch=max_batch,
+        max_hold_ms=max_hold,
+        pace="borrow" if pace == "borrow" else "wait",
+        enabled=enabled,
+    )
 
 
 def _route_buckets(r: Reader, limits: LimitsConfig) -> tuple[str, ...] | None:

@@ -31,13 +31,15 @@ def ride_for(rules: Rules, req: ClientRequest) -> Ride | None:
     plan = req.plan
     flows = [bucket for bucket in plan.buckets if bucket.name == ADMISSIONS]
     calls = [bucket for bucket in plan.buckets if bucket.name != ADMISSIONS]
-    batch_buckets = rules.classify("POST", call.batch_path).buckets
+    batch_specs = bucket_specs(rules, rules.classify("POST", call.batch_path).buckets)
+    share = rules.limits.pace_share
     return Ride(
         call=call,
-        plan=replace(plan, buckets=paced(calls)),
+        plan=replace(plan, buckets=paced(calls, share)),
         admission=replace(plan, buckets=flows) if flows else None,
         out=outgoing_for(req),
         max_batch=settings.max_batch,
         max_hold_s=settings.max_hold_ms / 1000,
-        batch_buckets=paced(bucket_specs(rules, batch_buckets)),
+        batch_buckets=paced(batch_specs, share, borrow=settings.pace == "borrow"),
+        lone_buckets=paced(calls, share, lone=True),
     )

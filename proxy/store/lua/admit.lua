@@ -3,8 +3,11 @@
 --
 -- KEYS: three per bucket, in order: data (window: sorted set of slots; daily: counter),
 --       pause (string with a PX ttl), learned (hash {v, at}). All carry the {cred} hash tag.
--- ARGV: max_ms, token, then four per bucket: kind ("window"|"daily"), limit, window_ms, reset_ms
---       (reset_ms: epoch ms of the next daily reset; 0 for window buckets).
+-- ARGV: max_ms, token, then four per bucket: kind ("window"|"daily"|"borrow"), limit, window_ms,
+--       reset_ms (reset_ms: epoch ms of the next daily reset; 0 for window buckets).
+--       "borrow": a window bucket (a pace) the call takes its own earliest slot of, or the
+--       call's slot if later, without waiting for it: the slot obeys the rule below, so the
+--       pace holds, and the next call that waits for the pace waits longer.
 -- Reply: {status, slot_ms, now_ms, bucket_index}; status 0 = reserved at slot_ms,
 --        1 = not reserved, earliest slot is slot_ms (> now + max_ms),
 --        2 = daily bucket full until slot_ms (its reset).
@@ -59,6 +62,7 @@ local function daily_reset(key, reset)
 end
 
 local t, binding = now, 1
+local borrowed = {}
 for i = 1, n do
   local a = 2 + (i - 1) * 4
   local kind, limit, window = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
@@ -76,7 +80,9 @@ for i = 1, n do
   if paused > 0 then
     cand = math.max(cand, now + paused)
   end
-  if cand > t then
+  if kind == 'borrow' then
+    borrowed[i] = cand
+  elseif cand > t then
     t, binding = cand, i
   end
 end
@@ -96,8 +102,9 @@ for i = 1, n do
     end
     redis.call('PEXPIREAT', data, num(reset))
   else
-    redis.call('ZADD', data, num(t), token)
-    redis.call('PEXPIRE', data, num(t - now + window + 1000))
+    local at = math.max(t, borrowed[i] or t)
+    redis.call('ZADD', data, num(at), token)
+    redis.call('PEXPIRE', data, num(at - now + window + 1000))
   end
 end
 return {0, t, now, binding}

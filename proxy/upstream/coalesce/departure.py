@@ -27,6 +27,7 @@ from proxy.metrics import Metrics
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer
 from proxy.upstream.coalesce.calls import BatchableCall
+from proxy.upstream.coalesce.pacing import same_slot
 from proxy.upstream.coalesce.shapes import BatchCall, batch_call
 from proxy.upstream.coalesce.split import AMBIGUOUS, Made, Single, split_answer
 from proxy.upstream.transport import Outgoing
@@ -49,6 +50,7 @@ class Ride:
     max_batch: int
     max_hold_s: float
     batch_buckets: Sequence[BucketSpec]  # what the batch call draws from
+    lone_buckets: Sequence[BucketSpec]  # what a call leaving alone at once must find free
     # The rider's own units of buckets that count flows, not calls (`admissions`): taken by
     # each rider before it gathers, since a batch call draws them once for all its riders.
     admission: CallPlan | None = None
@@ -82,7 +84,7 @@ class Departure:
         for member in members:
             self._metrics.coalesce_hold.labels(operation).observe(now - member.joined)
         try:
-            if len(members) == 1 and plan.buckets == members[0].ride.plan.buckets:
+            if len(members) == 1 and same_slot(plan.buckets, members[0].ride.plan.buckets):
                 settle(members[0], Alone(admitted=True))
                 return
             await self._batch(members, plan, admitted=True)

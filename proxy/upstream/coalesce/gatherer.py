@@ -18,7 +18,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from aiohttp import web
@@ -29,6 +29,7 @@ from proxy.metrics import Metrics
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer
 from proxy.upstream.coalesce.departure import Alone, Departure, Member, Ride, settle
+from proxy.upstream.coalesce.pacing import pace_first
 
 __all__ = ["Coalescer", "Ride"]
 
@@ -47,6 +48,8 @@ class _Group:
     hold_s: float
     members: list[Member] = field(default_factory=list)
     full: asyncio.Event = field(default_factory=asyncio.Event)
+    # The batch call's deadline, once it asks for its slot: the earliest of its members'.
+    deadline: float | None = None
 
 
 class Coalescer:
@@ -94,11 +97,12 @@ class Coalescer:
         group = self._open.get(key)
         if group is None:
             # A group of this kind waiting for its slot: a new call waits for the next one too.
-            if self._waiting[key] > 0 or not await self._caller.try_admit(ride.plan):
+            lone = replace(ride.plan, buckets=ride.lone_buckets)
+            if self._waiting[key] > 0 or not await self._caller.try_admit(lone):
                 group = self._open.get(key) or self._open_group(key, ride)
             else:
                 return Alone(admitted=True)
-        if ride.plan.deadline < group.leader.plan.deadline:
+        if group.deadline is not None and ride.plan.deadline < group.deadline:
             return Alone(admitted=False)  # the group may wait longer than this call may
         member = Member(ride, time.monotonic(), asyncio.get_running_loop().create_future())
         group.members.append(member)
@@ -138,13 +142,15 @@ class Coalescer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.full.wait(), group.hold_s)
         plan = _batch_plan(group)
+        group.deadline = plan.deadline
         try:
-            await self._caller.admit(plan)
-        except Exception as exc:  # RateLimited, mostly: the leader's deadline is gone
-            leader, *others = group.members
-            settle(leader, exc)
-            for member in others:
-                settle(member, Alone(admitted=False))  # each may still meet its deadline
+            for buckets in pace_first(plan.buckets):
+                await self._caller.admit(replace(plan, buckets=buckets))
+        except Exception as exc:  # RateLimited, mostly: the earliest deadline is gone
+            for member in group.members:
+                # the members whose deadline is gone get the 429; the others may still meet theirs
+                late = member.ride.plan.deadline <= plan.deadline
+                settle(member, exc if late else Alone(admitted=False))
             return None
         return plan
 
@@ -152,11 +158,12 @@ class Coalescer:
 def _batch_plan(group: _Group) -> CallPlan:
     leader = group.leader.plan
     priority = min((m.ride.plan.priority for m in group.members), default=leader.priority)
+    deadline = min((m.ride.plan.deadline for m in group.members), default=leader.deadline)
     return CallPlan(
         credential=leader.credential,
         buckets=group.leader.batch_buckets,
         priority=Priority(priority),
-        deadline=leader.deadline,
+        deadline=deadline,
         idempotent=group.leader.call.operation in IDEMPOTENT,
         daily_reset_ms=leader.daily_reset_ms,
         trace=leader.trace,

@@ -15,6 +15,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import cast
 
 import fakeredis
@@ -435,11 +436,15 @@ async def test_lua_matches_the_reference_model(redis: Redis, cred: str, seed: in
         BucketSpec("a", rng.randint(1, 4), rng.choice([20, 50, 100])),
         BucketSpec("b", rng.randint(1, 4), rng.choice([20, 50, 100])),
         BucketSpec("d", rng.randint(10, 40), 0, kind="daily"),
+        BucketSpec("p", 1, rng.choice([20, 50, 100])),  # a pace, waited for or borrowed
     ]
     model, reset = BudgetModel(), wall_ms() + HOUR_MS
     reserved: dict[str, list[BucketSpec]] = {}
     for i in range(150):
-        chosen = rng.sample(specs, rng.randint(1, 3))
+        chosen = [
+            replace(s, borrow=s.name == "p" and rng.random() < 0.5)
+            for s in rng.sample(specs, rng.randint(1, 4))
+        ]
         max_ms = rng.choice([0, 10, 100, 10**6])
         keys, args = admit_request(KEYS, cred, chosen, max_ms, f"t{i}", reset)
         got = parse_admit(await admit(keys=keys, args=args), chosen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_left
 from collections.abc import Sequence
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -78,6 +79,31 @@ def test_all_or_nothing_across_buckets() -> None:
     plan = model.admit([SEARCH, DAILY], 200, 0, "t4", reset_ms=9999)
     assert (plan.status, plan.slot_ms, plan.bucket) == ("daily_full", 9999, "daily")
     assert all(token != "t4" for _, token in model.logs["search"])
+
+
+PACE = BucketSpec("general-pace", 1, 100)
+
+
+def test_a_borrowed_pace_is_taken_without_waiting_and_paid_by_the_next_waiter() -> None:
+    model = BudgetModel()
+    assert model.admit([GENERAL, PACE], 0, 1000, "first").slot_ms == 0
+    borrowed = replace(PACE, borrow=True)
+    for i in range(3):  # a flow's later steps leave now; the pace's slots are theirs all the same
+        plan = model.admit([GENERAL, borrowed], 10, 0, f"step{i}")
+        assert (plan.status, plan.slot_ms) == ("reserved", 10)
+    assert [t for t, _ in model.logs["general-pace"]] == [0, 100, 200, 300]
+    waiter = model.admit([GENERAL, PACE], 10, 1000, "next-flow")
+    assert (waiter.slot_ms, waiter.bucket) == (400, "general-pace")
+
+
+def test_a_borrower_still_waits_for_the_buckets_it_does_not_borrow() -> None:
+    model = BudgetModel()
+    for i in range(5):
+        model.admit([GENERAL], 0, 1000, f"t{i}")
+    plan = model.admit([GENERAL, replace(PACE, borrow=True)], 10, 1000, "step")
+    assert (plan.slot_ms, plan.bucket) == (100, "general")
+    assert model.logs["general-pace"] == [(100, "step")]  # at the call's slot: never before it
+    assert model.admit([GENERAL, replace(PACE, borrow=True)], 10, 0, "x").status == "later"
 
 
 def test_pause_pushes_the_slot() -> None:
@@ -228,6 +254,7 @@ def test_policies() -> None:
         {"name": "a:b", "limit": 1, "window_ms": 1},
         {"name": "a", "limit": 0, "window_ms": 1},
         {"name": "a", "limit": 1, "window_ms": 0},
+        {"name": "a", "limit": 1, "window_ms": 0, "kind": "daily", "borrow": True},
     ],
 )
 def test_bucket_spec_validation(kwargs: dict[str, object]) -> None:
