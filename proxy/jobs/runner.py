@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,15 +24,11 @@ from proxy.http.responses import json_response
 from proxy.metrics import Metrics
 from proxy.store.health import REDIS_TROUBLE
 from proxy.store.keys import tagged
-from proxy.store.scripts import script
+from proxy.store.lease import Lease, LeaseHeld
 
 log = logging.getLogger("proxy.jobs")
 
 JobFn = Callable[[], Awaitable[dict[str, Any]]]
-
-
-class LeaseHeld(Exception):
-    """Another replica is running this job now."""
 
 
 @dataclass(frozen=True)
@@ -64,36 +59,6 @@ class JobResult:
         return body
 
 
-class Lease:
-    def __init__(self, redis: aioredis.Redis, name: str, ttl_s: float) -> None:
-        self._redis = redis
-        self.key = tagged("jobs", "lease", name)
-        self._ttl_ms = int(ttl_s * 1000)
-        self._owner = secrets.token_hex(8)
-        self._release = script(redis, "lease_release")
-        self._renew = script(redis, "lease_renew")
-
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        if not await self._redis.set(self.key, self._owner, nx=True, px=self._ttl_ms):
-            raise LeaseHeld(self.key)
-        renewer = asyncio.create_task(self._keep())
-        try:
-            yield
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(*REDIS_TROUBLE):
-                await self._release(keys=[self.key], args=[self._owner])
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self._ttl_ms / 3000)
-            with contextlib.suppress(*REDIS_TROUBLE):
-                await self._renew(keys=[self.key], args=[self._owner, self._ttl_ms])
-
-
 class JobRunner:
     def __init__(
         self, redis: aioredis.Redis, jobs: Mapping[str, JobSpec], metrics: Metrics
@@ -101,7 +66,10 @@ class JobRunner:
         self._redis = redis
         self.jobs = dict(jobs)
         self._metrics = metrics
-        self._leases = {name: Lease(redis, name, spec.lease_ttl_s) for name, spec in jobs.items()}
+        self._leases = {
+            name: Lease(redis, tagged("jobs", "lease", name), spec.lease_ttl_s)
+            for name, spec in jobs.items()
+        }
         self._tasks: list[asyncio.Task[None]] = []
         for name in self.jobs:
             # Zero, not absent, so that increase() sees the first failure after a restart.

@@ -222,6 +222,11 @@ class WriteConfig:
     max_held: int = 2000  # writes one worker holds in memory at most
     max_inputs: int = 100  # HubSpot's batch limit
     claim_idle_s: float = 30.0  # an entry idle this long belongs to a dead consumer
+    # One replica at a time reads new writes, under a lease of this TTL renewed at each read,
+    # so a burst's writes gather into full batches on one replica instead of each replica
+    # sending its share every flush interval. A reader busy longer than the TTL (a batch
+    # waiting for budget) loses the lease to another replica. 0: every replica reads.
+    reader_lease_s: float = 3.0
     max_attempts: int = 8
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
@@ -253,8 +258,11 @@ class WriteConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"writes.{name} must be > 0")
-        if self.flush_interval_s < 0:
-            raise ValueError("writes.flush_interval_s must be >= 0")
+        for name in ("flush_interval_s", "reader_lease_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"writes.{name} must be >= 0")
+        if 0 < self.reader_lease_s <= self.block_s:
+            raise ValueError("writes.reader_lease_s must outlast one blocking read (block_s)")
         if not 1 <= self.max_inputs <= 100:
             raise ValueError("writes.max_inputs must be between 1 and 100")
         for name in ("max_attempts", "read_count", "max_held", "accept_concurrency"):

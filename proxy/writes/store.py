@@ -7,6 +7,7 @@ Key layout (prefix `hubspot` by default)::
     hubspot:{writes}:status:<write id>    hash: state, attempts, error, result, ... (TTL 7 days)
     hubspot:{writes}:created:<type>:<id>  which write created a record (TTL as status)
     hubspot:{writes}:assoc-types          learned default association type per type pair
+    hubspot:{writes}:reader               lease of the replica reading new writes (worker)
 
 One stream rather than one per credential: every replica then reads with one XREADGROUP, claims
 with one XAUTOCLAIM and measures lag with one XPENDING, and stream order is a single total order,
@@ -65,6 +66,7 @@ class WriteKeys:
         self.stream = self.base
         self.dead = f"{self.base}:dead"
         self.assoc_types = f"{self.base}:assoc-types"
+        self.reader = f"{self.base}:reader"  # lease: the replica that reads new writes
 
     def status(self, write_id: str) -> str:
         return f"{self.base}:status:{write_id}"

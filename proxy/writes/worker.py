@@ -14,6 +14,9 @@ Every replica runs one, as a member of one consumer group. The rules it keeps:
   anywhere in the group (XPENDING is the group-wide list of unfinished entries; stream order is
   delivery order). A failing update therefore holds back the later ones of its object, and a
   retry can never be overtaken.
+- One replica at a time reads new writes (a lease, `reader_lease_s`, renewed at each read), so a
+  burst's writes gather on one replica into full batches; the others claim abandoned entries
+  and take over reading when the lease lapses (a reader gone, full, or busy past its TTL).
 - Budget is spent at `Priority.BACKGROUND` through the shared `AdmittedCaller`, so interactive
   calls go first; a batch that cannot get budget in `send_wait_s` is postponed, not failed.
   A kind of write leaves at most once per `flush_interval_s` unless its batch is full
@@ -44,6 +47,7 @@ from proxy.errors import GatewayError
 from proxy.hubspot.protocol import canonical_object_type
 from proxy.metrics import Metrics
 from proxy.store.health import REDIS_TROUBLE, RedisHealth
+from proxy.store.lease import Lease
 from proxy.store.vault import TokenVault
 from proxy.upstream.admitted import RateLimited
 from proxy.upstream.background import BackgroundClient
@@ -90,6 +94,8 @@ class WriteWorker:
         self._solo: set[str] = set()  # objects whose merged update HubSpot refused
         self._order = OrderGate(store)
         self._cadence = FlushCadence(self.config.flush_interval_s, self.config.max_inputs)
+        lease_s = self.config.reader_lease_s
+        self._reader = Lease(store.redis, store.keys.reader, lease_s) if lease_s > 0 else None
         self._learned: dict[str, str] = {}
         self._last_claim = -float("inf")
         self._group_ready = False
@@ -126,6 +132,8 @@ class WriteWorker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._reader is not None:
+            await self._reader.release()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -180,11 +188,17 @@ class WriteWorker:
         count = await self._claim()
         room = self.config.max_held - len(self._held)
         if room <= 0:
+            if self._reader is not None:
+                await self._reader.release()  # full: let another replica read
             return count
         want = min(room, self.config.read_count)
+        block = None if count or block_ms is None else max(1, block_ms)
         self._reading = True
         try:
-            block = None if count or block_ms is None else max(1, block_ms)
+            if self._reader is not None and not await self._reader.acquire():
+                # Another replica reads new writes; wait as a blocking read would have.
+                await asyncio.sleep((block or 0) / 1000)
+                return count
             entries = await self.store.read_new(self.consumer, want, block)
         finally:
             self._reading = False

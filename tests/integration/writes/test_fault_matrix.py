@@ -65,11 +65,13 @@ VARIANTS = {
     "whole-batch-400": Variant(
         {"reject_whole_batch": True}, 300, invalid_every=25, struck=("400",)
     ),
+    # Rates high enough to be felt in the ~10-20 batch calls one reader makes of 1,000 writes
+    # (P(no fault) 0.7^15 and 0.5^15), which every replica sending its share used to multiply.
     "5xx-after-applying": Variant(
-        {"fault_5xx_after_rate": 0.15}, 1000, struck=("502", "503", "504"), retried=True
+        {"fault_5xx_after_rate": 0.3}, 1000, struck=("502", "503", "504"), retried=True
     ),
     "timeout-after-applying": Variant({"fault_timeout_after_rate": 0.4}, 300, retried=True),
-    "423-locked": Variant({"fault_423_rate": 0.2}, 300, struck=("423",), retried=True),
+    "423-locked": Variant({"fault_423_rate": 0.5}, 1000, struck=("423",), retried=True),
     "gateway-sigkill-mid-drain": Variant(SLOW, 1000, fault="kill-gateway"),
     "redis-restart-mid-drain": Variant(SLOW, 1000, fault="restart-redis"),
 }

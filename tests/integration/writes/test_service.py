@@ -26,7 +26,14 @@ from proxy.upstream.background import BackgroundClient
 from proxy.upstream.rate_headers import RateLimitRecorder
 from proxy.upstream.transport import Upstream
 from proxy.writes.answers import WRITE_ID_HEADER
-from proxy.writes.model import ASSOCIATE_DEFAULT, NOTE_CREATE, UPDATE, WriteConfig, WriteRequest
+from proxy.writes.model import (
+    ASSOCIATE_DEFAULT,
+    NOTE_CREATE,
+    UPDATE,
+    WriteConfig,
+    WriteItem,
+    WriteRequest,
+)
 from proxy.writes.service import WriteBehind
 from tests.kit.harness import TOKEN, sim_url
 
@@ -392,6 +399,42 @@ async def exam_total(harness: Harness) -> str:
     return str(exam["properties"]["total_bookings"])
 
 
+@pytest.mark.parametrize(("lease_s", "most_calls"), [(3.0, 2), (0.0, None)])
+async def test_one_replica_reads_a_bursts_writes_into_few_batches(
+    harness: Harness, lease_s: float, most_calls: int | None
+) -> None:
+    """Writes accepted by two replicas over a flush interval: under the reader lease one worker
+    holds them all and sends its first alone and the rest in one batch. With every replica
+    reading (lease 0) each sends its own share on its own cadence (how many calls that takes
+    depends on which replica Redis hands each write to); every write lands either way."""
+    links = 20
+    await harness.seed("contacts", [str(i) for i in range(1, links + 1)])
+    await harness.seed("deals", ["9"])
+    replicas = [
+        await harness.replica(
+            consumer=name, flush_interval_s=2.0, reader_lease_s=lease_s, linger_s=0.0
+        )
+        for name in ("a", "b")
+    ]
+    for replica in replicas:
+        await replica.start()
+    ids = []
+    for i in range(1, links + 1):
+        answer = await replicas[i % 2].accept(
+            CRED, TOKEN, ASSOCIATE_DEFAULT, assoc_req(str(i), "9")
+        )
+        ids.append(answer.write_id)
+        await asyncio.sleep(0.05)  # spread over half the flush interval
+    await wait_states(replicas[0], ids, {"sent"})
+
+    sent = [c for c in await harness.calls() if "/associations/" in c["path"]]
+    assert sorted(await harness.associated("deals", "9", "contacts")) == sorted(
+        str(i) for i in range(1, links + 1)
+    )
+    if most_calls is not None:
+        assert len(sent) <= most_calls, sent
+
+
 async def test_two_updates_in_a_row_end_with_the_later_value(harness: Harness) -> None:
     await harness.seed(EXAM_TYPE, ["5"], total_bookings="0", capacity="10")
     writes = await harness.replica()
@@ -404,10 +447,11 @@ async def test_two_updates_in_a_row_end_with_the_later_value(harness: Harness) -
 
 
 async def test_a_failing_update_is_not_overtaken_by_a_later_one(harness: Harness) -> None:
-    """Replica A holds update 1, failing; replica B gets update 2 and must wait for it."""
+    """Replica A holds update 1, failing; replica B gets update 2 and must wait for it. (Both
+    read new writes, as when A's reader lease lapsed while its batch waited for budget.)"""
     await harness.seed(EXAM_TYPE, ["5"], total_bookings="0")
-    a = await harness.replica(consumer="a", backoff_base_s=0.3, backoff_max_s=0.3)
-    b = await harness.replica(consumer="b")
+    a = await harness.replica(consumer="a", backoff_base_s=0.3, backoff_max_s=0.3, reader_lease_s=0)
+    b = await harness.replica(consumer="b", reader_lease_s=0)
     assert a.worker is not None and b.worker is not None
     await a.store.ensure_group()
     await harness.sim_post("/__sim/config", {"fault_5xx_rate": 1.0})
@@ -466,6 +510,44 @@ async def test_redis_down_at_accept_time_refuses_with_503() -> None:
         assert refused == 1
     finally:
         await redis.aclose()
+
+
+@pytest.mark.parametrize("others_answered", [True, False])
+async def test_a_slow_accept_waits_while_redis_answers_others(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, others_answered: bool
+) -> None:
+    """An accept slower than its timeout is kept while Redis answers other calls (a starved
+    machine) and stored once; with nothing answered meanwhile (Redis away) it gets its 503."""
+    health = RedisHealth()
+    writes = await harness.replica(health, accept_timeout_s=0.2)
+    enqueue = writes.store.enqueue
+    stored: list[str] = []
+
+    async def slow_enqueue(item: WriteItem) -> str:
+        await asyncio.sleep(0.3)  # past one timeout, within the patience
+        stored.append(await enqueue(item))
+        return stored[-1]
+
+    async def others() -> None:
+        while others_answered:
+            health.succeeded()  # the limiter's and the caches' calls, answered
+            await asyncio.sleep(0.02)
+
+    monkeypatch.setattr(writes.store, "enqueue", slow_enqueue)
+    answering = asyncio.create_task(others())
+    try:
+        if others_answered:
+            answer = await writes.accept(CRED, TOKEN, NOTE_CREATE, note_req("slow"))
+            assert answer.status == 202 and len(stored) == 1
+            assert (await writes.status(answer.write_id, None) or {}).get("state") == "queued"
+        else:
+            with pytest.raises(ServiceUnavailable):
+                await writes.accept(CRED, TOKEN, NOTE_CREATE, note_req("slow"))
+            await asyncio.sleep(0.3)
+            assert stored == []  # given up, and not stored behind the client's back
+    finally:
+        answering.cancel()
+    assert await writes.store.redis.xlen(writes.store.keys.stream) == len(stored)
 
 
 async def test_a_stream_read_redis_answered_closes_the_shared_breaker(harness: Harness) -> None:
