@@ -92,9 +92,23 @@ class RuleRedis:
         return self.client is not None and not self._health.is_open
 
     async def run(
+        self, component: str, op: Callable[[aioredis.Redis], Awaitable[T]], *, patience: int = 0
+    ) -> T | Unavailable:
+        """`op(client)` within the timeout, or UNAVAILABLE (counted; trouble opens the breaker).
+
+        `patience`: how many more times a read is asked while the breaker stays closed (Redis
+        busy or the process starved, not Redis away), for a read whose UNAVAILABLE costs more
+        than waiting: a search index lookup forwarded spends HubSpot's 5-a-second search limit."""
+        got = await self._run_once(component, op)
+        for _ in range(patience):
+            if not isinstance(got, Unavailable) or not self.usable:
+                break
+            got = await self._run_once(component, op)
+        return got
+
+    async def _run_once(
         self, component: str, op: Callable[[aioredis.Redis], Awaitable[T]]
     ) -> T | Unavailable:
-        """`op(client)` within the timeout, or UNAVAILABLE (counted; trouble opens the breaker)."""
         client = self.client
         if client is None or not self._health.should_try():
             return UNAVAILABLE

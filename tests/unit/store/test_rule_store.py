@@ -71,6 +71,33 @@ async def test_timeouts_in_a_row_or_an_error_rest_redis_a_while(
     assert not store.usable
 
 
+async def test_a_patient_read_is_asked_again_while_redis_answers_others(store: RuleRedis) -> None:
+    """A timeout during which Redis answered another call leaves the breaker closed: a patient
+    read tries again and gets its answer; an impatient one gives up."""
+    tries = 0
+
+    async def slow_first_time(r: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            other = asyncio.create_task(store.run("other", lambda r: r.set("o", "1")))
+            await asyncio.sleep(1)  # past the timeout, while the other call is answered
+            await other
+        return await r.get("k")
+
+    await store.run("t", lambda r: r.set("k", "v"))
+    assert await store.run("t", slow_first_time) is UNAVAILABLE
+    assert store.usable and tries == 1
+    tries = 0
+    assert await store.run("t", slow_first_time, patience=2) == b"v"
+    assert tries == 2
+
+
+async def test_a_patient_read_gives_up_once_the_breaker_opens(store: RuleRedis) -> None:
+    assert await store.run("t", slow, patience=5) is UNAVAILABLE
+    assert not store.usable
+
+
 async def test_repairs_run_first_once_redis_answers(store: RuleRedis, clock: Clock) -> None:
     async def repair(r: Any) -> None:
         await r.set("repaired", "1")
