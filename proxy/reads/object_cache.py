@@ -83,7 +83,7 @@ class ObjectCache:
             args = [object_id]
             for o in overlays:
                 args += [*o.args, o.count_property, o.capacity_property]
-            got = await self.store.run("object_cache", lambda r: lua(keys=keys, args=args))
+            got = await self.store.call_script("object_cache", lua, keys, args)
         else:
             got = await self.store.run("object_cache", lambda r: r.mget([gen_key, entry_key]))
         if isinstance(got, Unavailable):
