@@ -18,6 +18,7 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
@@ -34,6 +35,7 @@ GENERATION_EXTRA_MS: Final = 3_600_000
 NO_GENERATION: Final = "0"
 
 
+@lru_cache(maxsize=4096)  # a calendar reads the same few exams again and again
 def _keys(cred: str, object_type: str, object_id: str, query: str) -> tuple[str, str]:
     base = key(cred, "oc", part(object_type), part(object_id))
     digest = hashlib.sha256(query.encode()).hexdigest()[:24]
