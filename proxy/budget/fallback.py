@@ -111,6 +111,11 @@ class LocalBudget:
             return
         self.pause(cred, spec.name, max(0.0, hold_s) + used * limiter.time_period / capacity)
 
+    @property
+    def has_recent(self) -> bool:
+        """Whether calls were admitted here since Redis last heard of them."""
+        return bool(self._busy_until)
+
     def recent_windows(self) -> dict[tuple[str, str], float]:
         """Seconds from now that calls admitted here still fill each (cred, bucket)'s window."""
         now = self._clock()

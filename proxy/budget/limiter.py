@@ -64,6 +64,7 @@ T = TypeVar("T")
 
 _STATUS: Final[dict[int, SlotStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+LANE_ARGS_MAX: Final = 4096
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ class _Turn:
 
 class _Scripts:
     def __init__(self, redis: Redis) -> None:
-        self.admit = script(redis, "admit")
+        self.admit = script(redis, "admit_core", "admit")
+        self.admit_many = script(redis, "admit_core", "admit_many")
         self.release = script(redis, "release")
         self.pause = script(redis, "pause")
         self.learn = script(redis, "learn")
@@ -183,6 +185,27 @@ def admit_request(
         names += [keys.data(cred, spec), keys.pause(cred, spec.name), keys.learned(cred, spec.name)]
         args += ["borrow" if spec.borrow else spec.kind, spec.limit, spec.window_ms, reset_ms or 0]
     return names, args
+
+
+def admit_many_request(asks: Sequence[Ask]) -> tuple[list[str], list[str | int]] | None:
+    """KEYS and ARGV for admit_many.lua: the asks' shared keys and bucket values, then each
+    ask's max_ms and token; None for one ask, or asks whose buckets differ."""
+    if len(asks) < 2:
+        return None
+    first = asks[0]
+    keys, shared = first.keys, first.args[2:]
+    if any(ask.keys != keys or ask.args[2:] != shared for ask in asks):
+        return None
+    args: list[str | int] = [len(asks), *shared]
+    for ask in asks:
+        args += ask.args[:2]
+    return keys, args
+
+
+def split_admit_many(joined: bytes | str) -> list[list[str]]:
+    """admit_many.lua's one string back into one admit.lua reply per call."""
+    numbers = (joined.decode() if isinstance(joined, bytes) else joined).split(",")
+    return [numbers[i : i + 4] for i in range(0, len(numbers), 4)]
 
 
 def parse_admit(reply: Sequence[Any], specs: Sequence[BucketSpec]) -> SlotReply:
@@ -235,6 +258,9 @@ class Limiter:
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
+        self._lane_args: dict[
+            tuple[str, tuple[BucketSpec, ...], int | None], tuple[list[str], list[str | int]]
+        ] = {}
         # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
         self._recent_slots: dict[tuple[str, str], deque[float]] = {}
 
@@ -416,7 +442,8 @@ class Limiter:
         if self._health.should_try():
             answers_before = self._health.answers
             try:
-                await self._hand_back()
+                if self._local.has_recent:
+                    await self._hand_back()
                 step = await self._redis_step(
                     lane, turn, cred, specs, place, horizon, deadline, reset_ms
                 )
@@ -449,9 +476,8 @@ class Limiter:
     ) -> _Reserved | _Later:
         remaining_ms = _ms(deadline - self._clock())
         token = next(self._tokens)
-        keys, args = admit_request(
-            self._keys, cred, specs, min(remaining_ms, _ms(horizon)), token, reset_ms
-        )
+        keys, buckets = self._bucket_args(cred, specs, reset_ms)
+        args: list[str | int] = [min(remaining_ms, _ms(horizon)), token, *buckets]
         reply = await self._admit(lane, turn, cred, specs, place, token, (keys, args))
         # Redis time >= reply.now_ms when the reply arrives, so this never wakes before the slot.
         slot_at = self._clock() + reply.wait_ms / 1000
@@ -490,12 +516,30 @@ class Limiter:
             raise
         return parse_admit(reply, specs)
 
+    def _bucket_args(
+        self, cred: str, specs: Sequence[BucketSpec], reset_ms: int | None
+    ) -> tuple[list[str], list[str | int]]:
+        """admit.lua's KEYS and bucket ARGV of a lane (`admit_request`), made once per lane;
+        shared by its asks, so never changed."""
+        found = self._lane_args.get((cred, tuple(specs), reset_ms))
+        if found is None:
+            if len(self._lane_args) >= LANE_ARGS_MAX:
+                self._lane_args.clear()  # bounded: daily resets and credentials come and go
+            keys, args = admit_request(self._keys, cred, specs, 0, "", reset_ms)
+            found = self._lane_args[(cred, tuple(specs), reset_ms)] = (keys, args[2:])
+        return found
+
     async def _send_asks(self, asks: Sequence[Ask]) -> list[Any]:
-        """One round trip for a lane's batch of admit calls, bounded by the gateway's timeout."""
+        """One round trip for a lane's batch of admit calls, bounded by the gateway's timeout:
+        one admit_many.lua call when they share their buckets (they do, but for a rules reload
+        between them), else a pipeline of admit.lua calls."""
         assert self._redis is not None and self._scripts is not None
         self._counts["round_trips"] += 1
-        calls = [(ask.keys, ask.args) for ask in asks]
         async with redis_timeout(self._timeout):
+            many = admit_many_request(asks)
+            if many is not None:
+                return split_admit_many(await self._scripts.admit_many(keys=many[0], args=many[1]))
+            calls = [(ask.keys, ask.args) for ask in asks]
             return await run_script_batch(self._redis, self._scripts.admit, calls)
 
     async def _until_slot(

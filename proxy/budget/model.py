@@ -1,8 +1,9 @@
 """Budget arithmetic (pure): bucket specs, the admission slot rule, learned limits, fallback sizing.
 
-`lua/admit.lua` is the production implementation of the slot rule; `BudgetModel` below is its
-Python mirror, kept in step with it so the arithmetic can be tested with a fake clock and random
-arrival sequences. Times are integers in milliseconds; nothing here reads a clock.
+`lua/admit_core.lua` (run by `admit.lua`, and by `admit_many.lua` for a batch) is the production
+implementation of the slot rule; `BudgetModel` below is its Python mirror, kept in step with it
+so the arithmetic can be tested with a fake clock and random arrival sequences. Times are
+integers in milliseconds; nothing here reads a clock.
 
 Why the slot rule never puts more than N calls in any rolling window of W ms
 ---------------------------------------------------------------------------

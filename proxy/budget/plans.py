@@ -126,9 +126,11 @@ def plan_for(
     request_id: str = "",
     wait_s: float | None = None,
     classification: Classification | None = None,
+    now: float | None = None,
 ) -> CallPlan:
     """The budget plan of one call. `wait_s` replaces the route's max_wait (the gateway's own
-    background calls); `classification` saves classifying a call the caller already has."""
+    background calls); `classification` saves classifying a call the caller already has; `now`
+    (time.monotonic()) is when the call arrived, for a plan made later."""
     classified = classification or rules.classify(method, path)
     wait_s = classified.max_wait_s if wait_s is None else wait_s
     asked = client_max_wait_s(max_wait_header)
@@ -138,7 +140,7 @@ def plan_for(
         credential=credential,
         buckets=bucket_specs(rules, classified.buckets),
         priority=priority if priority is not None else Priority[classified.priority.upper()],
-        deadline=time.monotonic() + wait_s,
+        deadline=(time.monotonic() if now is None else now) + wait_s,
         idempotent=is_idempotent(method, path),
         daily_reset_ms=daily_reset_ms(rules.limits.daily_timezone),
         trace=CallTrace(request_id=request_id),

@@ -1,8 +1,10 @@
 """One client request as the gateway knows it: read once, its token parsed once, classified once,
-planned once, its JSON body parsed once. Every action receives this one object."""
+planned once (when first needed), its JSON body parsed once. Every action receives this one
+object."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -33,7 +35,7 @@ class ClientRequest:
     token: str | None
     credential: str
     classification: Classification
-    plan: CallPlan
+    planned: Callable[[], CallPlan] = field(repr=False)
     route: str = "forward"
     outcome: str = "forwarded"
     upstream_status: int | None = None
@@ -44,6 +46,12 @@ class ClientRequest:
     cache_fill: tuple[ObjectCacheRule, str, str] | None = None  # rule, object id, generation
     first_sight: bool = False  # the lookup waited for HubSpot to accept the token
     counted: CounterRule | None = None  # counted already, in the same step that accepted it
+
+    @cached_property
+    def plan(self) -> CallPlan:
+        """The budget plan, made on first use: answers made up (respond, cache hits) need none.
+        Its deadline counts from the request's arrival all the same."""
+        return self.planned()
 
     @property
     def has_token(self) -> bool:

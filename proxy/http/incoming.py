@@ -36,6 +36,11 @@ async def read_body(
 
     When the body is decoded, its `Content-Encoding` is removed from `headers`.
     """
+    if not request.body_exists:
+        return b""
+    if request.content.is_eof() and not inflatable(headers.get("Content-Encoding", "")):
+        # All of it is here already (a small body comes with its head): nothing to wait for.
+        return await _read_raw(request, limit)
     try:
         async with asyncio.timeout(timeout_s):
             raw = await _read_raw(request, limit)

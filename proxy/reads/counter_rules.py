@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from proxy.reads.counters import Counters, CounterState, Op, count_value, counter_state
 from proxy.reads.object_cache import OverlayRead
@@ -41,9 +41,13 @@ def booking_exam_pairs(
     return [(to, fr) if exam_first else (fr, to) for fr, to in pairs]
 
 
+READS_KEPT: Final = 4096
+
+
 class CounterRuntime:
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
+        self._reads: dict[tuple[str, int, str], tuple[CounterRule, OverlayRead]] = {}
 
     def accept_change(
         self,
@@ -86,9 +90,17 @@ class CounterRuntime:
         return True
 
     def read_with_cache(self, cred: str, rule: CounterRule, object_id: str) -> OverlayRead:
-        """The counter read that rides with an object-cache read (`ObjectCache.get`)."""
+        """The counter read that rides with an object-cache read (`ObjectCache.get`); made once
+        per (credential, rule, object) while the rule is in force (never changed after)."""
+        kept = self._reads.get((cred, id(rule), object_id))
+        if kept is not None and kept[0] is rule:
+            return kept[1]
         keys, args = self.counters.script_args(cred, rule, Op(object_id, "read"))
-        return OverlayRead(keys, args, rule.property, rule.capacity_property or "")
+        read = OverlayRead(keys, args, rule.property, rule.capacity_property or "")
+        if len(self._reads) >= READS_KEPT:
+            self._reads.clear()  # bounded: ids come from URLs
+        self._reads[(cred, id(rule), object_id)] = (rule, read)
+        return read
 
     async def overlay_read(self, cred: str, rule: CounterRule, obj: Any, reply: Any) -> bool:
         """`overlay` of one cached object whose counter was read with the cache read

@@ -18,6 +18,7 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
@@ -34,6 +35,7 @@ GENERATION_EXTRA_MS: Final = 3_600_000
 NO_GENERATION: Final = "0"
 
 
+@lru_cache(maxsize=4096)  # a calendar reads the same few exams again and again
 def _keys(cred: str, object_type: str, object_id: str, query: str) -> tuple[str, str]:
     base = key(cred, "oc", part(object_type), part(object_id))
     digest = hashlib.sha256(query.encode()).hexdigest()[:24]
@@ -83,7 +85,7 @@ class ObjectCache:
             args = [object_id]
             for o in overlays:
                 args += [*o.args, o.count_property, o.capacity_property]
-            got = await self.store.run("object_cache", lambda r: lua(keys=keys, args=args))
+            got = await self.store.call_script("object_cache", lua, keys, args)
         else:
             got = await self.store.run("object_cache", lambda r: r.mget([gen_key, entry_key]))
         if isinstance(got, Unavailable):

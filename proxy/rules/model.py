@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final, Literal, TypeAlias
 
-from proxy.hubspot.protocol import is_association_batch, is_search
+from proxy.hubspot.protocol import dumps, is_association_batch, is_search
 from proxy.rules.paths import (
     Match,
     canonical_segments,
@@ -144,6 +145,11 @@ class RespondRule(_RuleBase):
     status: int = 200
     body: Any = None  # plain JSON-compatible value; None sends no body
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def encoded_body(self) -> bytes | None:
+        """The body as sent, encoded once for every answer."""
+        return None if self.body is None else dumps(self.body)
 
 
 @dataclass(frozen=True)

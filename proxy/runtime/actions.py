@@ -190,9 +190,16 @@ class Actions:
 
     def _respond(self, rule: RespondRule) -> web.Response:
         self.metrics.rule_answers.labels(rule.name, "respond").inc()
-        if rule.body is None:
+        body = rule.encoded_body
+        if body is None:
             return web.Response(status=rule.status, headers=dict(rule.headers))
-        return json_response(rule.body, status=rule.status, headers=dict(rule.headers))
+        return web.Response(
+            body=body,
+            status=rule.status,
+            content_type="application/json",
+            charset="utf-8",
+            headers=dict(rule.headers) if rule.headers else None,
+        )
 
     async def _answer(self, req: ClientRequest) -> web.StreamResponse | None:
         action = req.classification.action

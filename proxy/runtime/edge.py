@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 from aiohttp import web
 
@@ -62,7 +63,8 @@ async def read_request(
     )
     current = rules.current
     classification = current.classify(request.method, path)
-    plan = plan_for(
+    planned = partial(
+        plan_for,
         current,
         credential,
         request.method,
@@ -70,6 +72,7 @@ async def read_request(
         max_wait_header=request.headers.get(MAX_WAIT_HEADER),
         request_id=request[REQUEST_ID],
         classification=classification,
+        now=time.monotonic(),
     )
     return ClientRequest(
         web=request,
@@ -82,7 +85,7 @@ async def read_request(
         token=token,
         credential=credential,
         classification=classification,
-        plan=plan,
+        planned=planned,
         route=classification.route.name if classification.route else "default",
     )
 

@@ -20,14 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as DroppedConnection
 
 from proxy.metrics import Metrics
 from proxy.store.health import REDIS_TROUBLE, RedisHealth, redis_timeout
+from proxy.store.scripts import run_script_calls
+from proxy.store.trips import Call, Trips
 
 log = logging.getLogger("proxy.rule_store")
 
@@ -35,6 +40,10 @@ T = TypeVar("T")
 # A burst queues for a connection in this process; its bound is longer than Redis's own.
 SLOT_WAIT_TIMEOUTS: Final = 4
 MAX_REPAIRS: Final = 10_000  # bounded: an endless outage must not grow memory without limit
+
+
+class _Busy(Exception):
+    """No connection slot came free in time: this process's queue, not Redis's trouble."""
 
 
 class Unavailable:
@@ -86,6 +95,7 @@ class RuleRedis:
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._repairs: dict[str, Repair] = {}
+        self._trips: dict[tuple[str, str], Trips] = {}
 
     @property
     def usable(self) -> bool:
@@ -132,6 +142,56 @@ class RuleRedis:
             self._slots.release()
         self._health.succeeded()
         return result
+
+    async def call_script(
+        self, component: str, lua: AsyncScript, keys: list[str], args: list[Any]
+    ) -> Any:
+        """`lua` run with `keys` and `args` as `run` would, its reply or UNAVAILABLE; the calls
+        made while one round trip of the same script is out leave together in the next
+        (`store.trips`): under load, one round trip answers many callers."""
+        client = self.client
+        if client is None or not self._health.should_try():
+            return UNAVAILABLE
+        if self._repairs or isinstance(client, RedisCluster):
+            # Repairs go first (`run`); a cluster's calls may live on different nodes.
+            return await self.run(component, lambda r: lua(keys=keys, args=args))
+        trips = self._trips.get((component, lua.sha))
+        if trips is None:
+            send = partial(self._send_trip, client, component, lua)
+            trips = self._trips[(component, lua.sha)] = Trips(send)
+        try:
+            return await trips.call(keys, args)
+        except (*REDIS_TROUBLE, _Busy):
+            self._metrics.redis_errors.labels(component).inc()
+            return UNAVAILABLE
+
+    async def _send_trip(
+        self, client: aioredis.Redis, component: str, lua: AsyncScript, calls: Sequence[Call]
+    ) -> list[Any]:
+        """One round trip for `calls`, bounded as `run` bounds one call; the breaker hears of
+        it once, and of each call's own error."""
+        slot_deadline = asyncio.get_running_loop().time() + self._timeout * SLOT_WAIT_TIMEOUTS
+        if not await self._slot_by(slot_deadline):
+            raise _Busy
+        answers_before = self._health.answers
+        try:
+            async with redis_timeout(self._timeout):
+                replies = await self._once_more_if_dropped(
+                    client, lambda r: run_script_calls(r, lua, calls)
+                )
+        except REDIS_TROUBLE as exc:
+            self._health.failed(exc, answers_before=answers_before)
+            log.warning("redis unavailable for %s: %s", component, type(exc).__name__)
+            raise
+        finally:
+            self._slots.release()
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is None:
+            self._health.succeeded()
+        else:
+            self._health.failed(failed, answers_before=answers_before)
+            log.warning("redis unavailable for %s: %s", component, type(failed).__name__)
+        return replies
 
     async def _slot_by(self, deadline: float) -> bool:
         """One of the `concurrency` slots, waiting for it until `deadline` (a free one is

