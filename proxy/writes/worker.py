@@ -196,7 +196,9 @@ class WriteWorker:
         self._reading = True
         try:
             if self._reader is not None and not await self._reader.acquire():
-                # Another replica reads new writes; wait as a blocking read would have.
+                # Another replica reads new writes: wait as a blocking read would have. Redis
+                # answered, so the shared breaker closes as after a read (see below).
+                self._health.succeeded()
                 await asyncio.sleep((block or 0) / 1000)
                 return count
             entries = await self.store.read_new(self.consumer, want, block)
