@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from dataclasses import replace
@@ -21,20 +20,6 @@ from proxy.store.keyfile import load_or_create_key
 log = logging.getLogger("proxy.server")
 
 
-# Objects allocated (and not freed) between two young-generation collections. Python's 700 makes
-# a collection every few requests (each decodes JSON into many small containers); the requests'
-# objects die young anyway, so fewer, larger collections cost less CPU for a little memory.
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def _tune_gc() -> None:
-    """Everything built at startup (rules, app, clients) lives as long as the process: frozen
-    out of the collector's scans; then the young generation is collected less often."""
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
 async def _serve_app(settings: Settings) -> int:
     app = create_app(settings)
     # handler_cancellation: a client that disconnects leaves the budget queue at once.
@@ -48,7 +33,6 @@ async def _serve_app(settings: Settings) -> int:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()
-    _tune_gc()
     log.info(
         "hubspot-proxy listening on http://%s:%d",
         settings.host,
