@@ -19,9 +19,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, TypeVar
 
 from redis.exceptions import (
     ClusterDownError,
@@ -30,6 +30,7 @@ from redis.exceptions import (
     SlotNotCoveredError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Under the limiter's name: its switch to the in-process budget is what operators alert on.
@@ -47,6 +48,19 @@ REDIS_TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 # A healthy event loop fires a timer within a few milliseconds of its time; one this late was
 # held up, so the timeout it raised says nothing about Redis.
 LATE_TIMER_S: Final = 0.05
+
+
+T = TypeVar("T")
+
+
+async def once_more_if_dropped(op: Callable[[], Awaitable[T]]) -> T:
+    """`op()`, sent again once if its pooled connection was one Redis dropped (it restarted):
+    redis-py discards that connection, so the second try goes out on a fresh one instead of
+    failing a call to a Redis that is back. Only for calls safe to send twice."""
+    try:
+        return await op()
+    except RedisConnectionError:
+        return await op()
 
 
 class LateTimeout(TimeoutError):

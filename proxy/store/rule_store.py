@@ -27,10 +27,9 @@ from typing import Any, Final, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as DroppedConnection
 
 from proxy.metrics import Metrics
-from proxy.store.health import REDIS_TROUBLE, RedisHealth, redis_timeout
+from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped, redis_timeout
 from proxy.store.scripts import run_script_calls
 from proxy.store.trips import Call, Trips
 
@@ -132,7 +131,7 @@ class RuleRedis:
             async with redis_timeout(self._timeout):
                 if self._repairs:
                     await self._repair(client)
-                result = await self._once_more_if_dropped(client, op)
+                result = await once_more_if_dropped(lambda: op(client))
         except REDIS_TROUBLE as exc:
             self._metrics.redis_errors.labels(component).inc()
             self._health.failed(exc, answers_before=answers_before)
@@ -176,9 +175,7 @@ class RuleRedis:
         answers_before = self._health.answers
         try:
             async with redis_timeout(self._timeout):
-                replies = await self._once_more_if_dropped(
-                    client, lambda r: run_script_calls(r, lua, calls)
-                )
+                replies = await once_more_if_dropped(lambda: run_script_calls(client, lua, calls))
         except REDIS_TROUBLE as exc:
             self._health.failed(exc, answers_before=answers_before)
             log.warning("redis unavailable for %s: %s", component, type(exc).__name__)
@@ -205,17 +202,6 @@ class RuleRedis:
         except TimeoutError:
             return False
         return True
-
-    @staticmethod
-    async def _once_more_if_dropped(
-        client: aioredis.Redis, op: Callable[[aioredis.Redis], Awaitable[T]]
-    ) -> T:
-        """A pooled connection Redis dropped (it restarted) fails once; redis-py discards it, so
-        one more try goes out on a fresh connection instead of resting a Redis that is back."""
-        try:
-            return await op(client)
-        except DroppedConnection:
-            return await op(client)
 
     def repair_later(self, name: str, repair: Repair) -> bool:
         """Run `repair` once Redis answers again; one per name (the latest wins). False when

@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
-from proxy.store.health import REDIS_TROUBLE, RedisHealth
+from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped
 from proxy.store.replicated import NotReplicated
 from proxy.store.scripts import CounterChange
 from proxy.store.vault import TokenVault
@@ -237,13 +237,14 @@ class WriteBehind:
     async def status(self, write_id: str, credential: str | None) -> dict[str, Any] | None:
         """The body of `GET /proxy/v1/writes/{id}`, or None when the write is unknown to this
         credential (None: any credential, for the admin)."""
-        raw = await self.store.status(write_id)
+        raw = await once_more_if_dropped(lambda: self.store.status(write_id))
         if raw is None or (credential is not None and raw.get("credential") != credential):
             return None
         return public_status(raw)
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        return [public_dead_letter(eid, f) for eid, f in await self.dead.list(limit)]
+        found = await once_more_if_dropped(lambda: self.dead.list(limit))
+        return [public_dead_letter(eid, f) for eid, f in found]
 
     async def retry_dead(self, ref: str) -> str | None:
         """Re-enqueue a dead letter (by dead-letter id or write id); its write id, or None."""

@@ -8,7 +8,13 @@ import time
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from proxy.store.health import LATE_TIMER_S, LateTimeout, RedisHealth, redis_timeout
+from proxy.store.health import (
+    LATE_TIMER_S,
+    LateTimeout,
+    RedisHealth,
+    once_more_if_dropped,
+    redis_timeout,
+)
 
 
 class Clock:
@@ -65,3 +71,27 @@ def test_without_redis_it_is_open_and_never_probes() -> None:
     health = RedisHealth(available=False, clock=Clock())
     assert health.is_open
     assert not health.should_try()
+
+
+async def test_a_call_on_a_dropped_connection_is_sent_once_more() -> None:
+    tries: list[int] = []
+
+    async def op() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RedisConnectionError("Connection closed by server.")  # Redis restarted
+        return "answered"
+
+    assert await once_more_if_dropped(op) == "answered" and len(tries) == 2
+
+
+async def test_a_call_failing_twice_is_not_sent_a_third_time() -> None:
+    tries: list[int] = []
+
+    async def op() -> str:
+        tries.append(1)
+        raise RedisConnectionError("refused")
+
+    with pytest.raises(RedisConnectionError):
+        await once_more_if_dropped(op)
+    assert len(tries) == 2
