@@ -110,12 +110,16 @@ class Counters:
         ]
         return keys, args
 
-    async def apply(self, cred: str, rule: CounterRule, op: Op) -> CounterState | Unavailable:
-        found = await self.apply_many(cred, rule, [op])
+    async def apply(
+        self, cred: str, rule: CounterRule, op: Op, *, patience: int = 0
+    ) -> CounterState | Unavailable:
+        """`patience` (`RuleRedis.run`): only for an op safe to ask twice (a reserve with its
+        reservation id, which the script holds once)."""
+        found = await self.apply_many(cred, rule, [op], patience=patience)
         return found if isinstance(found, Unavailable) else found[0]
 
     async def apply_many(
-        self, cred: str, rule: CounterRule, ops: Sequence[Op]
+        self, cred: str, rule: CounterRule, ops: Sequence[Op], *, patience: int = 0
     ) -> list[CounterState] | Unavailable:
         """Run the script for each op, in one round trip."""
         script = self._script
@@ -128,7 +132,7 @@ class Counters:
 
         if not ops:
             return []
-        return await self.store.run("counters", run)
+        return await self.store.run("counters", run, patience=patience)
 
     async def linked(
         self, cred: str, rule: CounterRule, booking_id: str

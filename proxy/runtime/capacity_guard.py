@@ -117,14 +117,18 @@ class CapacityGuards:
         assert rule.guard is not None
         owner = await self.portals.owner(call.credential, rule, token)
         op = Op(object_id, "reserve", reservation_id=uuid.uuid4().hex)
-        state = await self._apply_reserve(owner, rule, op)
+        # A slow reserve is asked again while Redis answers other calls (busy, not away):
+        # refusing the create is the alternative, and the script holds a reservation id once.
+        state = await self.counters.counters.apply(owner, rule, op, patience=RESERVE_RETRIES)
         if isinstance(state, CounterState) and state.status in ("unseeded", "nocapacity"):
             seen = await self._hubspot_counts(call.credential, rule, object_id, token)
             if seen is None:
                 raise _cannot_check()  # HubSpot did not say: forwarding blind could overbook
             if seen[0] is not None:
                 op = replace(op, seed=seen[0], capacity=seen[1])
-                state = await self._apply_reserve(owner, rule, op)
+                state = await self.counters.counters.apply(
+                    owner, rule, op, patience=RESERVE_RETRIES
+                )
         if isinstance(state, Unavailable):
             raise _cannot_check()
         if state.status == "full":
@@ -133,20 +137,6 @@ class CapacityGuards:
         # `nocapacity`/`unseeded`: nothing to guard against (HubSpot holds no count or capacity).
         held = op.reservation_id if state.status == "ok" else ""
         return Seat(rule, owner, object_id, held, index)
-
-    async def _apply_reserve(
-        self, owner: str, rule: CounterRule, op: Op
-    ) -> CounterState | Unavailable:
-        """The reserve, asked again while Redis answers other calls (this one was only slow, as
-        on a busy event loop): refusing the create is the alternative, and a reservation id is
-        held once however often it is asked."""
-        counters = self.counters.counters
-        state = await counters.apply(owner, rule, op)
-        for _ in range(RESERVE_RETRIES):
-            if not isinstance(state, Unavailable) or not counters.store.usable:
-                break
-            state = await counters.apply(owner, rule, op)
-        return state
 
     async def _hubspot_counts(
         self, cred: str, rule: CounterRule, object_id: str, token: str

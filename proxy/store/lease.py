@@ -36,7 +36,7 @@ class Lease:
         """Take the lease, or renew it if it is ours; False while another holder has it."""
         if await self._renew(keys=[self.key], args=[self._owner, self._ttl_ms]):
             return True
-        return bool(await self._redis.set(self.key, self._owner, nx=True, px=self._ttl_ms))
+        return await self._take()
 
     async def release(self) -> None:
         """Give the lease up if it is still ours (best effort: it expires anyway)."""
@@ -46,7 +46,7 @@ class Lease:
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
         """Hold the lease for the block, renewed every third of its TTL; LeaseHeld if taken."""
-        if not await self._redis.set(self.key, self._owner, nx=True, px=self._ttl_ms):
+        if not await self._take():
             raise LeaseHeld(self.key)
         renewer = asyncio.create_task(self._keep())
         try:
@@ -56,6 +56,9 @@ class Lease:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             await self.release()
+
+    async def _take(self) -> bool:
+        return bool(await self._redis.set(self.key, self._owner, nx=True, px=self._ttl_ms))
 
     async def _keep(self) -> None:
         while True:

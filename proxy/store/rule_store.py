@@ -105,9 +105,10 @@ class RuleRedis:
     ) -> T | Unavailable:
         """`op(client)` within the timeout, or UNAVAILABLE (counted; trouble opens the breaker).
 
-        `patience`: how many more times a read is asked while the breaker stays closed (Redis
-        busy or the process starved, not Redis away), for a read whose UNAVAILABLE costs more
-        than waiting: a search index lookup forwarded spends HubSpot's 5-a-second search limit."""
+        `patience`: how many more times `op` is asked while the breaker stays closed (Redis busy
+        or the process starved, not Redis away), for an op safe to ask twice whose UNAVAILABLE
+        costs more than waiting: a search index lookup forwarded spends HubSpot's 5-a-second
+        search limit; a seat reserve refused refuses its booking."""
         got = await self._run_once(component, op)
         for _ in range(patience):
             if not isinstance(got, Unavailable) or not self.usable:
