@@ -40,7 +40,13 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument(
         "--max-connections",
         type=int,
-        help="open client connections served at once (HUBSPOT_PROXY_MAX_CONNECTIONS, 1000)",
+        help="open client connections served at once (HUBSPOT_PROXY_MAX_CONNECTIONS, 4096)",
+    )
+    run.add_argument(
+        "--listen-backlog",
+        type=int,
+        help="connections the kernel queues before they are accepted "
+        "(HUBSPOT_PROXY_LISTEN_BACKLOG, 2048; capped by net.core.somaxconn)",
     )
     run.add_argument(
         "--data-dir",
@@ -60,6 +66,7 @@ RUN_FLAGS = (
     "header_timeout_s",
     "body_timeout_s",
     "max_connections",
+    "listen_backlog",
     "data_dir",
 )
 

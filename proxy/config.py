@@ -39,7 +39,12 @@ class Settings:
     # slow clients cannot hold connections open (slowloris).
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
-    max_connections: int = 1000
+    max_connections: int = 4096
+    # Connections the kernel completes before the gateway accepts them (capped by the kernel's
+    # net.core.somaxconn). aiohttp's 128 overflows when a 9:00 burst opens connections faster
+    # than a busy event loop accepts them; TCP then retries the dropped handshakes after 1, 3,
+    # 7, 15 s and the client's first call appears to hang.
+    listen_backlog: int = 2048
     redis_timeout_s: float = 0.25
     redis_max_connections: int = 512
     # Replicas that must hold an accepted write before the client hears of it (Redis WAIT).
@@ -100,7 +105,13 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("redis_wait_replicas: must be >= 0")
     if settings.write_flush_interval_s < 0:
         raise SettingsError("write_flush_interval_s: must be >= 0")
-    for name in ("max_body_bytes", "pool_size", "max_connections", "credential_labels"):
+    for name in (
+        "max_body_bytes",
+        "pool_size",
+        "max_connections",
+        "listen_backlog",
+        "credential_labels",
+    ):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name}: must be > 0")
     for name in (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +20,47 @@ from proxy.store.keyfile import load_or_create_key
 
 log = logging.getLogger("proxy.server")
 
+# Descriptors besides client, upstream and Redis connections: logs, the rules file, Valkey's pipes.
+SPARE_FILES = 64
+
+
+def open_files_needed(settings: Settings) -> int:
+    return (
+        settings.max_connections + settings.pool_size + settings.redis_max_connections + SPARE_FILES
+    )
+
+
+def raised_soft_limit(needed: int, soft: int, hard: int) -> int | None:
+    """The soft open-file limit to set for `needed` descriptors, or None to leave it be."""
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    return needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+
+
+def allow_open_files(settings: Settings) -> None:
+    """Raise this process's soft open-file limit towards what its connection settings need.
+
+    A soft limit of 1024 (common outside containers) would make accepts fail with EMFILE near
+    1,000 clients, long before `max_connections` answers its own 503; the hard limit is the
+    ceiling a process may raise itself to, and what stays short of the need is logged.
+    """
+    needed = open_files_needed(settings)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = raised_soft_limit(needed, soft, hard)
+    if target is None:
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning(
+            "open-file limit %d is below the %d the connection settings need; lower "
+            "HUBSPOT_PROXY_MAX_CONNECTIONS or raise the hard limit (ulimit -Hn)",
+            target,
+            needed,
+        )
+
 
 async def _serve_app(settings: Settings) -> int:
+    allow_open_files(settings)
     app = create_app(settings)
     # handler_cancellation: a client that disconnects leaves the budget queue at once.
     runner = EdgeRunner(
@@ -31,7 +71,13 @@ async def _serve_app(settings: Settings) -> int:
         handler_cancellation=True,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        reuse_address=True,
+        backlog=settings.listen_backlog,
+    )
     await site.start()
     log.info(
         "hubspot-proxy listening on http://%s:%d",

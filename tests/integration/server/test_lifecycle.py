@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -56,6 +57,24 @@ def test_run_refuses_a_broken_rules_file_with_its_line(tmp_path: Path) -> None:
     result = cli("run", "--rules", str(rules), "--redis-url", "redis://127.0.0.1:1/0")
     assert result.returncode == 2
     assert f"{rules}:4: rules[0].type:" in result.stderr
+
+
+def test_the_listening_socket_queues_a_burst_of_connects(redis_url: str) -> None:
+    """aiohttp listens with a backlog of 128; a 9:00 burst overflowed it and the kernel dropped
+    handshakes (retried by TCP seconds later). The gateway asks for `--listen-backlog`; the
+    kernel shows it, capped by somaxconn, as a listening socket's Send-Q."""
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    gateway = start_gateway(
+        "http://127.0.0.1:9", redis_url, env={"HUBSPOT_PROXY_LISTEN_BACKLOG": "1500"}
+    )
+    try:
+        port = gateway.url.rsplit(":", 1)[1]
+        shown = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert int(shown[2]) == min(1500, somaxconn)
+    finally:
+        gateway.stop()
 
 
 async def test_sigterm_finishes_in_flight_calls_and_stops_accepting(redis_url: str) -> None:
