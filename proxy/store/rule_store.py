@@ -80,7 +80,7 @@ class RuleRedis:
         timeout_s: float,
         metrics: Metrics,
         cooldown_s: float = 1.0,
-        concurrency: int = 32,
+        concurrency: int = 256,
         clock: Callable[[], float] = time.monotonic,
         health: RedisHealth | None = None,
     ) -> None:
