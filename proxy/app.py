@@ -14,6 +14,7 @@ from aiohttp import web
 from yarl import URL
 
 from proxy.budget.limiter import Limiter
+from proxy.budget.overload import Overload
 from proxy.budget.plans import CallPlan, plan_for
 from proxy.config import Settings, SettingsError, credential_key_status
 from proxy.http.middleware import error_middleware
@@ -65,6 +66,7 @@ class Services:
     caller: AdmittedCaller
     actions: Actions
     credentials: KnownCredentials
+    overload: Overload
     writes: WriteBehind | None = None
     jobs: JobRunner | None = None
     # The request path's client, on the same server: no socket timeout of its own, since the
@@ -122,6 +124,7 @@ def _rules_plan(holder: RulesHolder) -> PlanFor:
 
 def _build_actions(
     holder: RulesHolder,
+    overload: Overload,
     caller: AdmittedCaller,
     store: RuleRedis,
     own: OwnCalls,
@@ -154,6 +157,7 @@ def _build_actions(
         credentials=credentials,
         portals=portals,
         flights=Singleflight(metrics),
+        overload=overload,
     )
 
 
@@ -181,11 +185,13 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
     hot = redis_client(settings, own_timeouts=True)
     # The one breaker of the one Redis server: the limiter, the rules' store and write accepts.
     health = RedisHealth(available=redis is not None, on_transition=_fallback_transition(metrics))
+    overload = Overload(on_change=metrics.gateway_delay.set)
     limiter = Limiter(
         hot,
         redis_timeout_s=settings.redis_timeout_s,
         expected_replicas=rules.limits.expected_replicas,
         health=health,
+        behind=overload.behind_s,
     )
     upstream = Upstream(settings)
     store = RuleRedis(hot, timeout_s=settings.redis_timeout_s, metrics=metrics, health=health)
@@ -199,7 +205,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
     if redis is not None and vault is not None:
         writes = _build_write_behind(settings, metrics, redis, vault, client, health)
     own = OwnCalls(client, vault, store, settings.credential_key.encode())
-    actions = _build_actions(holder, caller, store, own, metrics, writes, credentials)
+    actions = _build_actions(holder, overload, caller, store, own, metrics, writes, credentials)
     services = Services(
         settings=settings,
         metrics=metrics,
@@ -213,6 +219,7 @@ def build_services(settings: Settings, metrics: Metrics, rules: Rules) -> Servic
         actions=actions,
         writes=writes,
         credentials=credentials,
+        overload=overload,
     )
     if redis is not None:
         queued_links = writes.queued_links if writes is not None else None
@@ -244,7 +251,10 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _limiter(app: web.Application) -> AsyncIterator[None]:
+    overload = app[SERVICES].overload
+    overload.start()
     yield
+    overload.stop()
     await app[SERVICES].limiter.aclose()
 
 
@@ -335,6 +345,8 @@ def create_app(
         )
     if services.jobs is not None:
         JobEndpoints(services.jobs, settings.admin_token).register(app.router)
-    handler = ProxyHandler(settings, services.metrics, services.rules, services.actions)
+    handler = ProxyHandler(
+        settings, services.metrics, services.rules, services.actions, services.overload
+    )
     app.router.add_route("*", "/{tail:.*}", handler.handle, name=FORWARD_ROUTE)
     return app

@@ -135,6 +135,13 @@ class Metrics:
             ["bucket", "priority"],
             registry=r,
         )
+        self.gateway_delay = Gauge(
+            "hubspot_proxy_gateway_delay_seconds",
+            "How long this process takes over the calls it answers itself, or how late it runs "
+            "its timers (decays by half in 0.5 s); past limits.admissions.max_delay new flows "
+            "are refused",
+            registry=r,
+        )
         self.redis_fallback = Gauge(
             "hubspot_proxy_redis_fallback",
             "1 while the limiter runs on its in-process fallback because Redis is unreachable",

@@ -41,6 +41,7 @@ from proxy.budget.model import (
     BucketSpec,
     BudgetExceeded,
     Priority,
+    ProcessBehind,
     SlotReply,
     SlotStatus,
     policy_for,
@@ -65,6 +66,9 @@ T = TypeVar("T")
 _STATUS: Final[dict[int, SlotStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 LANE_ARGS_MAX: Final = 4096
+# Retry-After of a new flow refused because the process is behind: long enough for the flows
+# under way to move on, short next to a client's timeout.
+BEHIND_RETRY_AFTER_S: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -231,9 +235,13 @@ class Limiter:
         on_transition: Callable[[bool], None] | None = None,
         probe_interval_s: float = 1.0,
         health: RedisHealth | None = None,
+        behind: Callable[[], float] | None = None,
     ) -> None:
         """`health` is the breaker shared with every other user of the same Redis client;
-        without it the limiter keeps its own (from `on_transition` and `probe_interval_s`)."""
+        without it the limiter keeps its own (from `on_transition` and `probe_interval_s`).
+        `behind()` is how far this process is behind, in seconds (`proxy.budget.overload`): a
+        bucket with `max_delay_ms` (new flows) refuses while it is further behind than that."""
+        self._behind = behind
         self._keys = KeyScheme(key_prefix)
         self._timeout = redis_timeout_s
         self._horizons = {**DEFAULT_HORIZONS_S, **(horizons or {})}
@@ -281,14 +289,26 @@ class Limiter:
         deadline = start + max(0.0, max_wait_s)
         with self._waiter(cred, specs, priority) as lane:
             try:
+                self._refuse_if_behind(specs)
                 step = await self._admission(lane, cred, specs, priority, deadline, daily_reset_ms)
+                await self._until_slot(lane, cred, specs, step)
+                # A flow that waited for its slot while the process fell behind starts no later.
+                self._refuse_if_behind(specs)
             except BudgetExceeded:
                 self._counts["rejected"] += 1
                 raise
-            await self._until_slot(lane, cred, specs, step)
         fallback = step.token is None
         self._counts["admitted_fallback" if fallback else "admitted"] += 1
         return Admission(step.slot_ms, self._clock() - start, fallback)
+
+    def _refuse_if_behind(self, specs: Sequence[BucketSpec]) -> None:
+        """BudgetExceeded for a new flow while the process is further behind than allowed."""
+        if self._behind is None:
+            return
+        for spec in specs:
+            limit_ms = spec.max_delay_ms
+            if limit_ms is not None and self._behind() * 1000 > limit_ms:
+                raise ProcessBehind(BEHIND_RETRY_AFTER_S, spec.name, policy_for(spec))
 
     def give_back(self, cred: str, buckets: Sequence[BucketSpec], admission: Admission) -> None:
         """An admitted call that never left (no connection could be made): in fallback its

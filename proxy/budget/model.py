@@ -68,6 +68,9 @@ class BucketSpec:
     # slot is reserved where it falls, so the next call that does wait for the pace waits
     # longer; the call itself leaves when its other buckets let it.
     borrow: bool = False
+    # A bucket that counts flows, not calls (`limits.admissions`): a new flow is refused at once
+    # while this process is this far behind (`proxy.budget.overload`).
+    max_delay_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -80,6 +83,8 @@ class BucketSpec:
             raise ValueError(f"bucket {self.name}: unknown kind {self.kind!r}")
         if self.borrow and self.kind != "window":
             raise ValueError(f"bucket {self.name}: only a window bucket can be borrowed from")
+        if self.max_delay_ms is not None and self.max_delay_ms < 1:
+            raise ValueError(f"bucket {self.name}: max_delay_ms must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,11 @@ class BudgetExceeded(Exception):
         self.retry_after_s = retry_after_s
         self.bucket = bucket
         self.policy = policy
+
+
+class ProcessBehind(BudgetExceeded):
+    """A new flow refused because this process is behind (`proxy.budget.overload`), not for
+    lack of budget: the flows it has started need its CPU first."""
 
 
 def policy_for(spec: BucketSpec) -> str:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from proxy.budget.model import BucketSpec, Priority
 from proxy.hubspot import protocol as hubspot
 from proxy.rules.loader import Classification, LimitsConfig, Rules
+from proxy.rules.model import ADMISSIONS
 
 MAX_WAIT_HEADER = "X-HubSpot-Proxy-Max-Wait-Ms"
 
@@ -101,6 +102,10 @@ def _bucket_specs(rules: Rules, names: tuple[str, ...]) -> tuple[BucketSpec, ...
         limit, window_ms = rules.limits.effective(name)
         if name == "daily":
             specs.append(BucketSpec(name, limit, window_ms, "daily"))
+        elif name == ADMISSIONS:
+            delay_ms = rules.limits.admissions_max_delay_ms
+            window = guarded_window_ms(window_ms)
+            specs.append(BucketSpec(name, limit, window, max_delay_ms=delay_ms))
         else:
             specs.append(BucketSpec(name, limit, guarded_window_ms(window_ms)))
     return tuple(specs)

@@ -69,8 +69,10 @@ class ClientRequest:
 
     @property
     def waited_s(self) -> float:
-        """Time spent waiting for budget, as the admitted caller accounted it on the plan."""
-        return self.plan.trace.waited_s
+        """Time spent waiting for budget, as the admitted caller accounted it on the plan (none
+        when the call needed no plan: reading it does not make one)."""
+        plan: CallPlan | None = self.__dict__.get("plan")
+        return 0.0 if plan is None else plan.trace.waited_s
 
     @property
     def query(self) -> str:

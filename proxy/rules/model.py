@@ -77,6 +77,9 @@ class LimitsConfig:
     # The gateway's own budget, not HubSpot's: how many new flows (bookings) may start per window,
     # so that those admitted can finish; a route drawing from it is a flow's first call.
     admissions: BucketLimit | None = None
+    # A new flow is refused at once while the gateway is this far behind: the flows it has
+    # started need the CPU (`proxy.budget.overload`).
+    admissions_max_delay_ms: int | None = None
 
     @property
     def buckets(self) -> tuple[str, ...]:

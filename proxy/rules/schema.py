@@ -99,6 +99,7 @@ def _limits(r: Reader) -> LimitsConfig:
     associations = None
     if r.has("associations"):
         associations = _bucket(r, "associations", BucketLimit(TIER_ASSOCIATIONS[tier], TEN_SECONDS))
+    admissions, max_delay_ms = _admissions(r)
     return LimitsConfig(
         tier=tier,
         safety_margin=margin,
@@ -109,21 +110,24 @@ def _limits(r: Reader) -> LimitsConfig:
         daily_timezone=tz,
         associations=associations,
         expected_replicas=r.integer("expected_replicas", default=1) or 1,
-        admissions=_admissions(r),
+        admissions=admissions,
+        admissions_max_delay_ms=max_delay_ms,
     )
 
 
-def _admissions(r: Reader) -> BucketLimit | None:
-    """The gateway's own limit on new flows: no tier value, so `limit` is required."""
-    sub = r.sub("admissions", ("limit", "window"))
+def _admissions(r: Reader) -> tuple[BucketLimit | None, int | None]:
+    """The gateway's own limit on new flows (no tier value, so `limit` is required) and how far
+    behind the process may be and still start one (`max_delay`)."""
+    sub = r.sub("admissions", ("limit", "window", "max_delay"))
     if sub is None:
-        return None
+        return None, None
     if not sub.has("limit"):
         sub.problem("limit", "required: new flows per window the budget can finish")
-        return None
+        return None, None
     limit = sub.integer("limit")
     window = sub.duration("window", default=TEN_SECONDS) or TEN_SECONDS
-    return BucketLimit(limit, window) if limit else None
+    delay_ms = sub.duration("max_delay")
+    return (BucketLimit(limit, window) if limit else None), delay_ms
 
 
 def _fraction(r: Reader, key: str, default: float) -> float:

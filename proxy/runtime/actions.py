@@ -20,9 +20,12 @@ from typing import Final
 
 from aiohttp import web
 
+from proxy.budget.limiter import BEHIND_RETRY_AFTER_S
+from proxy.budget.overload import Overload
 from proxy.errors import GatewayError
 from proxy.http.context import ClientRequest
 from proxy.http.responses import json_response
+from proxy.hubspot import protocol as hubspot
 from proxy.hubspot.protocol import parse_json
 from proxy.metrics import Metrics
 from proxy.reads.counter_rules import CounterRuntime
@@ -47,6 +50,7 @@ from proxy.rules.loader import (
     WriteBehindRule,
     select_search_index,
 )
+from proxy.rules.model import ADMISSIONS
 from proxy.rules.paths import canonical_type
 from proxy.runtime.capacity_guard import CapacityGuards
 from proxy.runtime.coalescing import ride_for
@@ -56,7 +60,7 @@ from proxy.runtime.portals import Portals
 from proxy.runtime.write_behind import WriteBehindAction
 from proxy.store.credentials import KnownCredentials
 from proxy.store.rule_store import RuleRedis, Unavailable
-from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.admitted import AdmittedCaller, RateLimited
 from proxy.upstream.answer import Answer
 from proxy.upstream.coalesce.departure import Ride
 from proxy.upstream.coalesce.gatherer import Coalescer, SendAlone
@@ -92,6 +96,7 @@ class Actions:
         credentials: KnownCredentials,
         portals: Portals,
         flights: Singleflight,
+        overload: Overload,
     ) -> None:
         self.rules = rules
         self.credentials = credentials
@@ -108,6 +113,7 @@ class Actions:
         self.coalescer = coalescer
         self.portals = portals
         self.flights = flights
+        self.overload = overload
         self.guards = CapacityGuards(counters, own, portals)
 
     async def handle(self, req: ClientRequest) -> web.StreamResponse:
@@ -225,7 +231,7 @@ class Actions:
         owner = await self.portals.owner(req.credential, rule, req.token)
         got = await self.index.lookup(owner, rule, found)
         if isinstance(got, Unavailable):
-            self.learning.event(rule.name, "bypass")
+            self._not_answered(req, rule.name)
             return None
         load = await self._keep_scope_fresh(req, owner, rule, got)
         if got.answer is None and load is not None:
@@ -237,6 +243,20 @@ class Actions:
         self.learning.event(rule.name, "hit")
         self.metrics.rule_answers.labels(rule.name, "search_index").inc()
         return json_response(got.answer)
+
+    def _not_answered(self, req: ClientRequest, rule_name: str) -> None:
+        """Redis did not give a rule's answer in time: the call is forwarded (invariant 7),
+        unless Redis answers other calls (the breaker is closed) while the process is further
+        behind than `limits.admissions.max_delay`. Then the process is saturated, not Redis
+        away, and forwarding would spend HubSpot's budget (search's 5 a second) on a flow the
+        process cannot finish: the call is refused as a new flow is (`proxy.budget.overload`)."""
+        self.learning.event(rule_name, "bypass")
+        limits = self.rules.current.limits
+        if self.store.usable and self.overload.past(limits.admissions_max_delay_ms):
+            search = hubspot.is_search(req.method, req.path)
+            policy = hubspot.POLICY_SECONDLY if search else hubspot.POLICY_TEN_SECONDLY
+            self.metrics.rejected.labels(ADMISSIONS, req.plan.priority.name.lower()).inc()
+            raise RateLimited(policy, BEHIND_RETRY_AFTER_S, behind=True)
 
     async def _keep_scope_fresh(
         self, req: ClientRequest, owner: str, rule: SearchIndexRule, got: Lookup
@@ -275,12 +295,16 @@ class Actions:
         again: concurrent misses of a scope cost HubSpot one load, not a search each."""
         if load.joined:
             self.metrics.singleflight_hits.labels("scope_load").inc()
+        started = time.monotonic()
         try:
             result = await asyncio.wait_for(
-                asyncio.shield(load.task), max(0.0, req.plan.deadline - time.monotonic())
+                asyncio.shield(load.task), max(0.0, req.plan.deadline - started)
             )
         except TimeoutError:
             return None
+        finally:
+            # Waited for HubSpot (the load's budget and answer), as a forwarded call waits.
+            req.plan.trace.waited_s += time.monotonic() - started
         if result.status != "loaded":
             return None  # busy on another replica, or failed: HubSpot answers this one
         got = await self.index.lookup(owner, rule, found)
@@ -300,7 +324,7 @@ class Actions:
             overlays = []  # a portal's counters live under another hash tag: read them after
         got = await self.cache.get(req.credential, rule.object_type, object_id, req.query, overlays)
         if isinstance(got, Unavailable):
-            self.learning.event(rule.name, "bypass")
+            self._not_answered(req, rule.name)
             return None
         if got.body is None:
             self.learning.event(rule.name, "miss")

@@ -12,6 +12,7 @@ from functools import partial
 
 from aiohttp import web
 
+from proxy.budget.overload import Overload
 from proxy.budget.plans import MAX_WAIT_HEADER, plan_for
 from proxy.config import Settings
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
@@ -92,12 +93,18 @@ async def read_request(
 
 class ProxyHandler:
     def __init__(
-        self, settings: Settings, metrics: Metrics, rules: RulesHolder, actions: Actions
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        rules: RulesHolder,
+        actions: Actions,
+        overload: Overload,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._rules = rules
         self._actions = actions
+        self._overload = overload
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         await refuse_other_methods(request)
@@ -113,6 +120,9 @@ class ProxyHandler:
             raise
         finally:
             elapsed = time.monotonic() - started
+            if req.upstream_status is None and status < 300:
+                # Answered here (cache, index, respond, accepted write): the process's own time.
+                self._overload.answered_locally(elapsed - req.waited_s)
             self._metrics.requests.labels(req.route, req.method, req.outcome).inc()
             self._metrics.request_duration.labels(req.route).observe(elapsed)
             if self._settings.access_log:

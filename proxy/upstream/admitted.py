@@ -19,7 +19,7 @@ import orjson
 from multidict import CIMultiDict
 
 from proxy.budget.limiter import Limiter
-from proxy.budget.model import Admission, BudgetExceeded
+from proxy.budget.model import Admission, BudgetExceeded, ProcessBehind
 from proxy.budget.plans import CallPlan
 from proxy.errors import (
     GatewayError,
@@ -54,9 +54,11 @@ class RateLimited(GatewayError):
     category = "RATE_LIMIT"
     proxy_error = "budget-deadline"
 
-    def __init__(self, policy: str, retry_after_s: float) -> None:
+    def __init__(self, policy: str, retry_after_s: float, *, behind: bool = False) -> None:
         self.policy = policy
         self.retry_after_s = retry_after_s
+        if behind:  # a new flow turned away by a saturated process, not by the budget
+            self.proxy_error = "behind"
         super().__init__(
             hubspot.POLICY_MESSAGES.get(policy, "You have reached your rate limit."),
             headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
@@ -116,7 +118,8 @@ class AdmittedCaller:
             )
         except BudgetExceeded as exc:
             self._metrics.rejected.labels(exc.bucket, plan.priority.name.lower()).inc()
-            raise RateLimited(exc.policy, exc.retry_after_s) from exc
+            behind = isinstance(exc, ProcessBehind)
+            raise RateLimited(exc.policy, exc.retry_after_s, behind=behind) from exc
         waited = time.monotonic() - started
         priority = plan.priority.name.lower()
         self._metrics.queue_wait.labels(plan.bucket_label, priority).observe(waited)

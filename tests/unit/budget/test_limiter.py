@@ -420,3 +420,43 @@ async def test_fallback_queue_respects_each_deadline(cred: str) -> None:
     with pytest.raises(asyncio.CancelledError):
         await head
     assert limiter.waiters() == {}
+
+
+# -- new flows while the process is behind --------------------------------------------------------
+
+FLOWS = BucketSpec("admissions", 100, 10_000, max_delay_ms=500)
+
+
+async def test_a_new_flow_is_refused_at_once_while_the_process_is_behind(
+    redis: Any, cred: str
+) -> None:
+    behind = [0.6]
+    limiter = Limiter(redis, behind=lambda: behind[0])
+    with pytest.raises(BudgetExceeded) as err:
+        await limiter.acquire(cred, [FLOWS, GENERAL], priority=Priority.DEFAULT, max_wait_s=15)
+    assert (err.value.bucket, err.value.policy) == ("admissions", POLICY_TEN_SECONDLY)
+    assert err.value.retry_after_s == 2.0
+    # Refused before Redis was asked: no slot of either bucket was spent on it.
+    assert limiter.stats().redis_round_trips == 0 and limiter.stats().rejected == 1
+    # Calls of flows under way draw no `admissions` and are never refused for it.
+    await limiter.acquire(cred, [GENERAL], priority=Priority.INTERACTIVE, max_wait_s=0)
+    behind[0] = 0.4
+    await limiter.acquire(cred, [FLOWS, GENERAL], priority=Priority.DEFAULT, max_wait_s=0)
+    assert limiter.stats().admitted == 2
+
+
+async def test_a_flow_that_waited_while_the_process_fell_behind_is_refused(
+    redis: Any, cred: str
+) -> None:
+    clock = ManualClock()
+    behind = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        behind[0] = 1.0  # the process fell behind while the flow waited for its slot
+        await clock.sleep(seconds)
+
+    limiter = Limiter(redis, clock=clock, sleep=sleep, behind=lambda: behind[0])
+    await fill(limiter, cred, GENERAL)
+    with pytest.raises(BudgetExceeded) as err:
+        await limiter.acquire(cred, [FLOWS, GENERAL], priority=Priority.INTERACTIVE, max_wait_s=15)
+    assert clock.slept and err.value.bucket == "admissions"

@@ -61,3 +61,34 @@ def test_a_route_cannot_draw_from_admissions_unless_it_is_configured() -> None:
         "r.yaml:5: routes[0].buckets: unknown bucket 'admissions' "
         "(configure limits.admissions first)"
     ]
+
+
+def test_the_shipped_admissions_refuse_new_flows_while_the_gateway_is_behind() -> None:
+    rules = load_rules("rules/default.yaml")
+    read = rules.classify("GET", "/crm/v3/objects/contacts/42?properties=credits")
+    specs = {s.name: s for s in bucket_specs(rules, read.buckets)}
+    assert specs["admissions"].max_delay_ms == rules.limits.admissions_max_delay_ms == 500
+    # Only the bucket of new flows sheds load: HubSpot's own buckets never refuse for it.
+    assert specs["general"].max_delay_ms is None and specs["daily"].max_delay_ms is None
+
+
+def test_max_delay_is_optional_and_must_be_a_positive_duration() -> None:
+    rules = parse("""
+        version: 1
+        limits:
+          admissions: {limit: 7}
+    """)
+    assert rules.limits.admissions_max_delay_ms is None  # type: ignore[attr-defined]
+    assert problems("""
+        version: 1
+        limits:
+          admissions: {limit: 7, max_delay: 0s}
+    """) == ["r.yaml:3: limits.admissions.max_delay: duration must be greater than 0 (got '0s')"]
+    assert problems("""
+        version: 1
+        limits:
+          admissions: {limit: 7, max_delay: 300}
+    """) == [
+        "r.yaml:3: limits.admissions.max_delay: expected a duration with a unit like 10s, "
+        "got the number 300"
+    ]
