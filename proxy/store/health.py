@@ -3,9 +3,10 @@
 The breaker opens on the first error, and on the first timeout during which Redis answered no
 other call: a Redis that does not answer (down, or hung as under SIGSTOP) would otherwise cost
 every call its full timeout. A timeout while Redis kept answering others is a busy event loop or
-a long queue for a connection, no evidence that Redis is down: it fails only its own call. So
-does a timeout whose timer fired late (`redis_timeout`): the event loop was held up (a starved
-process, a burst of work), and Redis's reply may be waiting unread in the socket.
+a long queue for a connection, no evidence that Redis is down: it fails only its own call. A
+timer that fires late (`redis_timeout`) means the event loop was held up (a starved process, a
+burst of work) and Redis's reply may be waiting unread in the socket: the call gets its timeout
+again, and one late still after that fails only its own call too.
 While the breaker is open no caller touches Redis, except one probe per `probe_interval_s`, and
 the write worker, whose stream reads go on regardless; the first call that succeeds (a probe or
 a worker's read) closes it.
@@ -46,8 +47,9 @@ CLUSTER_TROUBLE: Final = (ClusterDownError, TryAgainError, ReadOnlyError, SlotNo
 REDIS_TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 
 # A healthy event loop fires a timer within a few milliseconds of its time; one this late was
-# held up, so the timeout it raised says nothing about Redis.
+# held up, so it says nothing about Redis: the call gets its timeout again, this many times.
 LATE_TIMER_S: Final = 0.05
+LATE_EXTENSIONS: Final = 3
 
 
 T = TypeVar("T")
@@ -69,14 +71,40 @@ class LateTimeout(TimeoutError):
 
 @asynccontextmanager
 async def redis_timeout(timeout_s: float) -> AsyncIterator[None]:
-    """`asyncio.timeout` for a Redis call; a timer that fired late raises `LateTimeout`."""
+    """`asyncio.timeout` for a Redis call that does not count the event loop's own lateness.
+
+    A timer that fires late was held up by a starved process, not by Redis, and the reply may
+    be waiting unread in the socket: the call gets its timeout again, at most LATE_EXTENSIONS
+    times, and a timer still late after that raises `LateTimeout` (which opens no breaker). On a
+    saturated process, calls Redis had answered failed here, and their reads went to HubSpot.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    extensions = 0
+    late = False
+    timer: asyncio.TimerHandle | None = None
     try:
-        async with asyncio.timeout_at(deadline):
-            yield
+        async with asyncio.timeout(None) as scope:
+
+            def check() -> None:
+                nonlocal deadline, extensions, late, timer
+                now = loop.time()
+                late = now - deadline > LATE_TIMER_S
+                if late and extensions < LATE_EXTENSIONS:
+                    extensions += 1
+                    deadline = now + timeout_s
+                    timer = loop.call_at(deadline, check)
+                else:
+                    scope.reschedule(now)  # expired: asyncio cancels the call
+
+            timer = loop.call_at(deadline, check)
+            try:
+                yield
+            finally:
+                if timer is not None:
+                    timer.cancel()
     except TimeoutError as exc:
-        if loop.time() - deadline > LATE_TIMER_S:
+        if late:
             raise LateTimeout from exc
         raise
 

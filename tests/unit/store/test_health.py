@@ -9,6 +9,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.store.health import (
+    LATE_EXTENSIONS,
     LATE_TIMER_S,
     LateTimeout,
     RedisHealth,
@@ -48,13 +49,34 @@ def test_a_timeout_while_redis_answered_others_fails_only_its_own_call() -> None
     assert not health.is_open
 
 
-async def test_a_timeout_the_event_loop_fired_late_fails_only_its_own_call() -> None:
-    health = RedisHealth(clock=Clock())
-    before = health.answers
-    with pytest.raises(LateTimeout) as late:
+async def test_a_late_timer_gives_the_call_its_timeout_again() -> None:
+    """The loop was held up past the deadline; the reply comes soon after: no timeout."""
+    async with redis_timeout(0.01):
+        time.sleep(0.01 + 2 * LATE_TIMER_S)  # noqa: ASYNC251 (holding the loop up is the test)
+        await asyncio.sleep(0.002)
+
+
+async def test_a_call_still_unanswered_when_the_timer_is_on_time_times_out() -> None:
+    with pytest.raises(TimeoutError) as timed_out:
         async with redis_timeout(0.01):
             time.sleep(0.01 + 2 * LATE_TIMER_S)  # noqa: ASYNC251 (holding the loop up is the test)
             await asyncio.sleep(10)
+    assert not isinstance(timed_out.value, LateTimeout)  # Redis had its time: the breaker may open
+
+
+async def test_a_timer_late_every_time_fails_only_its_own_call() -> None:
+    health = RedisHealth(clock=Clock())
+    before = health.answers
+    turns = 0
+    with pytest.raises(LateTimeout) as late:
+        async with redis_timeout(0.01):
+            while True:  # the loop is held up at every turn until the call gives up
+                time.sleep(0.01 + 2 * LATE_TIMER_S)  # noqa: ASYNC251 (holding the loop up is the test)
+                turns += 1
+                await asyncio.sleep(0)
+    # Given its timeout again a bounded number of times: each timer runs a turn or two after
+    # its time, and the cancellation lands one turn after the last.
+    assert turns <= 2 * (LATE_EXTENSIONS + 1) + 1
     health.failed(late.value, answers_before=before)
     assert not health.is_open
 
