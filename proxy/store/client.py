@@ -28,6 +28,20 @@ from proxy.config import Settings
 CLOSED_UNDER_US: Final = (RuntimeError, AttributeError, TypeError)
 
 
+def is_cluster(client: object) -> bool:
+    """Whether `client` talks to a Redis Cluster. By type, once per type: `isinstance` against
+    redis-py's cluster class goes through typing's protocol check on every call (about 1% of a
+    saturated gateway's CPU, where scripts run)."""
+    kind = type(client)
+    found = _CLUSTER_TYPES.get(kind)
+    if found is None:
+        found = _CLUSTER_TYPES[kind] = issubclass(kind, RedisCluster)
+    return found
+
+
+_CLUSTER_TYPES: dict[type, bool] = {}
+
+
 class _Cluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:

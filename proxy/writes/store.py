@@ -30,10 +30,10 @@ from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
+from proxy.store.client import is_cluster
 from proxy.store.health import REDIS_TROUBLE
 from proxy.store.keys import PREFIX, tagged
 from proxy.store.replicated import Command, NotReplicated, transact_and_wait
@@ -170,7 +170,7 @@ class WriteStore:
         Returns (the counter's status, the entry id); no entry id when the counter refused (it
         is not seeded yet, say), and then nothing was written.
         """
-        if isinstance(self.redis, RedisCluster):
+        if is_cluster(self.redis):
             return await self._enqueue_counted_apart(item, change)
         stream_fields = [v for k, raw in item.to_fields().items() for v in (k, text(raw))]
         undo = orjson.dumps({"keys": change.keys, "args": change.undo}).decode()
