@@ -133,6 +133,9 @@ class Route:
     max_wait_ms: int
     buckets: tuple[str, ...] | None  # None: HubSpot's own rules decide (see `default_buckets`)
     coalesce: CoalesceConfig | None = None  # None: every call goes out on its own
+    # A call that begins a flow (before its admission): refused at once while the process is
+    # behind (`limits.admissions.max_delay`), so its CPU goes to the flows already started.
+    starts_flow: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

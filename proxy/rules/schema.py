@@ -34,7 +34,9 @@ from proxy.rules.yamlpos import BROKEN, YMap
 TOP_KEYS = ("version", "object_types", "limits", "defaults", "routes", "rules")
 LIMIT_KEYS = ("tier", "safety_margin", "pace_share", "general", "search", "daily",
               "associations", "admissions", "expected_replicas")  # fmt: skip
-ROUTE_KEYS = ("name", "description", "match", "priority", "max_wait", "buckets", "coalesce")
+ROUTE_KEYS = (
+    "name", "description", "match", "priority", "max_wait", "buckets", "coalesce", "starts_flow",
+)  # fmt: skip
 COALESCE_KEYS = ("enabled", "max_batch", "max_hold", "pace")
 # A hold longer than this is a wait the caller did not ask for, not a gathering window.
 MAX_HOLD_MS = 1_000
@@ -184,9 +186,14 @@ def _routes(
         max_wait = r.duration("max_wait", default=defaults.max_wait_ms)
         buckets = _route_buckets(r, limits)
         coalesce_ok, coalesce = _coalesce(r)
+        starts_flow = r.boolean("starts_flow", default=False)
+        if starts_flow and limits.admissions_max_delay_ms is None:
+            r.problem(
+                "starts_flow", "needs limits.admissions.max_delay (how far behind is too far)"
+            )
         prio = next((p for p in PRIORITIES if p == priority), None)
         if name and match and prio and max_wait and buckets != () and coalesce_ok:
-            routes.append(Route(name, match, prio, max_wait, buckets, coalesce))
+            routes.append(Route(name, match, prio, max_wait, buckets, coalesce, starts_flow))
     return tuple(routes)
 
 

@@ -117,6 +117,9 @@ class Actions:
         self.guards = CapacityGuards(counters, own, portals)
 
     async def handle(self, req: ClientRequest) -> web.StreamResponse:
+        route = req.classification.route
+        if route is not None and route.starts_flow:
+            self._refuse_if_behind(req)
         action = req.classification.action
         if action is not None and isinstance(action.rule, RespondRule) and req.has_token:
             return self._respond(action.rule)  # without a token HubSpot answers 401: let it
@@ -251,8 +254,12 @@ class Actions:
         away, and forwarding would spend HubSpot's budget (search's 5 a second) on a flow the
         process cannot finish: the call is refused as a new flow is (`proxy.budget.overload`)."""
         self.learning.event(rule_name, "bypass")
-        limits = self.rules.current.limits
-        if self.store.usable and self.overload.past(limits.admissions_max_delay_ms):
+        if self.store.usable:
+            self._refuse_if_behind(req)
+
+    def _refuse_if_behind(self, req: ClientRequest) -> None:
+        """A 429 while the process is further behind than `limits.admissions.max_delay`."""
+        if self.overload.past(self.rules.current.limits.admissions_max_delay_ms):
             search = hubspot.is_search(req.method, req.path)
             policy = hubspot.POLICY_SECONDLY if search else hubspot.POLICY_TEN_SECONDLY
             self.metrics.rejected.labels(ADMISSIONS, req.plan.priority.name.lower()).inc()

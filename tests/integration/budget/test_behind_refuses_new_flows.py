@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from proxy.app import SERVICES
 from proxy.budget.overload import Overload
@@ -23,6 +25,10 @@ from tests.kit.harness import AUTH, GatewayFactory, SimFactory, sim_url
 from tests.kit.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
+
+SEARCH = {"filterGroups": [{"filters": [
+    {"propertyName": "idempotency_key", "operator": "EQ", "value": "k-1"}
+]}], "limit": 1}  # fmt: skip
 
 
 @asynccontextmanager
@@ -54,11 +60,15 @@ async def test_new_flows_are_refused_while_behind_and_flows_under_way_go_on(
     async with behind(overload):
         refused = await gw.get(f"{path}?properties=credits", headers=AUTH)
         body = await refused.json()
+        # The booking's searches come before its admission (`starts_flow` in the shipped rules).
+        search = await gw.post(f"/crm/v3/objects/{BOOKINGS}/search", json=SEARCH, headers=AUTH)
         credits = await gw.patch(path, json={"properties": {"credits": "1"}}, headers=AUTH)
         assert credits.status == 200  # a flow under way draws no `admissions`
     assert refused.status == 429 and refused.headers["Retry-After"] == "2"
+    assert refused.headers["X-HubSpot-Proxy-Error"] == "behind"
     assert body["category"] == "RATE_LIMIT"
     assert body["policyName"] == "TEN_SECONDLY_ROLLING"
+    assert search.status == 429 and (await search.json())["policyName"] == "SECONDLY"
     assert [c["method"] for c in await sim_token_calls(sim)] == ["PATCH"]
 
     await eventually(lambda: overload.behind_s() < 0.5)
@@ -67,13 +77,27 @@ async def test_new_flows_are_refused_while_behind_and_flows_under_way_go_on(
     assert [c["method"] for c in await sim_token_calls(sim)] == ["PATCH", "GET"]
 
 
+def without_starts_flow(directory: Path) -> Path:
+    """The shipped rules with no route marked `starts_flow`."""
+    doc: dict[str, Any] = yaml.safe_load(Path("rules/default.yaml").read_text())
+    for route in doc["routes"]:
+        route.pop("starts_flow", None)
+    rules = directory / "rules.yaml"
+    rules.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return rules
+
+
 async def test_a_search_redis_did_not_answer_in_time_is_refused_not_forwarded_while_behind(
-    sim_factory: SimFactory, gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+    sim_factory: SimFactory,
+    gateway_factory: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """Redis answers others (the breaker stays closed), but not this lookup in time: a process
-    that is behind refuses the search instead of spending HubSpot's 5-a-second search budget."""
+    that is behind refuses the search instead of spending HubSpot's 5-a-second search budget,
+    also on a route not marked `starts_flow`."""
     sim = sim_url(await sim_factory())
-    gw = await gateway_factory(sim)
+    gw = await gateway_factory(sim, rules_path=str(without_starts_flow(tmp_path)))
     services = gw.app[SERVICES]
     (contact,) = await seed_objects(sim, "contacts", 1)
     seen = await gw.get(f"/crm/v3/objects/contacts/{contact}", headers=AUTH)
@@ -83,9 +107,7 @@ async def test_a_search_redis_did_not_answer_in_time_is_refused_not_forwarded_wh
         return UNAVAILABLE
 
     monkeypatch.setattr(services.actions.index, "lookup", unanswered)
-    search = {"filterGroups": [{"filters": [
-        {"propertyName": "idempotency_key", "operator": "EQ", "value": "k-1"}
-    ]}], "limit": 1}  # fmt: skip
+    search = SEARCH
     before = len(await sim_token_calls(sim))
     async with behind(services.overload):
         refused = await gw.post(f"/crm/v3/objects/{BOOKINGS}/search", json=search, headers=AUTH)

@@ -92,3 +92,26 @@ def test_max_delay_is_optional_and_must_be_a_positive_duration() -> None:
         "r.yaml:3: limits.admissions.max_delay: expected a duration with a unit like 10s, "
         "got the number 300"
     ]
+
+
+def test_the_shipped_flow_starts_are_the_booking_searches_and_the_exam_reads() -> None:
+    rules = load_rules("rules/default.yaml")
+    starts = {r.name for r in rules.routes if r.starts_flow}
+    assert starts == {"booking-search", "exam-search", "exam-read"}
+    for later in ("booking-create", "contact-credits", "notes"):
+        assert later not in starts  # a booking under way is never turned away for it
+
+
+def test_starts_flow_needs_max_delay() -> None:
+    assert problems("""
+        version: 1
+        limits:
+          admissions: {limit: 7}
+        routes:
+          - name: a
+            match: {path: /a}
+            starts_flow: true
+    """) == [
+        "r.yaml:7: routes[0].starts_flow: needs limits.admissions.max_delay "
+        "(how far behind is too far)"
+    ]
