@@ -50,6 +50,19 @@ class _ClusterPipeline(ClusterPipeline):
             raise ConnectionError(f"connection closed under the pipeline: {exc!r}") from exc
 
 
+def is_cluster(client: object) -> bool:
+    """Whether `client` is a Redis Cluster client. `isinstance(client, RedisCluster)` walks
+    redis-py's Protocol bases (several microseconds); the answer depends on the type alone."""
+    kind = type(client)
+    found = _CLUSTER_TYPES.get(kind)
+    if found is None:
+        found = _CLUSTER_TYPES[kind] = issubclass(kind, RedisCluster)
+    return found
+
+
+_CLUSTER_TYPES: dict[type, bool] = {}
+
+
 def redis_client(settings: Settings, *, own_timeouts: bool = False) -> aioredis.Redis | None:
     """The client for `settings.redis_url`, or None when there is no Redis.
 

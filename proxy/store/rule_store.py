@@ -25,10 +25,10 @@ from functools import partial
 from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from proxy.metrics import Metrics
+from proxy.store.client import is_cluster
 from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped, redis_timeout
 from proxy.store.scripts import run_script_calls
 from proxy.store.trips import Call, Trips
@@ -152,7 +152,7 @@ class RuleRedis:
         client = self.client
         if client is None or not self._health.should_try():
             return UNAVAILABLE
-        if self._repairs or isinstance(client, RedisCluster):
+        if self._repairs or is_cluster(client):
             # Repairs go first (`run`); a cluster's calls may live on different nodes.
             return await self.run(component, lambda r: lua(keys=keys, args=args))
         trips = self._trips.get((component, lua.sha))

@@ -11,9 +11,10 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
+
+from proxy.store.client import is_cluster
 
 _registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[tuple[str, ...], AsyncScript]] = (
     weakref.WeakKeyDictionary()
@@ -69,7 +70,7 @@ async def run_script_calls(
     redis-py refuses EVALSHA in a cluster pipeline, so on a cluster the calls go one by one,
     still in order: the calls of one batch share a credential, hence a node.
     """
-    if isinstance(client, RedisCluster) or len(calls) == 1:
+    if is_cluster(client) or len(calls) == 1:
         return [await _one(lua, keys, args) for keys, args in calls]
     async with client.pipeline(transaction=False) as pipe:
         for keys, args in calls:
