@@ -30,7 +30,7 @@ from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import Rules, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
-from proxy.runtime.edge import FORWARD_ROUTE, ProxyHandler
+from proxy.runtime.edge import ProxyHandler, add_forward_route
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
 from proxy.runtime.portals import Portals
@@ -336,5 +336,5 @@ def create_app(
     if services.jobs is not None:
         JobEndpoints(services.jobs, settings.admin_token).register(app.router)
     handler = ProxyHandler(settings, services.metrics, services.rules, services.actions)
-    app.router.add_route("*", "/{tail:.*}", handler.handle, name=FORWARD_ROUTE)
+    add_forward_route(app.router, handler)
     return app
