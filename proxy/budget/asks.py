@@ -34,12 +34,17 @@ def batch_cap(specs: Sequence[BucketSpec]) -> int:
     return max(1, min([MAX_BATCH, *windows]))
 
 
+# Keys and args as redis-py takes them; a lane's are bytes, made once (`Limiter._bucket_args`).
+Key = str | bytes
+Arg = str | int | bytes
+
+
 @dataclass(order=True)
 class Ask:
     priority: int
     seq: int
-    keys: list[str] = field(compare=False)
-    args: list[str | int] = field(compare=False)
+    keys: Sequence[Key] = field(compare=False)
+    args: Sequence[Arg] = field(compare=False)
     reply: asyncio.Future[Any] = field(compare=False)
 
 
@@ -57,7 +62,7 @@ class AskBatch:
         self._waiting: list[Ask] = []
         self._out = False
 
-    def ask(self, priority: int, seq: int, keys: list[str], args: list[str | int]) -> Ask:
+    def ask(self, priority: int, seq: int, keys: Sequence[Key], args: Sequence[Arg]) -> Ask:
         """Queue one admit call; its reply (or the round trip's error) arrives on `reply`."""
         ask = Ask(priority, seq, keys, args, asyncio.get_running_loop().create_future())
         heapq.heappush(self._waiting, ask)

@@ -32,7 +32,7 @@ from typing import Any, Final, TypeVar
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from proxy.budget.asks import Ask, AskBatch, batch_cap
+from proxy.budget.asks import Arg, Ask, AskBatch, Key, batch_cap
 from proxy.budget.fallback import LocalBudget
 from proxy.budget.model import (
     DEFAULT_HORIZONS_S,
@@ -187,7 +187,7 @@ def admit_request(
     return names, args
 
 
-def admit_many_request(asks: Sequence[Ask]) -> tuple[list[str], list[str | int]] | None:
+def admit_many_request(asks: Sequence[Ask]) -> tuple[Sequence[Key], list[Arg]] | None:
     """KEYS and ARGV for admit_many.lua: the asks' shared keys and bucket values, then each
     ask's max_ms and token; None for one ask, or asks whose buckets differ."""
     if len(asks) < 2:
@@ -196,7 +196,7 @@ def admit_many_request(asks: Sequence[Ask]) -> tuple[list[str], list[str | int]]
     keys, shared = first.keys, first.args[2:]
     if any(ask.keys != keys or ask.args[2:] != shared for ask in asks):
         return None
-    args: list[str | int] = [len(asks), *shared]
+    args: list[Arg] = [len(asks), *shared]
     for ask in asks:
         args += ask.args[:2]
     return keys, args
@@ -259,7 +259,7 @@ class Limiter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._lane_args: dict[
-            tuple[str, tuple[BucketSpec, ...], int | None], tuple[list[str], list[str | int]]
+            tuple[str, tuple[BucketSpec, ...], int | None], tuple[list[bytes], list[bytes]]
         ] = {}
         # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
         self._recent_slots: dict[tuple[str, str], deque[float]] = {}
@@ -477,7 +477,7 @@ class Limiter:
         remaining_ms = _ms(deadline - self._clock())
         token = next(self._tokens)
         keys, buckets = self._bucket_args(cred, specs, reset_ms)
-        args: list[str | int] = [min(remaining_ms, _ms(horizon)), token, *buckets]
+        args: list[Arg] = [min(remaining_ms, _ms(horizon)), token, *buckets]
         reply = await self._admit(lane, turn, cred, specs, place, token, (keys, args))
         # Redis time >= reply.now_ms when the reply arrives, so this never wakes before the slot.
         slot_at = self._clock() + reply.wait_ms / 1000
@@ -500,7 +500,7 @@ class Limiter:
         specs: Sequence[BucketSpec],
         place: tuple[Priority, int],
         token: str,
-        request: tuple[list[str], list[str | int]],
+        request: tuple[Sequence[Key], Sequence[Arg]],
     ) -> SlotReply:
         """admit.lua for this caller, in its lane's next batch."""
         if lane.asks is None:
@@ -518,15 +518,17 @@ class Limiter:
 
     def _bucket_args(
         self, cred: str, specs: Sequence[BucketSpec], reset_ms: int | None
-    ) -> tuple[list[str], list[str | int]]:
-        """admit.lua's KEYS and bucket ARGV of a lane (`admit_request`), made once per lane;
-        shared by its asks, so never changed."""
+    ) -> tuple[list[bytes], list[bytes]]:
+        """admit.lua's KEYS and bucket ARGV of a lane (`admit_request`), made once per lane,
+        as bytes (redis-py then encodes none of them per call); shared by its asks, so never
+        changed."""
         found = self._lane_args.get((cred, tuple(specs), reset_ms))
         if found is None:
             if len(self._lane_args) >= LANE_ARGS_MAX:
                 self._lane_args.clear()  # bounded: daily resets and credentials come and go
             keys, args = admit_request(self._keys, cred, specs, 0, "", reset_ms)
-            found = self._lane_args[(cred, tuple(specs), reset_ms)] = (keys, args[2:])
+            found = ([k.encode() for k in keys], [str(a).encode() for a in args[2:]])
+            self._lane_args[(cred, tuple(specs), reset_ms)] = found
         return found
 
     async def _send_asks(self, asks: Sequence[Ask]) -> list[Any]:

@@ -15,6 +15,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.store.client import is_cluster
+from proxy.store.trips import Keys
 
 _registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[tuple[str, ...], AsyncScript]] = (
     weakref.WeakKeyDictionary()
@@ -46,7 +47,7 @@ def script(client: aioredis.Redis, *names: str) -> AsyncScript:
 
 
 async def run_script_batch(
-    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
+    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[Keys, Sequence[Any]]]
 ) -> list[Any]:
     """`lua` (`script(client, name)`) once per (keys, args), in order, in one pipelined round
     trip on one server; the first call's error is raised (see `run_script_calls`)."""
@@ -58,7 +59,7 @@ async def run_script_batch(
 
 
 async def run_script_calls(
-    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
+    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[Keys, Sequence[Any]]]
 ) -> list[Any]:
     """`lua` once per (keys, args), in order, in one pipelined round trip on one server; a
     call's own error (a script error) is its reply, a failed round trip raises.
@@ -83,7 +84,7 @@ async def run_script_calls(
     return replies
 
 
-async def _one(lua: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+async def _one(lua: AsyncScript, keys: Keys, args: Sequence[Any]) -> Any:
     try:
         return await lua(keys=keys, args=args)
     except ResponseError as exc:  # the call's own error; a connection's is raised
