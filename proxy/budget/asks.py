@@ -46,6 +46,9 @@ class Ask:
     keys: Sequence[Key] = field(compare=False)
     args: Sequence[Arg] = field(compare=False)
     reply: asyncio.Future[Any] = field(compare=False)
+    # Told the reply its caller, gone (its `reply` cancelled), never read: what the script
+    # reserved for it is given back there. The caller awaits `reply` itself, without a shield.
+    orphaned: Callable[[Any], object] | None = field(default=None, compare=False)
 
 
 Send = Callable[[Sequence[Ask]], Awaitable[list[Any]]]
@@ -62,9 +65,18 @@ class AskBatch:
         self._waiting: list[Ask] = []
         self._out = False
 
-    def ask(self, priority: int, seq: int, keys: Sequence[Key], args: Sequence[Arg]) -> Ask:
-        """Queue one admit call; its reply (or the round trip's error) arrives on `reply`."""
-        ask = Ask(priority, seq, keys, args, asyncio.get_running_loop().create_future())
+    def ask(
+        self,
+        priority: int,
+        seq: int,
+        keys: Sequence[Key],
+        args: Sequence[Arg],
+        orphaned: Callable[[Any], object] | None = None,
+    ) -> Ask:
+        """Queue one admit call; its reply (or the round trip's error) arrives on `reply`, or
+        at `orphaned` when the caller cancelled `reply` before it came."""
+        loop = asyncio.get_running_loop()
+        ask = Ask(priority, seq, keys, args, loop.create_future(), orphaned)
         heapq.heappush(self._waiting, ask)
         if not self._out:
             self._out = True
@@ -100,3 +112,5 @@ class AskBatch:
         for ask, reply in zip(asks, replies, strict=True):
             if not ask.reply.done():
                 ask.reply.set_result(reply)
+            elif ask.reply.cancelled() and ask.orphaned is not None:
+                ask.orphaned(reply)

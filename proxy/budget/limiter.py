@@ -505,16 +505,13 @@ class Limiter:
         """admit.lua for this caller, in its lane's next batch."""
         if lane.asks is None:
             lane.asks = AskBatch(self._send_asks, self._spawn, batch_cap(specs))
-        call = lane.asks.ask(int(place[0]), place[1], *request).reply
+        # A caller cancelled before the reply: the script may still run, and what it reserves
+        # for a caller that is gone is given back (`_release_orphan`).
+        orphaned = partial(self._release_orphan, cred, specs, token)
+        call = lane.asks.ask(int(place[0]), place[1], *request, orphaned).reply
         if lane.free:
             turn.leave()  # under pressure the turn is held to the reply, one ask per trip
-        try:
-            reply = await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # the script may still run: give back what it reserves for a caller that is gone
-            call.add_done_callback(partial(self._release_orphan, cred, specs, token))
-            raise
-        return parse_admit(reply, specs)
+        return parse_admit(await call, specs)
 
     def _bucket_args(
         self, cred: str, specs: Sequence[BucketSpec], reset_ms: int | None
@@ -627,11 +624,9 @@ class Limiter:
             log.debug("could not release a reservation: %s", type(exc).__name__)
 
     def _release_orphan(
-        self, cred: str, specs: Sequence[BucketSpec], token: str, call: asyncio.Future[Any]
+        self, cred: str, specs: Sequence[BucketSpec], token: str, reply: Sequence[Any]
     ) -> None:
-        if call.cancelled() or call.exception() is not None:
-            return
-        if int(call.result()[0]) == 0:
+        if int(reply[0]) == 0:
             self._spawn(self._release(cred, specs, token))
 
     def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
