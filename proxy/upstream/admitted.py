@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict
 
 from proxy.budget.limiter import Limiter
 from proxy.budget.model import Admission, BudgetExceeded
@@ -167,7 +166,7 @@ class AdmittedCaller:
                     f"HubSpot's answer broke off: {type(exc).__name__}"
                 ) from exc
             if isinstance(got, Unread):
-                headers = CIMultiDict(response_headers(resp.headers))
+                headers = response_headers(resp.headers)
                 return Answer(resp.status, resp.reason, headers, got.head, parsable=False)
             return got
 
