@@ -62,7 +62,8 @@ class AskBatch:
         self._send = send
         self._spawn = spawn
         self._max = max_batch
-        self._waiting: list[Ask] = []
+        # (priority, seq, ask): compared as tuples, in C; seq is unique, so never by the ask
+        self._waiting: list[tuple[int, int, Ask]] = []
         self._out = False
 
     def ask(
@@ -77,7 +78,7 @@ class AskBatch:
         at `orphaned` when the caller cancelled `reply` before it came."""
         loop = asyncio.get_running_loop()
         ask = Ask(priority, seq, keys, args, loop.create_future(), orphaned)
-        heapq.heappush(self._waiting, ask)
+        heapq.heappush(self._waiting, (priority, seq, ask))
         if not self._out:
             self._out = True
             self._spawn(self._flush())
@@ -87,10 +88,10 @@ class AskBatch:
         try:
             while self._waiting:
                 count = min(len(self._waiting), self._max)
-                asks = [heapq.heappop(self._waiting) for _ in range(count)]
+                asks = [heapq.heappop(self._waiting)[2] for _ in range(count)]
                 await self._answer(asks)
         except asyncio.CancelledError:
-            for ask in self._waiting:  # closing: nobody will send these
+            for _, _, ask in self._waiting:  # closing: nobody will send these
                 ask.reply.cancel()
             self._waiting.clear()
             raise

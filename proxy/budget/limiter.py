@@ -23,8 +23,7 @@ import re
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -65,6 +64,7 @@ T = TypeVar("T")
 _STATUS: Final[dict[int, SlotStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 LANE_ARGS_MAX: Final = 4096
+_NAMES: Final = {p: p.name for p in Priority}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,16 @@ class _Reserved:
     slot_ms: int
     at: float  # local clock time of the slot
     token: str | None  # None: admitted by the in-process budget
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A call's buckets as checked once (`Limiter._checked`), and its lane's key."""
+
+    buckets: Sequence[BucketSpec]  # as the caller passed them: the memo holds while they do
+    specs: tuple[BucketSpec, ...]
+    daily: bool
+    lane_key: tuple[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -254,7 +264,8 @@ class Limiter:
         # call (counter), as random tokens were, without drawing randomness per call.
         prefix = secrets.token_hex(6)
         self._tokens = (f"{prefix}{n:x}" for n in itertools.count())
-        self._waiting: Counter[tuple[str, str]] = Counter()
+        self._waiting: dict[tuple[str, str], int] = {}
+        self._checked_calls: dict[tuple[str, int], _Checked] = {}
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
@@ -276,16 +287,20 @@ class Limiter:
         daily_reset_ms: int | None = None,
     ) -> Admission:
         """Wait until the call may be sent in every bucket, or raise BudgetExceeded at once."""
-        specs = self._checked(cred, buckets, daily_reset_ms)
+        checked = self._checked(cred, buckets, daily_reset_ms)
+        specs = checked.specs
         start = self._clock()
         deadline = start + max(0.0, max_wait_s)
-        with self._waiter(cred, specs, priority) as lane:
+        lane = self._enter_lane(checked, priority)
+        try:
             try:
                 step = await self._admission(lane, cred, specs, priority, deadline, daily_reset_ms)
             except BudgetExceeded:
                 self._counts["rejected"] += 1
                 raise
             await self._until_slot(lane, cred, specs, step)
+        finally:
+            self._leave_lane(checked, lane, priority)
         fallback = step.token is None
         self._counts["admitted_fallback" if fallback else "admitted"] += 1
         return Admission(step.slot_ms, self._clock() - start, fallback)
@@ -333,6 +348,7 @@ class Limiter:
         """HubSpot refused a token it never accepted: drop the budget state its calls left,
         so made-up tokens do not accumulate keys (such calls cost the portal nothing)."""
         specs = [self._specs.pop(k) for k in [k for k in self._specs if k[0] == cred]]
+        self._checked_calls.clear()  # its specs are to be noted again on its next call
         if self._redis is None or not specs or not self._health.should_try():
             return
         keys = [self._keys.data(cred, spec) for spec in specs]
@@ -580,7 +596,9 @@ class Limiter:
     def _note_slot(self, cred: str, specs: Sequence[BucketSpec], slot_at: float) -> None:
         for spec in specs:
             if spec.kind == "window":
-                slots = self._recent_slots.setdefault((cred, spec.name), deque(maxlen=spec.limit))
+                slots = self._recent_slots.get((cred, spec.name))
+                if slots is None:
+                    slots = self._recent_slots[(cred, spec.name)] = deque(maxlen=spec.limit)
                 slots.append(slot_at)
 
     async def _failed(self, exc: BaseException, answers_before: int) -> None:
@@ -639,34 +657,55 @@ class Limiter:
 
     def _checked(
         self, cred: str, buckets: Sequence[BucketSpec], daily_reset_ms: int | None
-    ) -> tuple[BucketSpec, ...]:
+    ) -> _Checked:
+        """`buckets` checked and noted for `cred`; a plan's buckets are one tuple while the
+        rules' limits hold (`plans.bucket_specs`), so the same call is checked once."""
+        memo_key = (cred, id(buckets))
+        kept = self._checked_calls.get(memo_key)
+        if kept is not None and kept.buckets is buckets:
+            if daily_reset_ms is None and kept.daily:
+                raise ValueError("a daily bucket needs daily_reset_ms")
+            for spec in kept.specs:
+                self._specs[(cred, spec.name)] = spec  # the last spec acquired with
+            return kept
         if not _CRED.match(cred):
             raise ValueError("credential id must be a short hash ([A-Za-z0-9_.-], <= 128 chars)")
         specs = tuple(buckets)
         if not specs or len({s.name for s in specs}) != len(specs):
             raise ValueError("buckets must be a non-empty list of distinct bucket names")
-        if daily_reset_ms is None and any(s.kind == "daily" for s in specs):
+        daily = any(s.kind == "daily" for s in specs)
+        if daily_reset_ms is None and daily:
             raise ValueError("a daily bucket needs daily_reset_ms")
         for spec in specs:
             self._specs[(cred, spec.name)] = spec
-        return specs
+        if len(self._checked_calls) >= LANE_ARGS_MAX:
+            self._checked_calls.clear()  # bounded: credentials come and go
+        names = tuple(spec.name for spec in specs)
+        checked = _Checked(buckets, specs, daily, (cred, names))
+        self._checked_calls[memo_key] = checked
+        return checked
 
-    @contextmanager
-    def _waiter(
-        self, cred: str, specs: Sequence[BucketSpec], priority: Priority
-    ) -> Iterator[_Lane]:
-        key = (cred, tuple(spec.name for spec in specs))
-        lane = self._lanes.setdefault(key, _Lane())
+    def _enter_lane(self, checked: _Checked, priority: Priority) -> _Lane:
+        """Join the call's lane, counted as waiting in each of its buckets at its priority."""
+        lane = self._lanes.get(checked.lane_key)
+        if lane is None:
+            lane = self._lanes[checked.lane_key] = _Lane()
         lane.users += 1
-        labels = [(spec.name, priority.name) for spec in specs]
-        self._waiting.update(labels)
-        try:
-            yield lane
-        finally:
-            self._waiting.subtract(labels)
-            for label in labels:
-                if self._waiting[label] <= 0:
-                    del self._waiting[label]
-            lane.users -= 1
-            if lane.users == 0:
-                del self._lanes[key]
+        waiting = self._waiting
+        for name in checked.lane_key[1]:
+            label = (name, _NAMES[priority])
+            waiting[label] = waiting.get(label, 0) + 1
+        return lane
+
+    def _leave_lane(self, checked: _Checked, lane: _Lane, priority: Priority) -> None:
+        waiting = self._waiting
+        for name in checked.lane_key[1]:
+            label = (name, _NAMES[priority])
+            left = waiting.get(label, 0) - 1
+            if left > 0:
+                waiting[label] = left
+            else:
+                waiting.pop(label, None)
+        lane.users -= 1
+        if lane.users == 0:
+            del self._lanes[checked.lane_key]

@@ -114,25 +114,26 @@ class AdmittedCaller:
                 daily_reset_ms=plan.daily_reset_ms,
             )
         except BudgetExceeded as exc:
-            self._metrics.rejected.labels(exc.bucket, plan.priority.name.lower()).inc()
+            self._metrics.rejected.labels(exc.bucket, plan.priority.label).inc()
             raise RateLimited(exc.policy, exc.retry_after_s) from exc
         waited = time.monotonic() - started
-        priority = plan.priority.name.lower()
+        priority = plan.priority.label
         self._metrics.queue_wait.labels(plan.bucket_label, priority).observe(waited)
         self._metrics.admitted.labels(priority).inc()
         plan.trace.waited_s += waited
         plan.trace.attempts += 1
-        log.debug(
-            "admitted",
-            extra={
-                "request_id": plan.trace.request_id,
-                "credential": plan.credential,
-                "bucket": plan.bucket_label,
-                "priority": priority,
-                "wait_s": round(waited, 4),
-                "attempt": plan.trace.attempts,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "admitted",
+                extra={
+                    "request_id": plan.trace.request_id,
+                    "credential": plan.credential,
+                    "bucket": plan.bucket_label,
+                    "priority": priority,
+                    "wait_s": round(waited, 4),
+                    "attempt": plan.trace.attempts,
+                },
+            )
         return admission
 
     async def try_admit(self, plan: CallPlan) -> bool:
@@ -147,7 +148,7 @@ class AdmittedCaller:
             )
         except BudgetExceeded:
             return False
-        self._metrics.admitted.labels(plan.priority.name.lower()).inc()
+        self._metrics.admitted.labels(plan.priority.label).inc()
         plan.trace.attempts += 1
         return True
 
