@@ -270,7 +270,8 @@ class Limiter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._lane_args: dict[
-            tuple[str, tuple[BucketSpec, ...], int | None], tuple[list[bytes], list[bytes]]
+            tuple[str, int, int | None],
+            tuple[Sequence[BucketSpec], list[bytes], list[bytes]],
         ] = {}
         # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
         self._recent_slots: dict[tuple[str, str], deque[float]] = {}
@@ -535,14 +536,17 @@ class Limiter:
         """admit.lua's KEYS and bucket ARGV of a lane (`admit_request`), made once per lane,
         as bytes (redis-py then encodes none of them per call); shared by its asks, so never
         changed."""
-        found = self._lane_args.get((cred, tuple(specs), reset_ms))
-        if found is None:
+        # By the specs tuple's id (`_checked` makes one per call shape), kept beside the args:
+        # hashing the specs themselves calls a dataclass __hash__ per bucket.
+        memo_key = (cred, id(specs), reset_ms)
+        found = self._lane_args.get(memo_key)
+        if found is None or found[0] is not specs:
             if len(self._lane_args) >= LANE_ARGS_MAX:
                 self._lane_args.clear()  # bounded: daily resets and credentials come and go
             keys, args = admit_request(self._keys, cred, specs, 0, "", reset_ms)
-            found = ([k.encode() for k in keys], [str(a).encode() for a in args[2:]])
-            self._lane_args[(cred, tuple(specs), reset_ms)] = found
-        return found
+            found = (specs, [k.encode() for k in keys], [str(a).encode() for a in args[2:]])
+            self._lane_args[memo_key] = found
+        return found[1], found[2]
 
     async def _send_asks(self, asks: Sequence[Ask]) -> list[Any]:
         """One round trip for a lane's batch of admit calls, bounded by the gateway's timeout:
