@@ -11,8 +11,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 import orjson
@@ -181,16 +181,9 @@ class AdmittedCaller:
             raise UpstreamTooLarge(f"HubSpot's answer is larger than {MAX_BUFFERED_BYTES} bytes")
         return answer
 
-    @asynccontextmanager
-    async def stream(
-        self, plan: CallPlan, out: Outgoing, *, admitted: bool = False
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    def stream(self, plan: CallPlan, out: Outgoing, *, admitted: bool = False) -> _Live:
         """The live answer to `out`, sent within budget, for relaying; released on exit."""
-        resp = await self._send(plan, out, admitted=admitted)
-        try:
-            yield resp
-        finally:
-            resp.release()
+        return _Live(self._send(plan, out, admitted=admitted))
 
     async def _send(
         self, plan: CallPlan, out: Outgoing, *, admitted: bool
@@ -283,6 +276,25 @@ class AdmittedCaller:
             and attempt < MAX_5XX_ATTEMPTS
             and time.monotonic() + delay < plan.deadline
         )
+
+
+class _Live:
+    """`async with caller.stream(...) as resp`: the answer, released on exit (a class, not an
+    `asynccontextmanager`, whose generator costs more on every forwarded call)."""
+
+    __slots__ = ("_resp", "_sending")
+
+    def __init__(self, sending: Coroutine[Any, Any, aiohttp.ClientResponse]) -> None:
+        self._sending = sending
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        self._resp = await self._sending
+        return self._resp
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._resp is not None:
+            self._resp.release()
 
 
 def _backoff_delay(attempt: int) -> float:
