@@ -6,7 +6,8 @@ replica, callers of one (credential, bucket set) take turns asking Redis in orde
 (priority, arrival), so higher classes go first when budget frees. While the lane's last reply
 found budget free now, a caller gives up its turn as soon as its ask is queued: the asks made
 while one round trip is out leave together in that order (`asks.AskBatch`), so a credential
-whose budget does not bind is not held to one admission per round trip. Across replicas,
+whose budget does not bind is not held to one admission per round trip (a lane, dropped
+whenever no call is in it, comes back free if it left free within the last second). Across replicas,
 priority comes from how far ahead each class may reserve (its horizon): background only takes a
 slot free now.
 When Redis is unreachable or slow, `fallback.LocalBudget` admits this replica's share instead.
@@ -64,6 +65,8 @@ T = TypeVar("T")
 _STATUS: Final[dict[int, SlotStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 LANE_ARGS_MAX: Final = 4096
+# A lane gone idle this recently comes back as it left: free (see `_enter_lane`).
+FREE_REMEMBERED_S: Final = 1.0
 _NAMES: Final = {p: p.name for p in Priority}
 
 
@@ -266,6 +269,8 @@ class Limiter:
         self._tokens = (f"{prefix}{n:x}" for n in itertools.count())
         self._waiting: dict[tuple[str, str], int] = {}
         self._checked_calls: dict[tuple[str, int], _Checked] = {}
+        # lane key -> when a lane whose last reply was free went idle
+        self._left_free: dict[tuple[str, tuple[str, ...]], float] = {}
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
@@ -694,6 +699,11 @@ class Limiter:
         lane = self._lanes.get(checked.lane_key)
         if lane is None:
             lane = self._lanes[checked.lane_key] = _Lane()
+            # A lane is dropped whenever no call is in it, which under steady load is often:
+            # one that left free a moment ago comes back free, so its callers share round trips
+            # at once instead of each holding the turn to a reply until one says "free" again.
+            left = self._left_free.pop(checked.lane_key, None)
+            lane.free = left is not None and self._clock() - left < FREE_REMEMBERED_S
         lane.users += 1
         waiting = self._waiting
         for name in checked.lane_key[1]:
@@ -713,3 +723,7 @@ class Limiter:
         lane.users -= 1
         if lane.users == 0:
             del self._lanes[checked.lane_key]
+            if lane.free:
+                if len(self._left_free) >= LANE_ARGS_MAX:
+                    self._left_free.clear()  # bounded: credentials come and go
+                self._left_free[checked.lane_key] = self._clock()
