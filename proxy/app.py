@@ -31,7 +31,7 @@ from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import Rules, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
-from proxy.runtime.edge import FORWARD_ROUTE, ProxyHandler
+from proxy.runtime.edge import ProxyHandler, add_forward_route
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
 from proxy.runtime.portals import Portals
@@ -348,5 +348,5 @@ def create_app(
     handler = ProxyHandler(
         settings, services.metrics, services.rules, services.actions, services.overload
     )
-    app.router.add_route("*", "/{tail:.*}", handler.handle, name=FORWARD_ROUTE)
+    add_forward_route(app.router, handler)
     return app

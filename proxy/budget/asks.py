@@ -34,13 +34,21 @@ def batch_cap(specs: Sequence[BucketSpec]) -> int:
     return max(1, min([MAX_BATCH, *windows]))
 
 
+# Keys and args as redis-py takes them; a lane's are bytes, made once (`Limiter._bucket_args`).
+Key = str | bytes
+Arg = str | int | bytes
+
+
 @dataclass(order=True)
 class Ask:
     priority: int
     seq: int
-    keys: list[str] = field(compare=False)
-    args: list[str | int] = field(compare=False)
+    keys: Sequence[Key] = field(compare=False)
+    args: Sequence[Arg] = field(compare=False)
     reply: asyncio.Future[Any] = field(compare=False)
+    # Told the reply its caller, gone (its `reply` cancelled), never read: what the script
+    # reserved for it is given back there. The caller awaits `reply` itself, without a shield.
+    orphaned: Callable[[Any], object] | None = field(default=None, compare=False)
 
 
 Send = Callable[[Sequence[Ask]], Awaitable[list[Any]]]
@@ -54,13 +62,23 @@ class AskBatch:
         self._send = send
         self._spawn = spawn
         self._max = max_batch
-        self._waiting: list[Ask] = []
+        # (priority, seq, ask): compared as tuples, in C; seq is unique, so never by the ask
+        self._waiting: list[tuple[int, int, Ask]] = []
         self._out = False
 
-    def ask(self, priority: int, seq: int, keys: list[str], args: list[str | int]) -> Ask:
-        """Queue one admit call; its reply (or the round trip's error) arrives on `reply`."""
-        ask = Ask(priority, seq, keys, args, asyncio.get_running_loop().create_future())
-        heapq.heappush(self._waiting, ask)
+    def ask(
+        self,
+        priority: int,
+        seq: int,
+        keys: Sequence[Key],
+        args: Sequence[Arg],
+        orphaned: Callable[[Any], object] | None = None,
+    ) -> Ask:
+        """Queue one admit call; its reply (or the round trip's error) arrives on `reply`, or
+        at `orphaned` when the caller cancelled `reply` before it came."""
+        loop = asyncio.get_running_loop()
+        ask = Ask(priority, seq, keys, args, loop.create_future(), orphaned)
+        heapq.heappush(self._waiting, (priority, seq, ask))
         if not self._out:
             self._out = True
             self._spawn(self._flush())
@@ -70,10 +88,10 @@ class AskBatch:
         try:
             while self._waiting:
                 count = min(len(self._waiting), self._max)
-                asks = [heapq.heappop(self._waiting) for _ in range(count)]
+                asks = [heapq.heappop(self._waiting)[2] for _ in range(count)]
                 await self._answer(asks)
         except asyncio.CancelledError:
-            for ask in self._waiting:  # closing: nobody will send these
+            for _, _, ask in self._waiting:  # closing: nobody will send these
                 ask.reply.cancel()
             self._waiting.clear()
             raise
@@ -95,3 +113,5 @@ class AskBatch:
         for ask, reply in zip(asks, replies, strict=True):
             if not ask.reply.done():
                 ask.reply.set_result(reply)
+            elif ask.reply.cancelled() and ask.orphaned is not None:
+                ask.orphaned(reply)

@@ -6,7 +6,8 @@ replica, callers of one (credential, bucket set) take turns asking Redis in orde
 (priority, arrival), so higher classes go first when budget frees. While the lane's last reply
 found budget free now, a caller gives up its turn as soon as its ask is queued: the asks made
 while one round trip is out leave together in that order (`asks.AskBatch`), so a credential
-whose budget does not bind is not held to one admission per round trip. Across replicas,
+whose budget does not bind is not held to one admission per round trip (a lane, dropped
+whenever no call is in it, comes back free if it left free within the last second). Across replicas,
 priority comes from how far ahead each class may reserve (its horizon): background only takes a
 slot free now.
 When Redis is unreachable or slow, `fallback.LocalBudget` admits this replica's share instead.
@@ -23,8 +24,7 @@ import re
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -32,7 +32,7 @@ from typing import Any, Final, TypeVar
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from proxy.budget.asks import Ask, AskBatch, batch_cap
+from proxy.budget.asks import Arg, Ask, AskBatch, Key, batch_cap
 from proxy.budget.fallback import LocalBudget
 from proxy.budget.model import (
     DEFAULT_HORIZONS_S,
@@ -69,6 +69,9 @@ LANE_ARGS_MAX: Final = 4096
 # Retry-After of a new flow refused because the process is behind: long enough for the flows
 # under way to move on, short next to a client's timeout.
 BEHIND_RETRY_AFTER_S: Final = 2.0
+# A lane gone idle this recently comes back as it left: free (see `_enter_lane`).
+FREE_REMEMBERED_S: Final = 1.0
+_NAMES: Final = {p: p.name for p in Priority}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,19 @@ class _Reserved:
     slot_ms: int
     at: float  # local clock time of the slot
     token: str | None  # None: admitted by the in-process budget
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A call's buckets as checked once (`Limiter._checked`), and its lane's key."""
+
+    buckets: Sequence[BucketSpec]  # as the caller passed them: the memo holds while they do
+    specs: tuple[BucketSpec, ...]
+    daily: bool
+    lane_key: tuple[str, tuple[str, ...]]
+    # The tightest `max_delay_ms` of its buckets: a new flow, refused while the process is
+    # further behind than this (None: not a flow's admission).
+    max_delay_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +207,7 @@ def admit_request(
     return names, args
 
 
-def admit_many_request(asks: Sequence[Ask]) -> tuple[list[str], list[str | int]] | None:
+def admit_many_request(asks: Sequence[Ask]) -> tuple[Sequence[Key], list[Arg]] | None:
     """KEYS and ARGV for admit_many.lua: the asks' shared keys and bucket values, then each
     ask's max_ms and token; None for one ask, or asks whose buckets differ."""
     if len(asks) < 2:
@@ -200,7 +216,7 @@ def admit_many_request(asks: Sequence[Ask]) -> tuple[list[str], list[str | int]]
     keys, shared = first.keys, first.args[2:]
     if any(ask.keys != keys or ask.args[2:] != shared for ask in asks):
         return None
-    args: list[str | int] = [len(asks), *shared]
+    args: list[Arg] = [len(asks), *shared]
     for ask in asks:
         args += ask.args[:2]
     return keys, args
@@ -262,12 +278,16 @@ class Limiter:
         # call (counter), as random tokens were, without drawing randomness per call.
         prefix = secrets.token_hex(6)
         self._tokens = (f"{prefix}{n:x}" for n in itertools.count())
-        self._waiting: Counter[tuple[str, str]] = Counter()
+        self._waiting: dict[tuple[str, str], int] = {}
+        self._checked_calls: dict[tuple[str, int], _Checked] = {}
+        # lane key -> when a lane whose last reply was free went idle
+        self._left_free: dict[tuple[str, tuple[str, ...]], float] = {}
         self._specs: dict[tuple[str, str], BucketSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counts: Counter[str] = Counter()
         self._lane_args: dict[
-            tuple[str, tuple[BucketSpec, ...], int | None], tuple[list[str], list[str | int]]
+            tuple[str, int, int | None],
+            tuple[Sequence[BucketSpec], list[bytes], list[bytes]],
         ] = {}
         # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
         self._recent_slots: dict[tuple[str, str], deque[float]] = {}
@@ -284,31 +304,33 @@ class Limiter:
         daily_reset_ms: int | None = None,
     ) -> Admission:
         """Wait until the call may be sent in every bucket, or raise BudgetExceeded at once."""
-        specs = self._checked(cred, buckets, daily_reset_ms)
+        checked = self._checked(cred, buckets, daily_reset_ms)
+        specs = checked.specs
         start = self._clock()
         deadline = start + max(0.0, max_wait_s)
-        with self._waiter(cred, specs, priority) as lane:
+        lane = self._enter_lane(checked, priority)
+        try:
             try:
-                self._refuse_if_behind(specs)
+                self._refuse_if_behind(checked)
                 step = await self._admission(lane, cred, specs, priority, deadline, daily_reset_ms)
                 await self._until_slot(lane, cred, specs, step)
                 # A flow that waited for its slot while the process fell behind starts no later.
-                self._refuse_if_behind(specs)
+                self._refuse_if_behind(checked)
             except BudgetExceeded:
                 self._counts["rejected"] += 1
                 raise
+        finally:
+            self._leave_lane(checked, lane, priority)
         fallback = step.token is None
         self._counts["admitted_fallback" if fallback else "admitted"] += 1
         return Admission(step.slot_ms, self._clock() - start, fallback)
 
-    def _refuse_if_behind(self, specs: Sequence[BucketSpec]) -> None:
-        """BudgetExceeded for a new flow while the process is further behind than allowed."""
-        if self._behind is None:
-            return
-        for spec in specs:
-            limit_ms = spec.max_delay_ms
-            if limit_ms is not None and self._behind() * 1000 > limit_ms:
-                raise ProcessBehind(BEHIND_RETRY_AFTER_S, spec.name, policy_for(spec))
+    def _refuse_if_behind(self, checked: _Checked) -> None:
+        """ProcessBehind for a new flow while the process is further behind than allowed."""
+        limit_ms = checked.max_delay_ms
+        if limit_ms is not None and self._behind is not None and self._behind() * 1000 > limit_ms:
+            flows = next(s for s in checked.specs if s.max_delay_ms == limit_ms)
+            raise ProcessBehind(BEHIND_RETRY_AFTER_S, flows.name, policy_for(flows))
 
     def give_back(self, cred: str, buckets: Sequence[BucketSpec], admission: Admission) -> None:
         """An admitted call that never left (no connection could be made): in fallback its
@@ -353,6 +375,7 @@ class Limiter:
         """HubSpot refused a token it never accepted: drop the budget state its calls left,
         so made-up tokens do not accumulate keys (such calls cost the portal nothing)."""
         specs = [self._specs.pop(k) for k in [k for k in self._specs if k[0] == cred]]
+        self._checked_calls.clear()  # its specs are to be noted again on its next call
         if self._redis is None or not specs or not self._health.should_try():
             return
         keys = [self._keys.data(cred, spec) for spec in specs]
@@ -497,7 +520,7 @@ class Limiter:
         remaining_ms = _ms(deadline - self._clock())
         token = next(self._tokens)
         keys, buckets = self._bucket_args(cred, specs, reset_ms)
-        args: list[str | int] = [min(remaining_ms, _ms(horizon)), token, *buckets]
+        args: list[Arg] = [min(remaining_ms, _ms(horizon)), token, *buckets]
         reply = await self._admit(lane, turn, cred, specs, place, token, (keys, args))
         # Redis time >= reply.now_ms when the reply arrives, so this never wakes before the slot.
         slot_at = self._clock() + reply.wait_ms / 1000
@@ -520,34 +543,36 @@ class Limiter:
         specs: Sequence[BucketSpec],
         place: tuple[Priority, int],
         token: str,
-        request: tuple[list[str], list[str | int]],
+        request: tuple[Sequence[Key], Sequence[Arg]],
     ) -> SlotReply:
         """admit.lua for this caller, in its lane's next batch."""
         if lane.asks is None:
             lane.asks = AskBatch(self._send_asks, self._spawn, batch_cap(specs))
-        call = lane.asks.ask(int(place[0]), place[1], *request).reply
+        # A caller cancelled before the reply: the script may still run, and what it reserves
+        # for a caller that is gone is given back (`_release_orphan`).
+        orphaned = partial(self._release_orphan, cred, specs, token)
+        call = lane.asks.ask(int(place[0]), place[1], *request, orphaned).reply
         if lane.free:
             turn.leave()  # under pressure the turn is held to the reply, one ask per trip
-        try:
-            reply = await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # the script may still run: give back what it reserves for a caller that is gone
-            call.add_done_callback(partial(self._release_orphan, cred, specs, token))
-            raise
-        return parse_admit(reply, specs)
+        return parse_admit(await call, specs)
 
     def _bucket_args(
         self, cred: str, specs: Sequence[BucketSpec], reset_ms: int | None
-    ) -> tuple[list[str], list[str | int]]:
-        """admit.lua's KEYS and bucket ARGV of a lane (`admit_request`), made once per lane;
-        shared by its asks, so never changed."""
-        found = self._lane_args.get((cred, tuple(specs), reset_ms))
-        if found is None:
+    ) -> tuple[list[bytes], list[bytes]]:
+        """admit.lua's KEYS and bucket ARGV of a lane (`admit_request`), made once per lane,
+        as bytes (redis-py then encodes none of them per call); shared by its asks, so never
+        changed."""
+        # By the specs tuple's id (`_checked` makes one per call shape), kept beside the args:
+        # hashing the specs themselves calls a dataclass __hash__ per bucket.
+        memo_key = (cred, id(specs), reset_ms)
+        found = self._lane_args.get(memo_key)
+        if found is None or found[0] is not specs:
             if len(self._lane_args) >= LANE_ARGS_MAX:
                 self._lane_args.clear()  # bounded: daily resets and credentials come and go
             keys, args = admit_request(self._keys, cred, specs, 0, "", reset_ms)
-            found = self._lane_args[(cred, tuple(specs), reset_ms)] = (keys, args[2:])
-        return found
+            found = (specs, [k.encode() for k in keys], [str(a).encode() for a in args[2:]])
+            self._lane_args[memo_key] = found
+        return found[1], found[2]
 
     async def _send_asks(self, asks: Sequence[Ask]) -> list[Any]:
         """One round trip for a lane's batch of admit calls, bounded by the gateway's timeout:
@@ -601,7 +626,9 @@ class Limiter:
     def _note_slot(self, cred: str, specs: Sequence[BucketSpec], slot_at: float) -> None:
         for spec in specs:
             if spec.kind == "window":
-                slots = self._recent_slots.setdefault((cred, spec.name), deque(maxlen=spec.limit))
+                slots = self._recent_slots.get((cred, spec.name))
+                if slots is None:
+                    slots = self._recent_slots[(cred, spec.name)] = deque(maxlen=spec.limit)
                 slots.append(slot_at)
 
     async def _failed(self, exc: BaseException, answers_before: int) -> None:
@@ -645,11 +672,9 @@ class Limiter:
             log.debug("could not release a reservation: %s", type(exc).__name__)
 
     def _release_orphan(
-        self, cred: str, specs: Sequence[BucketSpec], token: str, call: asyncio.Future[Any]
+        self, cred: str, specs: Sequence[BucketSpec], token: str, reply: Sequence[Any]
     ) -> None:
-        if call.cancelled() or call.exception() is not None:
-            return
-        if int(call.result()[0]) == 0:
+        if int(reply[0]) == 0:
             self._spawn(self._release(cred, specs, token))
 
     def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -662,34 +687,65 @@ class Limiter:
 
     def _checked(
         self, cred: str, buckets: Sequence[BucketSpec], daily_reset_ms: int | None
-    ) -> tuple[BucketSpec, ...]:
+    ) -> _Checked:
+        """`buckets` checked and noted for `cred`; a plan's buckets are one tuple while the
+        rules' limits hold (`plans.bucket_specs`), so the same call is checked once."""
+        memo_key = (cred, id(buckets))
+        kept = self._checked_calls.get(memo_key)
+        if kept is not None and kept.buckets is buckets:
+            if daily_reset_ms is None and kept.daily:
+                raise ValueError("a daily bucket needs daily_reset_ms")
+            for spec in kept.specs:
+                self._specs[(cred, spec.name)] = spec  # the last spec acquired with
+            return kept
         if not _CRED.match(cred):
             raise ValueError("credential id must be a short hash ([A-Za-z0-9_.-], <= 128 chars)")
         specs = tuple(buckets)
         if not specs or len({s.name for s in specs}) != len(specs):
             raise ValueError("buckets must be a non-empty list of distinct bucket names")
-        if daily_reset_ms is None and any(s.kind == "daily" for s in specs):
+        daily = any(s.kind == "daily" for s in specs)
+        if daily_reset_ms is None and daily:
             raise ValueError("a daily bucket needs daily_reset_ms")
         for spec in specs:
             self._specs[(cred, spec.name)] = spec
-        return specs
+        if len(self._checked_calls) >= LANE_ARGS_MAX:
+            self._checked_calls.clear()  # bounded: credentials come and go
+        names = tuple(spec.name for spec in specs)
+        delays = [s.max_delay_ms for s in specs if s.max_delay_ms is not None]
+        checked = _Checked(buckets, specs, daily, (cred, names), min(delays, default=None))
+        self._checked_calls[memo_key] = checked
+        return checked
 
-    @contextmanager
-    def _waiter(
-        self, cred: str, specs: Sequence[BucketSpec], priority: Priority
-    ) -> Iterator[_Lane]:
-        key = (cred, tuple(spec.name for spec in specs))
-        lane = self._lanes.setdefault(key, _Lane())
+    def _enter_lane(self, checked: _Checked, priority: Priority) -> _Lane:
+        """Join the call's lane, counted as waiting in each of its buckets at its priority."""
+        lane = self._lanes.get(checked.lane_key)
+        if lane is None:
+            lane = self._lanes[checked.lane_key] = _Lane()
+            # A lane is dropped whenever no call is in it, which under steady load is often:
+            # one that left free a moment ago comes back free, so its callers share round trips
+            # at once instead of each holding the turn to a reply until one says "free" again.
+            left = self._left_free.pop(checked.lane_key, None)
+            lane.free = left is not None and self._clock() - left < FREE_REMEMBERED_S
         lane.users += 1
-        labels = [(spec.name, priority.name) for spec in specs]
-        self._waiting.update(labels)
-        try:
-            yield lane
-        finally:
-            self._waiting.subtract(labels)
-            for label in labels:
-                if self._waiting[label] <= 0:
-                    del self._waiting[label]
-            lane.users -= 1
-            if lane.users == 0:
-                del self._lanes[key]
+        waiting = self._waiting
+        for name in checked.lane_key[1]:
+            label = (name, _NAMES[priority])
+            waiting[label] = waiting.get(label, 0) + 1
+        return lane
+
+    def _leave_lane(self, checked: _Checked, lane: _Lane, priority: Priority) -> None:
+        waiting = self._waiting
+        for name in checked.lane_key[1]:
+            label = (name, _NAMES[priority])
+            left = waiting.get(label, 0) - 1
+            if left > 0:
+                waiting[label] = left
+            else:
+                waiting.pop(label, None)
+        lane.users -= 1
+        if lane.users == 0:
+            del self._lanes[checked.lane_key]
+            if lane.free:
+                if len(self._left_free) >= LANE_ARGS_MAX:
+                    self._left_free.clear()  # bounded: credentials come and go
+                self._left_free[checked.lane_key] = self._clock()

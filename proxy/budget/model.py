@@ -45,6 +45,14 @@ class Priority(IntEnum):
     DEFAULT = 1
     BACKGROUND = 2
 
+    @property
+    def label(self) -> str:
+        """The lower-case name metrics and logs use; `.name` is a descriptor call per use."""
+        return _PRIORITY_LABELS[self]
+
+
+_PRIORITY_LABELS: Final = {p: p.name.lower() for p in Priority}
+
 
 # How far ahead (seconds) each class may reserve a slot. INTERACTIVE: as far as its deadline
 # allows; BACKGROUND: only a slot free now, so it never takes a slot ahead of a waiting

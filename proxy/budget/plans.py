@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from proxy.budget.model import BucketSpec, Priority
@@ -35,7 +36,7 @@ class CallPlan:
     daily_reset_ms: int | None = None
     trace: CallTrace = field(default_factory=CallTrace)
 
-    @property
+    @cached_property
     def bucket_label(self) -> str:
         return "+".join(b.name for b in self.buckets)
 

@@ -18,7 +18,7 @@ import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Final
 
 import orjson
@@ -42,6 +42,14 @@ def _keys(cred: str, object_type: str, object_id: str, query: str) -> tuple[str,
     return base + ":gen", f"{base}:q:{digest}"
 
 
+@lru_cache(maxsize=4096)
+def _encoded(cred: str, object_type: str, object_id: str, query: str) -> tuple[bytes, ...]:
+    """`_keys` and the object id as bytes, as a read with overlays sends them: redis-py then
+    encodes nothing (it would on every call)."""
+    gen_key, entry_key = _keys(cred, object_type, object_id, query)
+    return gen_key.encode(), entry_key.encode(), object_id.encode()
+
+
 @dataclass(frozen=True)
 class OverlayRead:
     """A counter read along with the cache read: `counter_op`'s keys and argv of a read (its
@@ -51,6 +59,12 @@ class OverlayRead:
     args: list[str]
     count_property: str
     capacity_property: str
+
+    @cached_property
+    def encoded(self) -> tuple[list[bytes], list[bytes]]:
+        """The keys, and the args with the properties, as bytes (made once, sent often)."""
+        args = [*self.args, self.count_property, self.capacity_property]
+        return [k.encode() for k in self.keys], [a.encode() for a in args]
 
 
 @dataclass(frozen=True)
@@ -78,16 +92,19 @@ class ObjectCache:
     ) -> CacheRead | Unavailable:
         """The cached answer, and on a hit the `overlays` read in the same round trip (their
         keys must share the credential's hash tag)."""
-        gen_key, entry_key = _keys(cred, object_type, object_id, query)
         lua = self._read
         if overlays and lua is not None:
-            keys = [gen_key, entry_key, *(k for o in overlays for k in o.keys)]
-            args = [object_id]
+            gen_key, entry_key, encoded_id = _encoded(cred, object_type, object_id, query)
+            keys = [gen_key, entry_key]
+            args = [encoded_id]
             for o in overlays:
-                args += [*o.args, o.count_property, o.capacity_property]
+                o_keys, o_args = o.encoded
+                keys += o_keys
+                args += o_args
             got = await self.store.call_script("object_cache", lua, keys, args)
         else:
-            got = await self.store.run("object_cache", lambda r: r.mget([gen_key, entry_key]))
+            plain = _keys(cred, object_type, object_id, query)
+            got = await self.store.run("object_cache", lambda r: r.mget(plain))
         if isinstance(got, Unavailable):
             return UNAVAILABLE
         raw_gen, raw_entry, *overlaid = got

@@ -262,7 +262,7 @@ class Actions:
         if self.overload.past(self.rules.current.limits.admissions_max_delay_ms):
             search = hubspot.is_search(req.method, req.path)
             policy = hubspot.POLICY_SECONDLY if search else hubspot.POLICY_TEN_SECONDLY
-            self.metrics.rejected.labels(ADMISSIONS, req.plan.priority.name.lower()).inc()
+            self.metrics.rejected.labels(ADMISSIONS, req.plan.priority.label).inc()
             raise RateLimited(policy, BEHIND_RETRY_AFTER_S, behind=True)
 
     async def _keep_scope_fresh(

@@ -11,6 +11,7 @@ import time
 from functools import partial
 
 from aiohttp import web
+from yarl import URL
 
 from proxy.budget.overload import Overload
 from proxy.budget.plans import MAX_WAIT_HEADER, plan_for
@@ -31,6 +32,40 @@ GATEWAY_PREFIX = "/proxy/"
 FORWARD_ROUTE = "forward"
 # Where the gateway's own routes live (create_app): never forwarded, whatever the method.
 OWN_PATHS = ("/healthz", "/readyz", "/metrics", GATEWAY_PREFIX)
+
+
+class EveryPath(web.Resource):
+    """The forwarding route's resource: it matches every path, without a pattern.
+
+    `add_route("*", "/{tail:.*}", ...)` ran a regex over each path and unquoted what it
+    captured, for a match the handler never reads. Indexed under "/", as that route was: the
+    gateway's own routes (indexed under their own paths) are still found first."""
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def _match(self, path: str) -> dict[str, str]:
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return False  # never reused by `add_resource`
+
+    def get_info(self) -> dict[str, str]:  # type: ignore[override]
+        return {"path": "/"}
+
+    def url_for(self) -> URL:  # type: ignore[override]
+        return URL("/")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise NotImplementedError("the gateway's catch-all route is never mounted under a prefix")
+
+
+def add_forward_route(router: web.UrlDispatcher, handler: ProxyHandler) -> None:
+    """Every path and method not taken by the gateway's own routes goes to `handler`."""
+    resource = EveryPath(name=FORWARD_ROUTE)
+    router.register_resource(resource)
+    resource.add_route("*", handler.handle)
 
 
 async def refuse_other_methods(request: web.Request) -> None:

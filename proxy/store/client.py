@@ -28,20 +28,6 @@ from proxy.config import Settings
 CLOSED_UNDER_US: Final = (RuntimeError, AttributeError, TypeError)
 
 
-def is_cluster(client: object) -> bool:
-    """Whether `client` talks to a Redis Cluster. By type, once per type: `isinstance` against
-    redis-py's cluster class goes through typing's protocol check on every call (about 1% of a
-    saturated gateway's CPU, where scripts run)."""
-    kind = type(client)
-    found = _CLUSTER_TYPES.get(kind)
-    if found is None:
-        found = _CLUSTER_TYPES[kind] = issubclass(kind, RedisCluster)
-    return found
-
-
-_CLUSTER_TYPES: dict[type, bool] = {}
-
-
 class _Cluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -62,6 +48,19 @@ class _ClusterPipeline(ClusterPipeline):
             return await super().execute(raise_on_error, allow_redirections)
         except CLOSED_UNDER_US as exc:
             raise ConnectionError(f"connection closed under the pipeline: {exc!r}") from exc
+
+
+def is_cluster(client: object) -> bool:
+    """Whether `client` is a Redis Cluster client. `isinstance(client, RedisCluster)` walks
+    redis-py's Protocol bases (several microseconds); the answer depends on the type alone."""
+    kind = type(client)
+    found = _CLUSTER_TYPES.get(kind)
+    if found is None:
+        found = _CLUSTER_TYPES[kind] = issubclass(kind, RedisCluster)
+    return found
+
+
+_CLUSTER_TYPES: dict[type, bool] = {}
 
 
 def redis_client(settings: Settings, *, own_timeouts: bool = False) -> aioredis.Redis | None:

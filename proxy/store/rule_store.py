@@ -31,7 +31,7 @@ from proxy.metrics import Metrics
 from proxy.store.client import is_cluster
 from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped, redis_timeout
 from proxy.store.scripts import run_script_calls
-from proxy.store.trips import Call, Trips
+from proxy.store.trips import Call, Keys, Trips
 
 log = logging.getLogger("proxy.rule_store")
 
@@ -144,7 +144,7 @@ class RuleRedis:
         return result
 
     async def call_script(
-        self, component: str, lua: AsyncScript, keys: list[str], args: list[Any]
+        self, component: str, lua: AsyncScript, keys: Keys, args: Sequence[Any]
     ) -> Any:
         """`lua` run with `keys` and `args` as `run` would, its reply or UNAVAILABLE; the calls
         made while one round trip of the same script is out leave together in the next

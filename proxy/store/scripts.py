@@ -4,17 +4,18 @@ registered here, once per Redis client (redis-py then runs them by SHA, loading 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.store.client import is_cluster
+from proxy.store.trips import Keys
 
 _registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[tuple[str, ...], AsyncScript]] = (
     weakref.WeakKeyDictionary()
@@ -46,7 +47,7 @@ def script(client: aioredis.Redis, *names: str) -> AsyncScript:
 
 
 async def run_script_batch(
-    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
+    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[Keys, Sequence[Any]]]
 ) -> list[Any]:
     """`lua` (`script(client, name)`) once per (keys, args), in order, in one pipelined round
     trip on one server; the first call's error is raised (see `run_script_calls`)."""
@@ -58,24 +59,36 @@ async def run_script_batch(
 
 
 async def run_script_calls(
-    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]
+    client: aioredis.Redis, lua: AsyncScript, calls: Sequence[tuple[Keys, Sequence[Any]]]
 ) -> list[Any]:
     """`lua` once per (keys, args), in order, in one pipelined round trip on one server; a
     call's own error (a script error) is its reply, a failed round trip raises.
 
-    The pipeline carries bare EVALSHAs: redis-py's own script pipeline first asks SCRIPT EXISTS,
-    a round trip of its own. A server that does not know the script (first use, SCRIPT FLUSH,
+    The round trip carries bare EVALSHAs, packed here and written on one pooled connection:
+    redis-py's own script pipeline first asks SCRIPT EXISTS, a round trip of its own, and its
+    plain pipeline packs every argument of every call (a call made again and again is packed
+    once here, `_evalsha`). A server that does not know the script (first use, SCRIPT FLUSH,
     a replica promoted by a failover) answers NOSCRIPT to each call it did not run; those go
-    again one by one through the script object, which loads it. One call needs no pipeline.
-    redis-py refuses EVALSHA in a cluster pipeline, so on a cluster the calls go one by one,
-    still in order: the calls of one batch share a credential, hence a node.
+    again one by one through the script object, which loads it. redis-py refuses EVALSHA in a
+    cluster pipeline, so on a cluster the calls go one by one, still in order: the calls of
+    one batch share a credential, hence a node. One call goes through the script object.
     """
     if is_cluster(client) or len(calls) == 1:
         return [await _one(lua, keys, args) for keys, args in calls]
-    async with client.pipeline(transaction=False) as pipe:
-        for keys, args in calls:
-            pipe.evalsha(lua.sha, len(keys), *keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    pool = client.connection_pool
+    encode = pool.get_encoder().encode  # type: ignore[no-untyped-call]
+    sent = b"".join([_evalsha(encode, lua.sha, keys, args) for keys, args in calls])
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        # As redis-py's pipeline does: a dropped connection is reconnected and asked again.
+        replies: list[Any] = await conn.retry.call_with_retry(
+            lambda: _exchange(conn, sent, len(calls)), lambda _error: conn.disconnect()
+        )
+    except BaseException:
+        await conn.disconnect()  # replies may be left unread: never hand it out again as is
+        raise
+    finally:
+        await pool.release(conn)
     for n, reply in enumerate(replies):
         if isinstance(reply, NoScriptError):
             keys, args = calls[n]
@@ -83,7 +96,42 @@ async def run_script_calls(
     return replies
 
 
-async def _one(lua: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+async def _exchange(conn: Any, sent: bytes, count: int) -> list[Any]:
+    await conn.send_packed_command(sent)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:  # the call's own error, read whole: the next ones follow
+            replies.append(exc)
+    return replies
+
+
+def _evalsha(encode: Callable[[Any], Any], sha: str, keys: Keys, args: Sequence[Any]) -> bytes:
+    """EVALSHA of (keys, args) in Redis's protocol. A call whose keys and args come as bytes
+    (made once by its caller: an exam read, sent again and again) is packed once: redis-py
+    packed every argument of every call."""
+    memo_key = (sha, *keys, *args)
+    try:
+        found = _PACKED.get(memo_key)
+    except TypeError:  # an unhashable argument (a bytearray): packed, never kept
+        found, memo_key = None, ()
+    if found is not None:
+        return found
+    parts = [b"EVALSHA", sha.encode(), b"%d" % len(keys), *map(encode, keys), *map(encode, args)]
+    packed = b"*%d\r\n%s" % (len(parts), b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts]))
+    if memo_key and all(type(part) is bytes for part in memo_key[1:]):
+        if len(_PACKED) >= PACKED_MAX:
+            _PACKED.clear()  # bounded: objects and credentials come and go
+        _PACKED[memo_key] = packed
+    return packed
+
+
+PACKED_MAX: Final = 4096
+_PACKED: dict[tuple[Any, ...], bytes] = {}
+
+
+async def _one(lua: AsyncScript, keys: Keys, args: Sequence[Any]) -> Any:
     try:
         return await lua(keys=keys, args=args)
     except ResponseError as exc:  # the call's own error; a connection's is raised

@@ -16,7 +16,9 @@ from typing import Any, Final
 
 MAX_TRIP: Final = 64
 
-Call = tuple[list[str], list[Any]]
+# Keys as str, or as bytes made once for a call sent often (redis-py then encodes nothing).
+Keys = Sequence[str | bytes]
+Call = tuple[Keys, Sequence[Any]]
 # Sends the calls as one round trip; a reply may be an exception (that call's own error).
 Send = Callable[[Sequence[Call]], Awaitable[list[Any]]]
 
@@ -25,10 +27,10 @@ class Trips:
     def __init__(self, send: Send, max_trip: int = MAX_TRIP) -> None:
         self._send = send
         self._max = max_trip
-        self._waiting: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._waiting: list[tuple[Keys, Sequence[Any], asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    def call(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+    def call(self, keys: Keys, args: Sequence[Any]) -> asyncio.Future[Any]:
         """Queue one call; its reply (or error) arrives on the future."""
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((keys, args, reply))
@@ -51,7 +53,7 @@ class Trips:
         finally:
             self._sender = None
 
-    async def _answer(self, trip: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+    async def _answer(self, trip: list[tuple[Keys, Sequence[Any], asyncio.Future[Any]]]) -> None:
         try:
             replies = await self._send([(keys, args) for keys, args, _ in trip])
         except asyncio.CancelledError:

@@ -11,12 +11,11 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict
 
 from proxy.budget.limiter import Limiter
 from proxy.budget.model import Admission, BudgetExceeded, ProcessBehind
@@ -117,26 +116,27 @@ class AdmittedCaller:
                 daily_reset_ms=plan.daily_reset_ms,
             )
         except BudgetExceeded as exc:
-            self._metrics.rejected.labels(exc.bucket, plan.priority.name.lower()).inc()
+            self._metrics.rejected.labels(exc.bucket, plan.priority.label).inc()
             behind = isinstance(exc, ProcessBehind)
             raise RateLimited(exc.policy, exc.retry_after_s, behind=behind) from exc
         waited = time.monotonic() - started
-        priority = plan.priority.name.lower()
+        priority = plan.priority.label
         self._metrics.queue_wait.labels(plan.bucket_label, priority).observe(waited)
         self._metrics.admitted.labels(priority).inc()
         plan.trace.waited_s += waited
         plan.trace.attempts += 1
-        log.debug(
-            "admitted",
-            extra={
-                "request_id": plan.trace.request_id,
-                "credential": plan.credential,
-                "bucket": plan.bucket_label,
-                "priority": priority,
-                "wait_s": round(waited, 4),
-                "attempt": plan.trace.attempts,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "admitted",
+                extra={
+                    "request_id": plan.trace.request_id,
+                    "credential": plan.credential,
+                    "bucket": plan.bucket_label,
+                    "priority": priority,
+                    "wait_s": round(waited, 4),
+                    "attempt": plan.trace.attempts,
+                },
+            )
         return admission
 
     async def try_admit(self, plan: CallPlan) -> bool:
@@ -151,7 +151,7 @@ class AdmittedCaller:
             )
         except BudgetExceeded:
             return False
-        self._metrics.admitted.labels(plan.priority.name.lower()).inc()
+        self._metrics.admitted.labels(plan.priority.label).inc()
         plan.trace.attempts += 1
         return True
 
@@ -170,7 +170,7 @@ class AdmittedCaller:
                     f"HubSpot's answer broke off: {type(exc).__name__}"
                 ) from exc
             if isinstance(got, Unread):
-                headers = CIMultiDict(response_headers(resp.headers))
+                headers = response_headers(resp.headers)
                 return Answer(resp.status, resp.reason, headers, got.head, parsable=False)
             return got
 
@@ -184,16 +184,9 @@ class AdmittedCaller:
             raise UpstreamTooLarge(f"HubSpot's answer is larger than {MAX_BUFFERED_BYTES} bytes")
         return answer
 
-    @asynccontextmanager
-    async def stream(
-        self, plan: CallPlan, out: Outgoing, *, admitted: bool = False
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    def stream(self, plan: CallPlan, out: Outgoing, *, admitted: bool = False) -> _Live:
         """The live answer to `out`, sent within budget, for relaying; released on exit."""
-        resp = await self._send(plan, out, admitted=admitted)
-        try:
-            yield resp
-        finally:
-            resp.release()
+        return _Live(self._send(plan, out, admitted=admitted))
 
     async def _send(
         self, plan: CallPlan, out: Outgoing, *, admitted: bool
@@ -286,6 +279,25 @@ class AdmittedCaller:
             and attempt < MAX_5XX_ATTEMPTS
             and time.monotonic() + delay < plan.deadline
         )
+
+
+class _Live:
+    """`async with caller.stream(...) as resp`: the answer, released on exit (a class, not an
+    `asynccontextmanager`, whose generator costs more on every forwarded call)."""
+
+    __slots__ = ("_resp", "_sending")
+
+    def __init__(self, sending: Coroutine[Any, Any, aiohttp.ClientResponse]) -> None:
+        self._sending = sending
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        self._resp = await self._sending
+        return self._resp
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._resp is not None:
+            self._resp.release()
 
 
 def _backoff_delay(attempt: int) -> float:

@@ -57,7 +57,7 @@ async def read_answer(resp: aiohttp.ClientResponse) -> Answer | Unread:
         raise UpstreamTimeout("HubSpot did not finish its answer in time") from exc
     if not whole:
         return Unread(raw)
-    as_it_came = CIMultiDict(response_headers(resp.headers))
+    as_it_came = response_headers(resp.headers)
     headers = CIMultiDict(as_it_came)
     body = await _decoded(headers, raw)
     if body is None:

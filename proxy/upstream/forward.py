@@ -9,6 +9,7 @@ learns from it.
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import aiohttp
 from aiohttp import web
@@ -17,19 +18,21 @@ from proxy.budget.plans import MAX_WAIT_HEADER, CallPlan
 from proxy.http.context import ClientRequest
 from proxy.upstream.admitted import AdmittedCaller
 from proxy.upstream.answer import Answer, Unread, read_answer
-from proxy.upstream.transport import Outgoing, end_to_end, response_headers
+from proxy.upstream.transport import HOP_BY_HOP, Outgoing, response_headers, without
 
 log = logging.getLogger("proxy.forward")
 
 STREAM_CHUNK = 64 * 1024
 
 
+# Besides hop-by-hop headers: the client's Host and length (the session writes the upstream's),
+# and the gateway's own max-wait header.
+NOT_FORWARDED: Final = HOP_BY_HOP | {"host", "content-length", MAX_WAIT_HEADER.lower()}
+
+
 def outgoing_for(req: ClientRequest) -> Outgoing:
     # The request's own headers: a decoded body has lost its Content-Encoding there.
-    headers = end_to_end(req.headers)
-    headers.popall("Host", None)
-    headers.popall("Content-Length", None)
-    headers.popall(MAX_WAIT_HEADER, None)
+    headers = without(req.headers, NOT_FORWARDED)
     forwarded_for = headers.get("X-Forwarded-For")
     peer = req.web.remote or "unknown"
     headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
@@ -48,13 +51,13 @@ async def stream_back(
     """Relay status, headers and body (`already_read`, then the rest); the body is streamed,
     never buffered whole, unless all of it has arrived already (a small answer comes in the
     packet of its headers): then it leaves in one write, as it would have anyway."""
+    headers = response_headers(upstream_resp.headers)
+    headers["X-Request-Id"] = request_id
+    status, reason = upstream_resp.status, upstream_resp.reason
     if upstream_resp.content.is_eof():
         body = already_read + await upstream_resp.read()
-        whole = web.Response(status=upstream_resp.status, reason=upstream_resp.reason, body=body)
-        _relay_headers(whole, upstream_resp, request_id)
-        return whole
-    response = web.StreamResponse(status=upstream_resp.status, reason=upstream_resp.reason)
-    _relay_headers(response, upstream_resp, request_id)
+        return web.Response(status=status, reason=reason, body=body, headers=headers)
+    response = web.StreamResponse(status=status, reason=reason, headers=headers)
     if upstream_resp.content_length is not None:
         response.content_length = upstream_resp.content_length
     await response.prepare(request)
@@ -69,14 +72,6 @@ async def stream_back(
         raise ConnectionResetError("HubSpot's answer ended early") from exc
     await response.write_eof()
     return response
-
-
-def _relay_headers(
-    response: web.StreamResponse, upstream_resp: aiohttp.ClientResponse, request_id: str
-) -> None:
-    for name, value in response_headers(upstream_resp.headers):
-        response.headers.add(name, value)
-    response.headers["X-Request-Id"] = request_id
 
 
 async def forward(

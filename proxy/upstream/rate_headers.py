@@ -145,8 +145,10 @@ class RateLimitRecorder:
         if remaining is None or not limit:
             return
         share = remaining / limit
+        if share >= self._thresholds.warn_below:
+            return  # the common case: no line, nothing to build
         fields = {"credential": credential, "window": window, "remaining": remaining, "max": limit}
         if share < self._thresholds.error_below:
             log.error("HubSpot %s budget nearly spent", window, extra=fields)
-        elif share < self._thresholds.warn_below:
+        else:
             log.warning("HubSpot %s budget running low", window, extra=fields)

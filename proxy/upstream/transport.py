@@ -6,8 +6,9 @@ settings, and the client's request line contributes nothing but a checked path a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote
 
 import aiohttp
@@ -40,11 +41,23 @@ def _connection_listed(headers: Mapping[str, str]) -> set[str]:
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """Headers minus hop-by-hop ones, including any the Connection header names."""
-    drop = HOP_BY_HOP | _connection_listed(headers)
+    return without(headers, HOP_BY_HOP)
+
+
+def without(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: frozenset[str]
+) -> CIMultiDict[str]:
+    """A copy of `headers` minus the lower-case names in `drop` (HOP_BY_HOP or a superset),
+    the Proxy-* family and any the Connection header names, in one pass: the request path
+    copies headers once each way."""
+    if "Connection" in headers:
+        drop = drop | _connection_listed(headers)
     return CIMultiDict(
-        (k, v)
-        for k, v in headers.items()
-        if k.lower() not in drop and not k.lower().startswith("proxy-")
+        [
+            (k, v)
+            for k, v in headers.items()
+            if (name := k.lower()) not in drop and not name.startswith("proxy-")
+        ]
     )
 
 
@@ -113,16 +126,15 @@ class Upstream:
             raise BadRequest("Request target would leave the configured upstream")
         return url
 
-    def host_header(self) -> str:
-        host = self.base.raw_host or ""
-        return host if self.base.is_default_port() else f"{host}:{self.base.port}"
-
     async def send(self, out: Outgoing) -> aiohttp.ClientResponse:
         """Send one request; the caller owns (and must release) the response."""
         if self._session is None:
             raise RuntimeError("Upstream.start() was not awaited")
-        headers = CIMultiDict(out.headers)
-        headers["Host"] = self.host_header()
+        headers = out.headers
+        if "Host" in headers:
+            # Never the client's: aiohttp writes the Host of the URL, the configured upstream.
+            headers = CIMultiDict(headers)
+            del headers["Host"]
         try:
             return await self._session.request(
                 out.method,
@@ -141,8 +153,10 @@ class Upstream:
             ) from exc
 
 
-def response_headers(upstream: CIMultiDictProxy[str]) -> Iterable[tuple[str, str]]:
-    """Upstream headers to give back to the client; length and framing are the server's job."""
-    for name, value in end_to_end(upstream).items():
-        if name.lower() not in {"content-length", "date", "server"}:
-            yield name, value
+# Set by the gateway's own server when it answers: length and framing are its job.
+NOT_RELAYED: Final = HOP_BY_HOP | {"content-length", "date", "server"}
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Upstream headers to give back to the client (a copy)."""
+    return without(upstream, NOT_RELAYED)

@@ -59,3 +59,18 @@ def test_a_trip_carries_at_most_a_tenth_of_a_window() -> None:
     assert batch_cap([BucketSpec("general", 190, 10_000), BucketSpec("search", 50, 1_000)]) == 5
     assert batch_cap([BucketSpec("daily", 10**9, 0, kind="daily")]) == MAX_BATCH
     assert batch_cap([BucketSpec("general", 10**8, 10_000)]) == MAX_BATCH
+
+
+async def test_a_lane_idle_a_moment_ago_comes_back_free(redis_client: aioredis.Redis) -> None:
+    """A lane is dropped whenever no call is in it; one whose last reply was free comes back
+    free within FREE_REMEMBERED_S (a clock that stands still here), so a burst on it shares
+    one round trip instead of its first caller holding the turn to a reply."""
+    limiter = Limiter(redis_client, redis_timeout_s=5.0, clock=lambda: 1_000.0)
+    cred, spec = uuid.uuid4().hex[:16], BucketSpec("general", 100_000, 10_000)
+
+    await admit_all(limiter, cred, spec, 1)  # its lane is dropped once it is admitted
+    await admit_all(limiter, cred, spec, 20)
+
+    stats = limiter.stats()
+    assert (stats.admitted, stats.redis_round_trips) == (21, 2)
+    await limiter.aclose()
