@@ -63,6 +63,14 @@ def is_cluster(client: object) -> bool:
 _CLUSTER_TYPES: dict[type, bool] = {}
 
 
+def pool_share(client: object, wanted: int) -> int:
+    """How many calls one user of `client` may have out at once: `wanted`, but at most half its
+    connection pool (redis-py refuses a call past the pool, "Too many connections"), so the
+    other users of the pool keep theirs. A cluster has a pool per node: `wanted`."""
+    size = getattr(getattr(client, "connection_pool", None), "max_connections", None)
+    return wanted if not isinstance(size, int) else max(1, min(wanted, size // 2))
+
+
 def redis_client(settings: Settings, *, own_timeouts: bool = False) -> aioredis.Redis | None:
     """The client for `settings.redis_url`, or None when there is no Redis.
 

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from proxy.metrics import Metrics
-from proxy.store.client import is_cluster
+from proxy.store.client import is_cluster, pool_share
 from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped, redis_timeout
 from proxy.store.scripts import run_script_calls
 from proxy.store.trips import Call, Keys, Trips
@@ -92,7 +92,7 @@ class RuleRedis:
         self._health = health or RedisHealth(
             available=client is not None, clock=clock, probe_interval_s=cooldown_s
         )
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(pool_share(client, concurrency))
         self._repairs: dict[str, Repair] = {}
         self._trips: dict[tuple[str, str], Trips] = {}
 

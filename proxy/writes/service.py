@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
+from proxy.store.client import pool_share
 from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped
 from proxy.store.replicated import NotReplicated
 from proxy.store.scripts import CounterChange
@@ -97,7 +98,7 @@ class WriteBehind:
         self._types_read_at = -LEARNED_TYPES_REFRESH_S
         # Bounds this path's share of the Redis pool: a burst of writes waits here (within the
         # accept timeout) instead of exhausting the pool the limiter and caches need too.
-        self._accepting = asyncio.Semaphore(self.config.accept_concurrency)
+        self._accepting = asyncio.Semaphore(pool_share(redis, self.config.accept_concurrency))
         self.worker: WriteWorker | None = None
         if client is not None:
             self.worker = WriteWorker(
