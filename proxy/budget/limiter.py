@@ -119,9 +119,9 @@ class _Checked:
     specs: tuple[BucketSpec, ...]
     daily: bool
     lane_key: tuple[str, tuple[str, ...]]
-    # The tightest `max_delay_ms` of its buckets: a new flow, refused while the process is
-    # further behind than this (None: not a flow's admission).
-    max_delay_ms: int | None = None
+    # Its bucket that counts flows (`max_delay_ms` set): the call is a new flow's, refused while
+    # the process is further behind than that (None: not a flow's admission).
+    flows: BucketSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -327,9 +327,10 @@ class Limiter:
 
     def _refuse_if_behind(self, checked: _Checked) -> None:
         """ProcessBehind for a new flow while the process is further behind than allowed."""
-        limit_ms = checked.max_delay_ms
-        if limit_ms is not None and self._behind is not None and self._behind() * 1000 > limit_ms:
-            flows = next(s for s in checked.specs if s.max_delay_ms == limit_ms)
+        flows = checked.flows
+        if flows is None or flows.max_delay_ms is None or self._behind is None:
+            return
+        if self._behind() * 1000 > flows.max_delay_ms:
             raise ProcessBehind(BEHIND_RETRY_AFTER_S, flows.name, policy_for(flows))
 
     def give_back(self, cred: str, buckets: Sequence[BucketSpec], admission: Admission) -> None:
@@ -711,8 +712,8 @@ class Limiter:
         if len(self._checked_calls) >= LANE_ARGS_MAX:
             self._checked_calls.clear()  # bounded: credentials come and go
         names = tuple(spec.name for spec in specs)
-        delays = [s.max_delay_ms for s in specs if s.max_delay_ms is not None]
-        checked = _Checked(buckets, specs, daily, (cred, names), min(delays, default=None))
+        flows = next((s for s in specs if s.max_delay_ms is not None), None)
+        checked = _Checked(buckets, specs, daily, (cred, names), flows)
         self._checked_calls[memo_key] = checked
         return checked
 

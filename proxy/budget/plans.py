@@ -103,12 +103,10 @@ def _bucket_specs(rules: Rules, names: tuple[str, ...]) -> tuple[BucketSpec, ...
         limit, window_ms = rules.limits.effective(name)
         if name == "daily":
             specs.append(BucketSpec(name, limit, window_ms, "daily"))
-        elif name == ADMISSIONS:
-            delay_ms = rules.limits.admissions_max_delay_ms
+        else:
+            delay_ms = rules.limits.admissions_max_delay_ms if name == ADMISSIONS else None
             window = guarded_window_ms(window_ms)
             specs.append(BucketSpec(name, limit, window, max_delay_ms=delay_ms))
-        else:
-            specs.append(BucketSpec(name, limit, guarded_window_ms(window_ms)))
     return tuple(specs)
 
 
