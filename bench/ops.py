@@ -38,6 +38,11 @@ INTERESTING = (
     "hubspot_proxy_coalesced_batch_size_count",
     "hubspot_proxy_queue_wait_seconds_sum",
     "hubspot_proxy_queue_wait_seconds_count",
+    "hubspot_proxy_coalesce_alone_total",
+    "hubspot_proxy_coalesce_regrouped_total",
+    "hubspot_proxy_request_queued_seconds_bucket",
+    "hubspot_proxy_request_queued_seconds_sum",
+    "hubspot_proxy_request_queued_seconds_count",
 )
 
 Metrics = dict[str, dict[str, float]]

@@ -100,6 +100,10 @@ _BATCH = re.compile(
 )
 
 
+# A single call's path with its ids left out, e.g. /crm/v3/objects/0-1/{id}.
+_ID = re.compile(r"/\d+(?=/|$)")
+
+
 def batches_per_operation(calls: list[dict[str, Any]]) -> dict[str, int]:
     """{"<object path> <operation>": batch calls}, e.g. {"objects/0-46 create": 3}."""
     found: Counter[str] = Counter()
@@ -107,6 +111,17 @@ def batches_per_operation(calls: list[dict[str, Any]]) -> dict[str, int]:
         matched = _BATCH.match(str(call.get("path", "")))
         if matched:
             found[f"{matched.group(1)} {matched.group(2)}"] += 1
+    return dict(found.most_common())
+
+
+def singles_per_operation(calls: list[dict[str, Any]]) -> dict[str, int]:
+    """{"<METHOD> <path, ids left out>": calls} of the upstream calls that were not batches,
+    e.g. {"GET /crm/v3/objects/0-1/{id}": 12}: what the budget spent one call per client call on."""
+    found: Counter[str] = Counter()
+    for call in calls:
+        path = str(call.get("path", ""))
+        if not _BATCH.match(path):
+            found[f"{call.get('method', '?')} {_ID.sub('/{id}', path)}"] += 1
     return dict(found.most_common())
 
 
@@ -286,6 +301,7 @@ async def run_variant(ctx: Context, n: int, v: Variant) -> dict[str, Any]:
     # credits, note or associations may be missing).
     out["half_done"] = out["check"]["orphan_bookings"]
     out["batches"] = batches_per_operation(calls)
+    out["singles"] = singles_per_operation(calls)
     out["variant_s"] = round(time.monotonic() - started, 1)
     out["_series"] = plots.Series(n, v.name, burst_start, bookings, calls)
     return out

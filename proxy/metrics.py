@@ -68,6 +68,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.request_queued = Histogram(
+            "hubspot_proxy_request_queued_seconds",
+            "Time a request sat in the kernel and the event loop before the gateway's handler"
+            " started (Linux; TCP_INFO's last data received): a saturated process shows here",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "hubspot_proxy_queue_wait_seconds",
             "Time a call waited for budget, by bucket and priority",
@@ -227,6 +234,22 @@ class Metrics:
         self.coalesce_calls_saved = Counter(
             "hubspot_proxy_coalesce_calls_saved",
             "Upstream calls coalescing saved (client calls answered minus batch calls sent)",
+            ["operation"],
+            registry=r,
+        )
+        self.coalesce_alone = Counter(
+            "hubspot_proxy_coalesce_alone",
+            "Calls of coalescing routes that went out alone, one upstream call each, by operation"
+            " and why: idle (the budget was free), one (the only call of its group), earlier"
+            " deadline (it could not wait as long as the group), unsettled (the batch answer did"
+            " not settle it, e.g. its own 400) or bisected (the last input of a refused batch)",
+            ["operation", "reason"],
+            registry=r,
+        )
+        self.coalesce_regrouped = Counter(
+            "hubspot_proxy_coalesce_regrouped",
+            "Calls that joined another group because their group's slot came too late for its"
+            " earliest member (that member got the 429), by operation",
             ["operation"],
             registry=r,
         )

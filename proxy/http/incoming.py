@@ -9,12 +9,42 @@ from and stores the identity bytes. Any other encoding is passed on untouched, h
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.errors import BadEncoding, BadRequest, PayloadTooLarge, RequestTimeout
 from proxy.http.inflate import InflatedTooLarge, InflateError, inflatable, inflate
+
+# Linux's `struct tcp_info`: `tcpi_last_data_recv` (ms since the socket last received data) is
+# the 14th 32-bit field, after 8 one-byte fields; stable ABI since Linux 2.6.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCP_INFO_SIZE = 56
+_LAST_DATA_RECV = struct.Struct("=I")
+_LAST_DATA_RECV_OFFSET = 52
+
+
+def kernel_wait_s(request: web.BaseRequest) -> float | None:
+    """How long ago the kernel received this request's last bytes, read as the handler starts:
+    the time the request sat in the accept queue, the socket's buffer and the event loop's
+    queue before the gateway got to it. None where the platform does not tell (not Linux, not
+    TCP). A saturated process shows here first: its handlers are quick, the wait is before them.
+    """
+    if _TCP_INFO is None or request.transport is None:
+        return None
+    sock = request.transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:  # the client has gone already
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    (ms,) = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_OFFSET)
+    return float(ms) / 1000
 
 
 def checked_headers(request: web.BaseRequest) -> CIMultiDict[str]:

@@ -19,7 +19,7 @@ from proxy.config import Settings
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
 from proxy.http.context import ClientRequest
 from proxy.http.credentials import bearer_token, credential_id
-from proxy.http.incoming import checked_headers, read_body
+from proxy.http.incoming import checked_headers, kernel_wait_s, read_body
 from proxy.http.middleware import REQUEST_ID
 from proxy.metrics import Metrics
 from proxy.rules.holder import RulesHolder
@@ -142,6 +142,9 @@ class ProxyHandler:
         self._overload = overload
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        queued = kernel_wait_s(request)
+        if queued is not None:
+            self._metrics.request_queued.observe(queued)
         await refuse_other_methods(request)
         started = time.monotonic()
         req = await read_request(request, self._settings, self._rules)

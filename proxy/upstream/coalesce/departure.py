@@ -60,16 +60,23 @@ class Ride:
 class Alone:
     """Not coalesced: the caller sends its call on its own, as a single call would go (its
     answer relayed past the buffering cap, like any forwarded answer). `admitted`: the slot it
-    leaves in is already reserved."""
+    leaves in is already reserved; `reason`: why, for `hubspot_proxy_coalesce_alone_total`."""
 
     admitted: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Regroup:
+    """The group's slot came too late for its earliest member; this member's deadline is later,
+    so it joins the next group of its kind instead of spending a call of its own."""
 
 
 @dataclass
 class Member:
     ride: Ride
     joined: float
-    answer: asyncio.Future[Answer | Alone]
+    answer: asyncio.Future[Answer | Alone | Regroup]
 
 
 class Departure:
@@ -85,7 +92,7 @@ class Departure:
             self._metrics.coalesce_hold.labels(operation).observe(now - member.joined)
         try:
             if len(members) == 1 and same_slot(plan.buckets, members[0].ride.plan.buckets):
-                settle(members[0], Alone(admitted=True))
+                settle(members[0], Alone(admitted=True, reason="one"))
                 return
             await self._batch(members, plan, admitted=True)
         except GatewayError as exc:
@@ -99,7 +106,7 @@ class Departure:
     async def _batch(self, members: list[Member], plan: CallPlan, *, admitted: bool) -> None:
         """Send `members` as one batch call; a batch HubSpot refuses whole is bisected."""
         if len(members) == 1 and not admitted:  # a bisected batch's last input: alone
-            settle(members[0], Alone(admitted=False))
+            settle(members[0], Alone(admitted=False, reason="bisected"))
             return
         if not admitted:
             await self._caller.admit(plan)
@@ -146,7 +153,7 @@ def _split(calls: list[BatchableCall], batch: BatchCall, answer: Answer) -> list
 def _single_answer(single: Single, batch: Answer) -> Answer | GatewayError | Alone:
     """The single answer, with the batch answer's headers (rate-limit headers included)."""
     if single is None:
-        return Alone(admitted=False)  # HubSpot's own answer for this input, e.g. its 400
+        return Alone(admitted=False, reason="unsettled")  # HubSpot's own answer, e.g. its 400
     if single is AMBIGUOUS:
         return UpstreamUnreachable("HubSpot's answer did not say whether this record was created")
     assert isinstance(single, Made)
@@ -156,7 +163,7 @@ def _single_answer(single: Single, batch: Answer) -> Answer | GatewayError | Alo
     return Answer(single.status, reason, headers, orjson.dumps(single.body))
 
 
-def settle(member: Member, outcome: Answer | Alone | BaseException) -> None:
+def settle(member: Member, outcome: Answer | Alone | Regroup | BaseException) -> None:
     if member.answer.done():
         return
     if isinstance(outcome, BaseException):

@@ -9,6 +9,11 @@ comes the group leaves with everything gathered: alone as the original single ca
 batch call whose answer is cut back into each caller's single answer (`split`). A call the
 batch answer does not settle exactly is handed back to its caller, who sends it on its own
 within its own deadline.
+
+When a group's slot cannot come before its earliest member's deadline, that member gets the 429
+and the others join the next group of their kind (`Regroup`) rather than each sending alone: at
+saturation a call alone spends a whole departure on one caller, the very waste that kept the
+budget behind (N=3000: 57 of 191 paced departures went out alone before this).
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from aiohttp import web
 from proxy.budget.model import Priority
 from proxy.budget.plans import CallPlan
 from proxy.metrics import Metrics
-from proxy.upstream.admitted import AdmittedCaller
+from proxy.upstream.admitted import AdmittedCaller, RateLimited
 from proxy.upstream.answer import Answer
-from proxy.upstream.coalesce.departure import Alone, Departure, Member, Ride, settle
+from proxy.upstream.coalesce.departure import Alone, Departure, Member, Regroup, Ride, settle
 from proxy.upstream.coalesce.pacing import pace_first
 
 __all__ = ["Coalescer", "Ride"]
@@ -55,6 +60,7 @@ class _Group:
 class Coalescer:
     def __init__(self, caller: AdmittedCaller, metrics: Metrics) -> None:
         self._caller = caller
+        self._metrics = metrics
         self._departure = Departure(caller, metrics)
         self._open: dict[tuple[str, ...], _Group] = {}
         self._waiting: Counter[tuple[str, ...]] = Counter()  # groups not yet left, by kind
@@ -68,7 +74,13 @@ class Coalescer:
             await self._caller.admit(ride.admission)  # RateLimited (429) past its deadline
         async with self._record_turn(ride):
             outcome = await self._coalesced(ride)
-            return await alone(outcome.admitted) if isinstance(outcome, Alone) else outcome
+            while isinstance(outcome, Regroup):  # ends: each failed slot settles a member's 429
+                self._metrics.coalesce_regrouped.labels(ride.call.operation).inc()
+                outcome = await self._coalesced(ride)
+            if isinstance(outcome, Alone):
+                self._metrics.coalesce_alone.labels(ride.call.operation, outcome.reason).inc()
+                return await alone(outcome.admitted)
+            return outcome
 
     async def aclose(self) -> None:
         while self._tasks:
@@ -92,7 +104,7 @@ class Coalescer:
             del self._record_turns[key]
             mine.set_result(None)
 
-    async def _coalesced(self, ride: Ride) -> Answer | Alone:
+    async def _coalesced(self, ride: Ride) -> Answer | Alone | Regroup:
         key = (ride.plan.credential, *ride.call.group)
         group = self._open.get(key)
         if group is None:
@@ -101,9 +113,10 @@ class Coalescer:
             if self._waiting[key] > 0 or not await self._caller.try_admit(lone):
                 group = self._open.get(key) or self._open_group(key, ride)
             else:
-                return Alone(admitted=True)
+                return Alone(admitted=True, reason="idle")
         if group.deadline is not None and ride.plan.deadline < group.deadline:
-            return Alone(admitted=False)  # the group may wait longer than this call may
+            # the group may wait longer than this call may
+            return Alone(admitted=False, reason="earlier deadline")
         member = Member(ride, time.monotonic(), asyncio.get_running_loop().create_future())
         group.members.append(member)
         if len(group.members) >= ride.max_batch:
@@ -147,10 +160,13 @@ class Coalescer:
             for buckets in pace_first(plan.buckets):
                 await self._caller.admit(replace(plan, buckets=buckets))
         except Exception as exc:  # RateLimited, mostly: the earliest deadline is gone
+            later: Regroup | Alone = (
+                Regroup() if isinstance(exc, RateLimited) else Alone(False, "admission failed")
+            )
             for member in group.members:
                 # the members whose deadline is gone get the 429; the others may still meet theirs
                 late = member.ride.plan.deadline <= plan.deadline
-                settle(member, exc if late else Alone(admitted=False))
+                settle(member, exc if late else later)
             return None
         return plan
 

@@ -123,6 +123,43 @@ async def test_a_call_that_may_not_wait_as_long_as_the_group_gets_its_own_429(
     assert (await world.calls())[before:] == [("GET", f"/crm/v3/objects/contacts/{a}")]
 
 
+async def test_a_group_whose_slot_comes_too_late_for_its_leader_rides_on_without_it(
+    gateway: Any, world: Any, saturate: Any
+) -> None:
+    hurried_id, *patient_ids = await world.seed(
+        "0-1", *({"email": f"c{i}@example.com"} for i in range(6))
+    )
+    await saturate()
+    before = len(await world.calls())
+    alone_before = _alone_lines(await (await gateway.get("/metrics")).text())
+    hurried = asyncio.ensure_future(
+        gateway.get(
+            f"/crm/v3/objects/contacts/{hurried_id}",
+            headers={**AUTH, "X-HubSpot-Proxy-Max-Wait-Ms": "300"},
+        )
+    )
+    await asyncio.sleep(0.01)  # the hurried call leads the group; the others join its hold
+    patient = [gateway.get(f"/crm/v3/objects/contacts/{i}", headers=AUTH) for i in patient_ids]
+    answers = await asyncio.gather(*patient)
+
+    assert (await hurried).status == 429
+    assert [resp.status for resp in answers] == [200] * len(patient_ids)
+    assert [(await resp.json())["id"] for resp in answers] == patient_ids
+    # The leader's deadline was the group's; when it passed, the others did not each go alone
+    # (five singles for five callers) but joined the next group: one batch read.
+    assert (await world.calls())[before:] == [("POST", "/crm/v3/objects/contacts/batch/read")]
+    metrics = await (await gateway.get("/metrics")).text()
+    regrouped = f'hubspot_proxy_coalesce_regrouped_total{{operation="read"}} {len(patient_ids)}.0'
+    assert regrouped in metrics
+    assert _alone_lines(metrics) == alone_before  # the warm-up's singles, and nothing since
+
+
+def _alone_lines(metrics: str) -> list[str]:
+    return [
+        line for line in metrics.splitlines() if line.startswith("hubspot_proxy_coalesce_alone")
+    ]
+
+
 @pytest.mark.parametrize("gateway_settings", [{"read_timeout_s": 1.0}])
 async def test_creates_whose_answer_never_comes_are_never_sent_again(
     gateway: Any, world: Any, saturate: Any
