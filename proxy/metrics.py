@@ -240,9 +240,9 @@ class Metrics:
         self.coalesce_alone = Counter(
             "hubspot_proxy_coalesce_alone",
             "Calls of coalescing routes that went out alone, one upstream call each, by operation"
-            " and why: idle (the budget was free), one (the only call of its group), earlier"
-            " deadline (it could not wait as long as the group), unsettled (the batch answer did"
-            " not settle it, e.g. its own 400) or bisected (the last input of a refused batch)",
+            " and why: idle (the budget was free), one (the only call of its group), unsettled"
+            " (the batch answer did not settle it, e.g. its own 400), bisected (the last input of"
+            " a refused batch) or admission failed (not for the budget: Redis, say)",
             ["operation", "reason"],
             registry=r,
         )
