@@ -123,6 +123,26 @@ async def test_a_call_that_may_not_wait_as_long_as_the_group_gets_its_own_429(
     assert (await world.calls())[before:] == [("GET", f"/crm/v3/objects/contacts/{a}")]
 
 
+async def test_a_call_that_may_wait_less_than_its_group_still_rides_with_it(
+    gateway: Any, world: Any, saturate: Any
+) -> None:
+    a, b = await world.seed("0-1", {"email": "a@x.com"}, {"email": "b@x.com"})
+    await saturate()
+    before = len(await world.calls())
+    patient = asyncio.ensure_future(gateway.get(f"/crm/v3/objects/contacts/{a}", headers=AUTH))
+    await asyncio.sleep(0.2)  # the patient call's group has asked for its slot (window 4 s)
+    sooner = await gateway.get(
+        f"/crm/v3/objects/contacts/{b}",
+        headers={**AUTH, "X-HubSpot-Proxy-Max-Wait-Ms": "8000"},
+    )
+
+    assert sooner.status == 200 and (await sooner.json())["id"] == b
+    assert (await patient).status == 200
+    # Its deadline is earlier than the group's, but the slot came before it: one batch read,
+    # not a call of its own besides the group's.
+    assert (await world.calls())[before:] == [("POST", "/crm/v3/objects/contacts/batch/read")]
+
+
 async def test_a_group_whose_slot_comes_too_late_for_its_leader_rides_on_without_it(
     gateway: Any, world: Any, saturate: Any
 ) -> None:
