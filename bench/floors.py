@@ -1,5 +1,7 @@
 """The Python floors the gateway is measured against: `python -m bench.floors static PORT` (a
-minimal aiohttp server answering static HubSpot-shaped JSON) and `python -m bench.floors proxy
+minimal aiohttp server answering static HubSpot-shaped JSON), `python -m bench.floors
+static-redis PORT REDIS_URL` (the same, after one EVALSHA of a tiny script on that Redis: the
+one round trip a cache hit needs, through redis-py asyncio) and `python -m bench.floors proxy
 PORT UPSTREAM` (a minimal aiohttp reverse proxy: one pooled session, the body relayed whole).
 
 Each is about as little as aiohttp can do for the same request, in one process with uvloop as
@@ -13,6 +15,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 
+import redis.asyncio as aioredis
 from aiohttp import ClientSession, TCPConnector, web
 
 from bench.env import run_async
@@ -31,6 +34,9 @@ RATE_HEADERS = {
     "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
 }
 SESSION = web.AppKey("session", ClientSession)
+REDIS = web.AppKey("redis", aioredis.Redis)
+# As small as a script gets while still reading a key: one GET inside Redis.
+TINY_SCRIPT = "return redis.call('GET', KEYS[1])"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
@@ -42,6 +48,27 @@ def static_app() -> web.Application:
         return web.Response(body=body, content_type="application/json", headers=RATE_HEADERS)
 
     app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    return app
+
+
+def static_redis_app(redis_url: str) -> web.Application:
+    """The static server, each answer after one EVALSHA (script loaded once at startup)."""
+    sha = ""
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        nonlocal sha
+        app[REDIS] = aioredis.from_url(redis_url)
+        sha = await app[REDIS].script_load(TINY_SCRIPT)
+        yield
+        await app[REDIS].aclose()
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.app[REDIS].evalsha(sha, 1, "bench:floor")
+        return web.Response(body=EXAM, content_type="application/json", headers=RATE_HEADERS)
+
+    app = web.Application()
+    app.cleanup_ctx.append(redis_ctx)
     app.router.add_route("*", "/{tail:.*}", answer)
     return app
 
@@ -81,13 +108,18 @@ async def _serve(app: web.Application, port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.floors")
-    parser.add_argument("kind", choices=["static", "proxy"])
+    parser.add_argument("kind", choices=["static", "static-redis", "proxy"])
     parser.add_argument("port", type=int)
-    parser.add_argument("upstream", nargs="?")
+    parser.add_argument("upstream", nargs="?", help="proxy: the upstream; static-redis: Redis")
     ns = parser.parse_args()
-    if ns.kind == "proxy" and not ns.upstream:
-        sys.exit("proxy needs an upstream URL")
-    app = static_app() if ns.kind == "static" else proxy_app(ns.upstream)
+    if ns.kind != "static" and not ns.upstream:
+        sys.exit(f"{ns.kind} needs a URL (proxy: the upstream, static-redis: Redis)")
+    if ns.kind == "static":
+        app = static_app()
+    elif ns.kind == "static-redis":
+        app = static_redis_app(ns.upstream)
+    else:
+        app = proxy_app(ns.upstream)
     run_async(_serve(app, ns.port))
 
 

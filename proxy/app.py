@@ -17,6 +17,7 @@ from proxy.budget.limiter import Limiter
 from proxy.budget.overload import Overload
 from proxy.budget.plans import CallPlan, plan_for
 from proxy.config import Settings, SettingsError, credential_key_status
+from proxy.http.edge import SHORTCUT, Shortcut
 from proxy.http.middleware import error_middleware
 from proxy.jobs.runner import JobEndpoints, JobRunner
 from proxy.jobs.specs import build_jobs
@@ -31,7 +32,7 @@ from proxy.rules.holder import RulesHolder
 from proxy.rules.loader import Rules, load_rules
 from proxy.runtime.actions import Actions
 from proxy.runtime.counter_endpoints import CounterEndpoints
-from proxy.runtime.edge import ProxyHandler, add_forward_route
+from proxy.runtime.edge import FORWARD_ROUTE, OWN_PATHS, ProxyHandler, add_forward_route
 from proxy.runtime.learning import RuleLearning
 from proxy.runtime.own_calls import OwnCalls
 from proxy.runtime.portals import Portals
@@ -349,4 +350,5 @@ def create_app(
         settings, services.metrics, services.rules, services.actions, services.overload
     )
     add_forward_route(app.router, handler)
+    app[SHORTCUT] = Shortcut(FORWARD_ROUTE, OWN_PATHS)  # the catch-all without the router
     return app

@@ -584,7 +584,9 @@ class Limiter:
         async with redis_timeout(self._timeout):
             many = admit_many_request(asks)
             if many is not None:
-                return split_admit_many(await self._scripts.admit_many(keys=many[0], args=many[1]))
+                lua = self._scripts.admit_many
+                (joined,) = await run_script_batch(self._redis, lua, [many])
+                return split_admit_many(joined)
             calls = [(ask.keys, ask.args) for ask in asks]
             return await run_script_batch(self._redis, self._scripts.admit, calls)
 

@@ -9,17 +9,21 @@ connections past a cap, so slow or many clients cannot exhaust the process.
 
 The server and runner subclasses exist only to build that handler; aiohttp has no hook to pick
 the protocol class, so `EdgeRunner` rebuilds the server `AppRunner` made with the same options.
+It also gives the app's catch-all route its requests without the router (`Shortcut`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from proxy.config import Settings
 from proxy.errors import BadRequest, GatewayError, ServiceUnavailable, UpstreamTimeout
@@ -27,6 +31,9 @@ from proxy.http.responses import PROXY_ERROR_HEADER, error_response
 from proxy.hubspot import protocol as hubspot
 
 log = logging.getLogger("proxy.edge")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 # aiohttp's own default for web.run_app: an idle keep-alive connection is closed after this.
 KEEPALIVE_TIMEOUT_S = 75.0
@@ -71,6 +78,55 @@ def refusal_bytes() -> bytes:
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """The app's catch-all resource (by name) and the path prefixes every other route of the
+    app lives under: a request outside them can only be the catch-all's, so it is handed to
+    that route through the app's middlewares without the router (`shortcut_handler`)."""
+
+    resource: str
+    own_prefixes: tuple[str, ...]
+
+
+SHORTCUT = web.AppKey("shortcut", Shortcut)
+
+
+def shortcut_handler(app: web.Application, plain: ServerHandler) -> ServerHandler:
+    """`plain` (the app's `_handle`: route resolution, match info, middlewares) for a request
+    under the app's own prefixes or one that expects 100-continue; for every other request the
+    catch-all's handler inside the app's middlewares, with one match info made here, once.
+
+    What that skips per request is the router's walk of the path's prefixes, a match info, and
+    the layer aiohttp adds around each middleware to set `current_app` (always this app: it has
+    no sub-apps). `plain` itself when the app has no `SHORTCUT`, an old-style middleware, or a
+    route outside the prefixes it names (that route's requests could otherwise miss it)."""
+    shortcut = app.get(SHORTCUT)
+    if shortcut is None or app._subapps:
+        return plain
+    resource = app.router.named_resources()[shortcut.resource]
+    for other in app.router.resources():
+        if other is not resource and not other.canonical.startswith(shortcut.own_prefixes):
+            return plain
+    (route,) = resource
+    handler: Handler = route.handler
+    for middleware in reversed(app.middlewares):
+        if getattr(middleware, "__middleware_version__", None) != 1:
+            return plain
+        handler = partial(middleware, handler=handler)
+    match_info = UrlMappingMatchInfo({}, route)
+    match_info.add_app(app)
+    match_info.freeze()  # shared by every request it is given to, never changed
+    own = shortcut.own_prefixes
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(own) or hdrs.EXPECT in request.headers:
+            return await plain(request)
+        request._match_info = match_info  # what `Application._handle` sets after resolving
+        return await handler(request)
+
+    return cast(ServerHandler, handle)  # the app's request factory makes `web.Request`s
 
 
 class EdgeRequestHandler(web.RequestHandler):
@@ -166,7 +222,7 @@ class EdgeRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
         return EdgeServer(
-            plain.request_handler,
+            shortcut_handler(self.app, plain.request_handler),
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             loop=plain._loop,

@@ -235,7 +235,8 @@ class AdmittedCaller:
         """Learn that HubSpot accepts a credential; forget one it refuses and never accepted."""
         known = self._recorder.credentials
         if accepts(status):
-            await known.accepted(credential)
+            if not known.seen(credential):  # once per process: no coroutine on later calls
+                await known.accepted(credential)
         elif status == 401 and not await known.is_accepted(credential):
             await self._limiter.forget(credential)
 
@@ -262,9 +263,11 @@ class AdmittedCaller:
         """Tell the limiter what HubSpot counted; at most once a second per credential."""
         if snapshot.max is None or snapshot.remaining is None:
             return
-        general = next((b for b in plan.buckets if b.name == "general"), None)
         now = time.monotonic()
-        if general is None or now - self._last_learned.get(plan.credential, 0.0) < 1.0:
+        if now - self._last_learned.get(plan.credential, 0.0) < 1.0:
+            return  # the common case, decided before looking for the bucket
+        general = next((b for b in plan.buckets if b.name == "general"), None)
+        if general is None:
             return
         self._last_learned[plan.credential] = now
         window_ms = snapshot.interval_ms or general.window_ms

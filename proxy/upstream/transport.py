@@ -107,10 +107,13 @@ class Upstream:
             total=None, connect=s.connect_timeout_s, sock_read=s.read_timeout_s
         )
         # auto_decompress=False: gzip passes through to the client byte for byte.
+        # DummyCookieJar: HubSpot's Set-Cookie is the client's; a jar would keep it and send it
+        # with every later call, whatever its token (and look it up on each call).
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         )
 

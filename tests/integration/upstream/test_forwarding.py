@@ -78,6 +78,21 @@ async def test_status_headers_and_error_bodies_come_back_unchanged(
     assert resp.headers["Set-Cookie"] == "a=b"
 
 
+async def test_hubspots_cookies_are_relayed_never_kept_for_the_next_caller(
+    upstream: EchoUpstream, gateway_factory: GatewayFactory
+) -> None:
+    # By host name: aiohttp's cookie jar keeps no cookie of a bare IP address.
+    gw = await gateway_factory(upstream.url.replace("127.0.0.1", "localhost"))
+    first = await gw.get("/crm/v3/objects/contacts/1", headers=AUTH)
+    assert first.headers["Set-Cookie"] == "a=b"  # the client's to keep, or not
+    gw.session.cookie_jar.clear()  # this client keeps none: what the gateway sends is its own
+    await gw.get("/crm/v3/objects/contacts/2", headers={"Authorization": "Bearer other"})
+    assert "Cookie" not in upstream.seen[-1]["headers"]
+    gw.session.cookie_jar.clear()
+    await gw.get("/crm/v3/objects/contacts/3", headers={**AUTH, "Cookie": "mine=1"})
+    assert upstream.seen[-1]["headers"].getall("Cookie") == ["mine=1"]
+
+
 async def test_gzip_passes_through_without_reencoding(
     upstream: EchoUpstream, gateway_factory: GatewayFactory
 ) -> None:

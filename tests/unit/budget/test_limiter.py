@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -140,7 +141,9 @@ async def test_background_defers_without_polling_redis(redis: Any, cred: str) ->
 
 async def test_cancelled_while_queued_leaves_the_queue(redis: Any, cred: str) -> None:
     limiter = Limiter(redis)
-    spec = BucketSpec("search", 1, 300)
+    # A window long enough that the filling call's entry is still in it when the last caller
+    # reserves, however slow the machine (at 300 ms a loaded full suite once saw it expire).
+    spec = BucketSpec("search", 1, 2000)
     await fill(limiter, cred, spec)
     waiting = [
         asyncio.create_task(
@@ -372,20 +375,27 @@ async def test_back_on_redis_buckets_filled_in_process_are_paused_for_every_repl
 
 
 async def test_slow_redis_times_out_into_fallback(cred: str) -> None:
-    class SlowScript:
+    class SlowPool:
+        """A pool whose connection never comes: the call is slow from its first step."""
+
         calls = cancelled = 0
 
-        async def __call__(self, keys: Any = None, args: Any = None) -> Any:
-            SlowScript.calls += 1
+        def get_encoder(self) -> Any:
+            return SimpleNamespace(encode=lambda v: v if isinstance(v, bytes) else str(v).encode())
+
+        async def get_connection(self) -> Any:
+            SlowPool.calls += 1
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
-                SlowScript.cancelled += 1
+                SlowPool.cancelled += 1
                 raise
 
     class SlowRedis:
-        def register_script(self, source: str) -> SlowScript:
-            return SlowScript()
+        connection_pool = SlowPool()
+
+        def register_script(self, source: str) -> Any:
+            return SimpleNamespace(sha="0" * 40)
 
     transitions: list[bool] = []
     limiter = Limiter(
@@ -395,7 +405,7 @@ async def test_slow_redis_times_out_into_fallback(cred: str) -> None:
     )
     got = await limiter.acquire(cred, [GENERAL], priority=Priority.DEFAULT, max_wait_s=1)
     assert got.fallback
-    assert (SlowScript.calls, SlowScript.cancelled) == (1, 1)  # given up, not waited for
+    assert (SlowPool.calls, SlowPool.cancelled) == (1, 1)  # given up, not waited for
     assert transitions == [True]
     await limiter.pause(cred, "general", 0.01)  # best effort: no Redis call while in fallback
     await limiter.learn(cred, "general", 100, 10, 10_000)

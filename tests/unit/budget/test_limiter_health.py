@@ -25,18 +25,23 @@ class SlowOnce:
         self._real = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         self._health = health
         self.slow = 1
+        self.connection_pool = self  # the gateway packs its script calls on a pooled connection
 
     def register_script(self, source: str) -> Script:
-        script = self._real.register_script(source)
+        return self._real.register_script(source)
 
-        async def run(keys: Any = None, args: Any = None) -> Any:
-            if self.slow:
-                self.slow -= 1
-                self._health.succeeded()  # another call was answered meanwhile
-                await asyncio.sleep(10)
-            return await script(keys=keys, args=args)
+    def get_encoder(self) -> Any:
+        return self._real.connection_pool.get_encoder()  # type: ignore[no-untyped-call]
 
-        return run
+    async def get_connection(self) -> Any:
+        if self.slow:
+            self.slow -= 1
+            self._health.succeeded()  # another call was answered meanwhile
+            await asyncio.sleep(10)
+        return await self._real.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+
+    async def release(self, connection: Any) -> None:
+        await self._real.connection_pool.release(connection)
 
 
 async def test_a_slow_reply_while_redis_answers_others_asks_redis_again() -> None:
