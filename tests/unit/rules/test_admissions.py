@@ -28,7 +28,7 @@ def test_the_shipped_contact_read_is_admitted_per_booking_and_coalesces() -> Non
     assert read.route.priority == "default"
     specs = {s.name: s for s in bucket_specs(rules, read.buckets)}
     # Not HubSpot's limit, so no safety margin: exactly the flows the file allows per window.
-    assert specs["admissions"].limit == rules.limits.raw("admissions").limit == 1000
+    assert specs["admissions"].limit == rules.limits.raw("admissions").limit == 1250
     create = rules.classify("POST", "/crm/v3/objects/2-50158943")
     assert "admissions" not in create.buckets  # a booking under way is never held back by it
     assert create.route is not None and create.route.priority == "interactive"
