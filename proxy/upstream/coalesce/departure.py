@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from multidict import CIMultiDict
@@ -56,6 +56,10 @@ class Ride:
     admission: CallPlan | None = None
 
 
+# Why a call of a coalescing route went out alone (`hubspot_proxy_coalesce_alone_total`'s label).
+AloneReason = Literal["idle", "one", "unsettled", "bisected", "admission failed"]
+
+
 @dataclass(frozen=True)
 class Alone:
     """Not coalesced: the caller sends its call on its own, as a single call would go (its
@@ -63,7 +67,7 @@ class Alone:
     leaves in is already reserved; `reason`: why, for `hubspot_proxy_coalesce_alone_total`."""
 
     admitted: bool
-    reason: str
+    reason: AloneReason
 
 
 @dataclass(frozen=True)

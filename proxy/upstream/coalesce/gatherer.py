@@ -179,7 +179,9 @@ class Coalescer:
                 await self._caller.admit(replace(plan, buckets=buckets))
         except Exception as exc:  # RateLimited, mostly: the earliest deadline is gone
             later: Regroup | Alone = (
-                Regroup() if isinstance(exc, RateLimited) else Alone(False, "admission failed")
+                Regroup()
+                if isinstance(exc, RateLimited)
+                else Alone(admitted=False, reason="admission failed")
             )
             for member in group.members:
                 # the members whose deadline is gone get the 429; the others may still meet theirs
