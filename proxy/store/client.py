@@ -83,14 +83,19 @@ def redis_client(settings: Settings, *, own_timeouts: bool = False) -> aioredis.
     adds none of its own, which costs a `wait_for` task per command sent and a timer per reply.
     The other client (write-behind, jobs, the rate-limit header flush, the vault) keeps redis-py's
     socket timeout, four times `redis_timeout_s`: that is what bounds those calls.
+
+    No `CLIENT SETINFO` (`driver_info=None`): redis-py otherwise reads its own package metadata
+    for every connection it opens (about 0.3 ms of CPU, while a burst grows the pool) and sends
+    the library's name and version before the connection's first command.
     """
     if not settings.redis_url:
         return None
-    timeouts = {
+    options = {
         "socket_timeout": None if own_timeouts else settings.redis_timeout_s * 4,
         "socket_connect_timeout": settings.redis_timeout_s * 4,
         "max_connections": settings.redis_max_connections,
+        "driver_info": None,
     }
     if settings.redis_cluster:
-        return cast(aioredis.Redis, _Cluster.from_url(settings.redis_url, **timeouts))
-    return aioredis.from_url(settings.redis_url, **timeouts)
+        return cast(aioredis.Redis, _Cluster.from_url(settings.redis_url, **options))
+    return aioredis.from_url(settings.redis_url, **options)
