@@ -1,8 +1,9 @@
 """The Python floors the gateway is measured against: `python -m bench.floors static PORT` (a
-minimal aiohttp server answering static HubSpot-shaped JSON), `python -m bench.floors
-static-redis PORT REDIS_URL` (the same, after one EVALSHA of a tiny script on that Redis: the
-one round trip a cache hit needs, through redis-py asyncio) and `python -m bench.floors proxy
-PORT UPSTREAM` (a minimal aiohttp reverse proxy: one pooled session, the body relayed whole).
+minimal aiohttp server answering static HubSpot-shaped JSON), `python -m bench.floors proxy
+PORT UPSTREAM` (a minimal aiohttp reverse proxy: one pooled session, the body relayed whole),
+and each of them after one EVALSHA of a tiny script on a Redis, through redis-py asyncio:
+`static-redis PORT REDIS_URL` (the one round trip a cache hit needs) and `proxy-redis PORT
+UPSTREAM REDIS_URL` (the one round trip a forwarded call's admission needs).
 
 Each is about as little as aiohttp can do for the same request, in one process with uvloop as
 the gateway has: what is left between them and the gateway is the gateway's own cost.
@@ -13,10 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 from aiohttp import ClientSession, TCPConnector, web
+from aiohttp.typedefs import Handler
 
 from bench.env import run_async
 
@@ -52,8 +54,9 @@ def static_app() -> web.Application:
     return app
 
 
-def static_redis_app(redis_url: str) -> web.Application:
-    """The static server, each answer after one EVALSHA (script loaded once at startup)."""
+def one_round_trip_first(app: web.Application, redis_url: str) -> web.Application:
+    """`app`, each answer after one EVALSHA of a tiny script (loaded once at startup) on
+    `redis_url`: the one round trip a cache hit, or a forwarded call's admission, needs."""
     sha = ""
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -63,13 +66,13 @@ def static_redis_app(redis_url: str) -> web.Application:
         yield
         await app[REDIS].aclose()
 
-    async def answer(request: web.Request) -> web.Response:
+    @web.middleware
+    async def round_trip(request: web.Request, handler: Handler) -> web.StreamResponse:
         await request.app[REDIS].evalsha(sha, 1, "bench:floor")
-        return web.Response(body=EXAM, content_type="application/json", headers=RATE_HEADERS)
+        return await handler(request)
 
-    app = web.Application()
     app.cleanup_ctx.append(redis_ctx)
-    app.router.add_route("*", "/{tail:.*}", answer)
+    app.middlewares.append(round_trip)
     return app
 
 
@@ -108,19 +111,23 @@ async def _serve(app: web.Application, port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.floors")
-    parser.add_argument("kind", choices=["static", "static-redis", "proxy"])
+    parser.add_argument("kind", choices=sorted(KINDS))
     parser.add_argument("port", type=int)
-    parser.add_argument("upstream", nargs="?", help="proxy: the upstream; static-redis: Redis")
+    parser.add_argument("urls", nargs="*", help="proxy: the upstream, then Redis for -redis kinds")
     ns = parser.parse_args()
-    if ns.kind != "static" and not ns.upstream:
-        sys.exit(f"{ns.kind} needs a URL (proxy: the upstream, static-redis: Redis)")
-    if ns.kind == "static":
-        app = static_app()
-    elif ns.kind == "static-redis":
-        app = static_redis_app(ns.upstream)
-    else:
-        app = proxy_app(ns.upstream)
-    run_async(_serve(app, ns.port))
+    build, wanted = KINDS[ns.kind]
+    if len(ns.urls) != wanted:
+        sys.exit(f"{ns.kind} takes {wanted} URL(s): {KINDS_HELP}")
+    run_async(_serve(build(*ns.urls), ns.port))
+
+
+KINDS: dict[str, tuple[Callable[..., web.Application], int]] = {
+    "static": (static_app, 0),
+    "static-redis": (lambda redis: one_round_trip_first(static_app(), redis), 1),
+    "proxy": (proxy_app, 1),
+    "proxy-redis": (lambda up, redis: one_round_trip_first(proxy_app(up), redis), 2),
+}
+KINDS_HELP = "static; static-redis REDIS; proxy UPSTREAM; proxy-redis UPSTREAM REDIS"
 
 
 if __name__ == "__main__":

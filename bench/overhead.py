@@ -10,6 +10,8 @@ measured side by side mean much):
                   much of the gap is the one round trip a hit needs and how much the gateway's
                   own Python
     aiohttp-proxy a minimal aiohttp reverse proxy (`bench.floors`): the floor for forwarding
+    proxy-redis   the same proxy after one EVALSHA per call: pass-through is a ratio of it too,
+                  as every forwarded call is admitted in Redis first
     nginx-proxy   nginx as a reverse proxy, when nginx can be had
     gateway-pass  the gateway forwarding a GET (limits so high the budget never waits)
     gateway-cache the gateway answering the booking flow's exam read from its object cache,
@@ -66,8 +68,11 @@ TARGETS = (
     Target("static-post", "aiohttp static JSON server (POST)", SEARCH_PATH, SEARCH_BODY),
     Target("static-redis", "aiohttp static JSON + one Redis EVALSHA", EXAM_PATH, floor="static"),
     Target("aiohttp-proxy", "minimal aiohttp reverse proxy", PASS_PATH),
+    Target("proxy-redis", "minimal aiohttp proxy + one Redis EVALSHA", PASS_PATH,
+           floor="aiohttp-proxy"),
     Target("nginx-proxy", "nginx reverse proxy", PASS_PATH, floor="aiohttp-proxy"),
-    Target("gateway-pass", "gateway pass-through", PASS_PATH, floor="aiohttp-proxy"),
+    Target("gateway-pass", "gateway pass-through", PASS_PATH, floor="aiohttp-proxy",
+           also="proxy-redis"),
     Target("gateway-cache", "gateway exam read, object-cache hit", EXAM_PATH, floor="static",
            also="static-redis"),
     Target("gateway-respond", "gateway enrollment search, `respond`", SEARCH_PATH,
@@ -325,12 +330,13 @@ async def _scenario(
         minimal = stack.enter_context(_floor("proxy", upstream))
         redis_url = stack.enter_context(procs.valkey())
         static_redis = stack.enter_context(_floor("static-redis", redis_url))
+        proxy_redis = stack.enter_context(_floor("proxy-redis", upstream, redis_url))
         passing = rulefiles.write(tmp, "pass.yaml", rulefiles.high_limits(cache=False))
         answering = rulefiles.write(tmp, "answer.yaml", rulefiles.answering_rules())
         (gw_pass,) = stack.enter_context(procs.gateways(1, upstream, redis_url, passing))
         (gw_answer,) = stack.enter_context(procs.gateways(1, upstream, redis_url, answering))
         urls = {"static": static.url, "static-post": static.url, "static-redis": static_redis.url,
-                "aiohttp-proxy": minimal.url,
+                "aiohttp-proxy": minimal.url, "proxy-redis": proxy_redis.url,
                 "gateway-pass": gw_pass.url, "gateway-cache": gw_answer.url,
                 "gateway-respond": gw_answer.url}  # fmt: skip
         if nginx_proxy:
@@ -366,7 +372,9 @@ async def run(quick: bool, facts: dict[str, Any], results: Path) -> dict[str, An
         "server (answers made up); p50 added: the target's p50 less its floor's. The cache hit "
         "is also shown over static-redis, the static server after one EVALSHA of a tiny script "
         "on the same Valkey (redis-py asyncio, one round trip per request, no pipelining): the "
-        "round trip a hit needs, the rest being the gateway's own Python.",
+        "round trip a hit needs, the rest being the gateway's own Python. Pass-through is also "
+        "shown over proxy-redis, the minimal proxy after the same EVALSHA: the admission's "
+        "round trip.",
     ]
     if quick:
         notes.insert(

@@ -167,6 +167,10 @@ class IndexLoader:
                 return LoadResult("busy")
             return await self._loaded_elsewhere(cred, first, scope, urgency.deadline)
         try:
+            if urgency.deadline is not None and await self._is_loaded(cred, first, scope) is True:
+                # A caller saw the scope unloaded, but a load (another replica's, or one that
+                # ended here) finished and let go of the lock before this one took it.
+                return LoadResult("loaded")
             return await self._load(cred, list(rules), scope, urgency)
         finally:
             await self.index.store.run("index_load", lambda r: _unlock(r, lock, token))
@@ -176,15 +180,20 @@ class IndexLoader:
     ) -> LoadResult:
         """Another replica holds the load a caller waits for: wait, within the caller's
         deadline, for its marker, so this replica's misses are not forwarded one by one."""
-        marker = IndexKeys.scope(cred, rule, scope, "loaded")
         while self._clock() + BUSY_POLL_S < deadline:
             await asyncio.sleep(BUSY_POLL_S)
-            found = await self.index.store.run("index_load", lambda r: r.exists(marker))
+            found = await self._is_loaded(cred, rule, scope)
             if isinstance(found, Unavailable):
                 return LoadResult("failed")
             if found:
                 return LoadResult("loaded")
         return LoadResult("busy")
+
+    async def _is_loaded(self, cred: str, rule: SearchIndexRule, scope: str) -> bool | Unavailable:
+        """Whether the scope's loaded marker is there; UNAVAILABLE if Redis did not say."""
+        marker = IndexKeys.scope(cred, rule, scope, "loaded")
+        found = await self.index.store.run("index_load", lambda r: r.exists(marker))
+        return found if isinstance(found, Unavailable) else bool(found)
 
     async def _load(
         self, cred: str, rules: list[SearchIndexRule], scope: str, urgency: Urgency

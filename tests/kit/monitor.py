@@ -31,7 +31,8 @@ class Seen:
 
 async def watched(redis_url: str, work: Awaitable[T]) -> tuple[T, Seen]:
     """`work`'s result and the commands Valkey ran while it ran (every client's)."""
-    client = aioredis.from_url(redis_url)
+    # No CLIENT SETINFO of its own (`driver_info=None`): the counts are the work's alone.
+    client = aioredis.from_url(redis_url, driver_info=None)
     seen = Seen(Counter(), Counter())
     try:
         async with client.monitor() as monitor:

@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fakeredis
 import pytest
 
+from proxy.budget.model import Priority
 from proxy.metrics import Metrics
 from proxy.reads.index_entries import NO_DUPLICATE, Record
 from proxy.reads.index_learning import IndexLearner, Sighting
@@ -226,3 +228,23 @@ async def test_a_complete_scope_answers_misses_and_heals_on_refresh(
     assert found is not None
     got = await index.lookup(CRED, complete, found)
     assert isinstance(got, Lookup) and got.answer == {"total": 0, "results": []}
+
+
+async def test_a_waiting_caller_does_not_load_a_scope_whose_load_just_ended(
+    parts: tuple[SearchIndex, IndexLearner, IndexLoader], hubspot: FakeHubSpot
+) -> None:
+    """The caller saw the scope unloaded; before it took the load's lock another load (another
+    replica's, or one of this process that has just ended) marked it loaded and let go. Loading
+    again would spend a search (5 a second) on records the index already holds."""
+    _, _, loader = parts
+    complete = SearchIndexRule(**{**DUP.__dict__, "complete": True})
+    hubspot.create(contact_id="c1", exam_date=EXAM_DATE, is_active="Active")
+    assert (await loader.refresh(CRED, [complete], EXAM_DATE)).status == "loaded"
+    searches = hubspot.searches
+
+    waiting = Urgency(Priority.INTERACTIVE, deadline=time.monotonic() + 5)
+    assert (await loader.refresh(CRED, [complete], EXAM_DATE, waiting)).status == "loaded"
+    assert hubspot.searches == searches
+    # A refresh of an old load (no caller waits) still goes to HubSpot.
+    assert (await loader.refresh(CRED, [complete], EXAM_DATE)).status == "loaded"
+    assert hubspot.searches == searches + 1
