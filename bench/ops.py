@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import defaultdict
@@ -138,3 +139,58 @@ async def drain(
         last = snap
         await asyncio.sleep(poll_s)
     return Drain(round(time.monotonic() - started, 2), pending, False)
+
+
+@dataclass
+class ProbeLog:
+    """A kubelet's view of one probe path during a run: a new connection per probe, every
+    `period_s`, each failed past `timeout_s` (the shipped k8s probes: 2 s)."""
+
+    url: str
+    latencies_s: list[float]
+    failures: int = 0
+    longest_failure_streak: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        done = sorted(self.latencies_s)
+        return {
+            "url_path": self.url.split("//", 1)[-1].partition("/")[2],
+            "probes": len(done) + self.failures,
+            "failures": self.failures,
+            "longest_failure_streak": self.longest_failure_streak,
+            "p50_s": _quantile(done, 0.5),
+            "max_s": done[-1] if done else None,
+        }
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
+
+
+async def probe_until(
+    url: str, stop: asyncio.Event, period_s: float = 1.0, timeout_s: float = 2.0
+) -> ProbeLog:
+    """GET `url` as a kubelet does until `stop` is set: a new connection each time, no retry."""
+    log = ProbeLog(url, [])
+    streak = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
+                s.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp,
+            ):
+                await resp.read()
+                ok = resp.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            ok = False
+        if ok:
+            log.latencies_s.append(time.monotonic() - started)
+            streak = 0
+        else:
+            log.failures += 1
+            streak += 1
+            log.longest_failure_streak = max(log.longest_failure_streak, streak)
+        with contextlib.suppress(TimeoutError):  # the next probe is due
+            await asyncio.wait_for(stop.wait(), max(0.0, started + period_s - time.monotonic()))
+    return log
