@@ -20,8 +20,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -34,6 +35,12 @@ log = logging.getLogger("proxy.limiter")
 class _DailyCount:
     reset_ms: int
     used: int
+
+
+def _drop_cred(kept: MutableMapping[Any, Any], cred: str) -> None:
+    """Drop the entries of `cred` from a mapping keyed by (cred, bucket, ...)."""
+    for key in [k for k in kept if k[0] == cred]:
+        del kept[key]
 
 
 class LocalBudget:
@@ -124,6 +131,12 @@ class LocalBudget:
     def forget_recent(self) -> None:
         """Redis knows of them now (as pauses)."""
         self._busy_until.clear()
+
+    def forget(self, cred: str) -> None:
+        """Drop what this replica keeps for `cred` (HubSpot refused it and never accepted it):
+        no pause is handed to Redis for it, and made-up tokens do not accumulate here."""
+        for kept in (self._windows, self._daily, self._pauses, self._busy_until):
+            _drop_cred(kept, cred)
 
     async def _acquire_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         await self._take_window(cred, spec, deadline)

