@@ -37,7 +37,7 @@ class _DailyCount:
     used: int
 
 
-def _drop_cred(kept: MutableMapping[Any, Any], cred: str) -> None:
+def drop_cred(kept: MutableMapping[Any, Any], cred: str) -> None:
     """Drop the entries of `cred` from a mapping keyed by (cred, bucket, ...)."""
     for key in [k for k in kept if k[0] == cred]:
         del kept[key]
@@ -136,7 +136,7 @@ class LocalBudget:
         """Drop what this replica keeps for `cred` (HubSpot refused it and never accepted it):
         no pause is handed to Redis for it, and made-up tokens do not accumulate here."""
         for kept in (self._windows, self._daily, self._pauses, self._busy_until):
-            _drop_cred(kept, cred)
+            drop_cred(kept, cred)
 
     async def _acquire_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         await self._take_window(cred, spec, deadline)

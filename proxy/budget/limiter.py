@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from proxy.budget.asks import Arg, Ask, AskBatch, Key, batch_cap
-from proxy.budget.fallback import LocalBudget
+from proxy.budget.fallback import LocalBudget, drop_cred
 from proxy.budget.model import (
     DEFAULT_HORIZONS_S,
     LEARNED_TTL_WINDOWS,
@@ -377,6 +377,7 @@ class Limiter:
         so made-up tokens do not accumulate keys (such calls cost the portal nothing)."""
         specs = [self._specs.pop(k) for k in [k for k in self._specs if k[0] == cred]]
         self._checked_calls.clear()  # its specs are to be noted again on its next call
+        drop_cred(self._recent_slots, cred)  # nothing to prefill the in-process budget with
         self._local.forget(cred)  # else Redis, once back, would get the pauses of its calls
         if self._redis is None or not specs or not self._health.should_try():
             return
