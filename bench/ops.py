@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -13,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import probe
 from bench.procs import ADMIN_TOKEN
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -141,56 +145,18 @@ async def drain(
     return Drain(round(time.monotonic() - started, 2), pending, False)
 
 
-@dataclass
-class ProbeLog:
-    """A kubelet's view of one probe path during a run: a new connection per probe, every
-    `period_s`, each failed past `timeout_s` (the shipped k8s probes: 2 s)."""
-
-    url: str
-    latencies_s: list[float]
-    failures: int = 0
-    longest_failure_streak: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        done = sorted(self.latencies_s)
-        return {
-            "url_path": self.url.split("//", 1)[-1].partition("/")[2],
-            "probes": len(done) + self.failures,
-            "failures": self.failures,
-            "longest_failure_streak": self.longest_failure_streak,
-            "p50_s": _quantile(done, 0.5),
-            "max_s": done[-1] if done else None,
-        }
+def start_probes(urls: Sequence[str], path: str = "/readyz") -> list[subprocess.Popen[str]]:
+    """A kubelet-like prober (`bench.probe`) per gateway, each a process of its own."""
+    argv = [sys.executable, "-m", "bench.probe"]
+    return [
+        subprocess.Popen([*argv, url + path], stdout=subprocess.PIPE, text=True) for url in urls
+    ]
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
-
-
-async def probe_until(
-    url: str, stop: asyncio.Event, period_s: float = 1.0, timeout_s: float = 2.0
-) -> ProbeLog:
-    """GET `url` as a kubelet does until `stop` is set: a new connection each time, no retry."""
-    log = ProbeLog(url, [])
-    streak = 0
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            async with (
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
-                s.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp,
-            ):
-                await resp.read()
-                ok = resp.status == 200
-        except (TimeoutError, aiohttp.ClientError):
-            ok = False
-        if ok:
-            log.latencies_s.append(time.monotonic() - started)
-            streak = 0
-        else:
-            log.failures += 1
-            streak += 1
-            log.longest_failure_streak = max(log.longest_failure_streak, streak)
-        with contextlib.suppress(TimeoutError):  # the next probe is due
-            await asyncio.wait_for(stop.wait(), max(0.0, started + period_s - time.monotonic()))
-    return log
+def finish_probes(probers: Sequence[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    """Stop the probers; what each saw."""
+    for proc in probers:
+        proc.send_signal(signal.SIGTERM)
+    said = [proc.communicate(timeout=15)[0] for proc in probers]
+    # Stopped before it could set its handler (a run of under a second): it probed nothing.
+    return [json.loads(text) if text.strip() else probe.summary([]) for text in said]
