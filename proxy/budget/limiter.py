@@ -66,6 +66,8 @@ T = TypeVar("T")
 _STATUS: Final[dict[int, SlotStatus]] = {0: "reserved", 1: "later", 2: "daily_full"}
 _CRED = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 LANE_ARGS_MAX: Final = 4096
+# Refused credentials whose keys wait for Redis to be back to be deleted (`forget`).
+FORGET_LATER_MAX: Final = 4096
 # Retry-After of a new flow refused because the process is behind: long enough for the flows
 # under way to move on, short next to a client's timeout.
 BEHIND_RETRY_AFTER_S: Final = 2.0
@@ -291,6 +293,8 @@ class Limiter:
         ] = {}
         # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
         self._recent_slots: dict[tuple[str, str], deque[float]] = {}
+        # Keys of refused credentials that Redis could not delete when they were forgotten.
+        self._forget_later: dict[str, list[str]] = {}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -379,16 +383,23 @@ class Limiter:
         self._checked_calls.clear()  # its specs are to be noted again on its next call
         drop_cred(self._recent_slots, cred)  # nothing to prefill the in-process budget with
         self._local.forget(cred)  # else Redis, once back, would get the pauses of its calls
-        if self._redis is None or not specs or not self._health.should_try():
+        if self._redis is None or not specs:
             return
         keys = [self._keys.data(cred, spec) for spec in specs]
         for spec in specs:
             keys += [self._keys.pause(cred, spec.name), self._keys.learned(cred, spec.name)]
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._redis.delete(*keys)
-        except REDIS_TROUBLE:
-            self._counts["redis_errors"] += 1
+        if self._health.should_try():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._redis.delete(*keys)
+                return
+            except REDIS_TROUBLE:
+                self._counts["redis_errors"] += 1
+        # Redis away or slow: deleted with the hand-back, when Redis admits again. Bounded: past
+        # the cap the keys are left to expire (a window's after the window, a daily count at
+        # its reset).
+        if len(self._forget_later) < FORGET_LATER_MAX:
+            self._forget_later[cred] = keys
 
     def waiters(self) -> dict[tuple[str, str], int]:
         """Local callers not yet admitted, by (bucket, priority name)."""
@@ -488,7 +499,7 @@ class Limiter:
         if self._health.should_try():
             answers_before = self._health.answers
             try:
-                if self._local.has_recent:
+                if self._local.has_recent or self._forget_later:
                     await self._hand_back()
                 step = await self._redis_step(
                     lane, turn, cred, specs, place, horizon, deadline, reset_ms
@@ -659,12 +670,21 @@ class Limiter:
 
     async def _hand_back(self) -> None:
         """Before Redis admits again, it pauses every bucket this replica filled in process
-        until those calls leave their window (for every replica, as an upstream 429 would).
-        Nothing to do unless the in-process budget admitted calls: whoever closed the breaker."""
-        assert self._scripts is not None
+        until those calls leave their window (for every replica, as an upstream 429 would),
+        and drops the keys of credentials forgotten while it was away. Nothing to do unless
+        the in-process budget admitted calls or a credential was forgotten: whoever closed
+        the breaker."""
+        assert self._scripts is not None and self._redis is not None
         for (cred, bucket), seconds in self._local.recent_windows().items():
             await self._call(self._scripts.pause, [self._keys.pause(cred, bucket)], [_ms(seconds)])
         self._local.forget_recent()
+        if self._forget_later:
+            forgotten, self._forget_later = self._forget_later, {}
+            pipe = self._redis.pipeline(transaction=False)
+            for keys in forgotten.values():
+                pipe.delete(*keys)  # one credential's keys: one hash tag, one slot
+            async with redis_timeout(self._timeout):
+                await pipe.execute()
 
     async def _release(self, cred: str, specs: Sequence[BucketSpec], token: str) -> None:
         assert self._scripts is not None

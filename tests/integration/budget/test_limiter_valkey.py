@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import signal
 import time
 import uuid
 
@@ -141,5 +143,37 @@ async def test_a_refused_token_admitted_in_fallback_leaves_no_pause_behind() -> 
         await client.aclose()
         if server.is_running():
             server.stop()
+    assert limiter.keys.pause(kept, spec.name) in names
+    assert not [name for name in names if refused in name]
+
+
+async def test_a_token_refused_while_redis_hangs_loses_its_keys_once_redis_answers() -> None:
+    """The keys a refused token's calls left in Redis are deleted when it is forgotten, or, if
+    Redis is away then, when Redis admits again (with the pauses handed back)."""
+    server = start_valkey()
+    client = Redis.from_url(server.connection_url)
+    pid = int((await client.info("server"))["process_id"])
+    limiter = Limiter(client, redis_timeout_s=0.25, probe_interval_s=0.3)
+    spec = BucketSpec("general", 50, 10_000)
+    kept, refused = uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
+
+    async def call(cred: str) -> Admission:
+        return await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+
+    try:
+        assert not (await call(refused)).fallback  # its window's key is in Redis
+        os.kill(pid, signal.SIGSTOP)
+        assert (await call(kept)).fallback  # Redis hangs: the breaker opens
+        await limiter.forget(refused)  # its call came back 401, and it was never accepted
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.4)  # past the probe back-off
+        with pytest.raises(BudgetExceeded):  # Redis again, which got the in-process pauses
+            await call(kept)
+        names = [key.decode() async for key in client.scan_iter()]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await limiter.aclose()
+        await client.aclose()
+        server.stop()
     assert limiter.keys.pause(kept, spec.name) in names
     assert not [name for name in names if refused in name]
