@@ -167,10 +167,12 @@ class IndexLoader:
                 return LoadResult("busy")
             return await self._loaded_elsewhere(cred, first, scope, urgency.deadline)
         try:
-            if urgency.deadline is not None and await self._is_loaded(cred, first, scope) is True:
+            if urgency.deadline is not None:
                 # A caller saw the scope unloaded, but a load (another replica's, or one that
-                # ended here) finished and let go of the lock before this one took it.
-                return LoadResult("loaded")
+                # ended here) may have finished and let go of the lock before this one took it.
+                found = await self._is_loaded(cred, first, scope)
+                if not isinstance(found, Unavailable) and found:
+                    return LoadResult("loaded")
             return await self._load(cred, list(rules), scope, urgency)
         finally:
             await self.index.store.run("index_load", lambda r: _unlock(r, lock, token))
