@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from proxy.rules.loader import CounterRule
 from proxy.store.keys import key, part
-from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable
+from proxy.store.rule_store import IMPATIENT, PATIENT, UNAVAILABLE, RuleRedis, Unavailable
 from proxy.store.scripts import run_script_batch, script
 
 RESERVATION_HOLD_MS: Final = 10 * 60_000  # a reserved seat not taken by a booking comes back
@@ -111,15 +111,16 @@ class Counters:
         return keys, args
 
     async def apply(
-        self, cred: str, rule: CounterRule, op: Op, *, patience: int = 0
+        self, cred: str, rule: CounterRule, op: Op, *, patient: bool = False
     ) -> CounterState | Unavailable:
-        """`patience` (`RuleRedis.run`): only for an op safe to ask twice (a reserve with its
-        reservation id, which the script holds once)."""
-        found = await self.apply_many(cred, rule, [op], patience=patience)
+        """`patient` (`rule_store.PATIENT`): only for an op safe to ask twice, since
+        a call that timed out may have run: a reserve with its reservation id (the script holds
+        it once), a release that names its booking or reservation."""
+        found = await self.apply_many(cred, rule, [op], patient=patient)
         return found if isinstance(found, Unavailable) else found[0]
 
     async def apply_many(
-        self, cred: str, rule: CounterRule, ops: Sequence[Op], *, patience: int = 0
+        self, cred: str, rule: CounterRule, ops: Sequence[Op], *, patient: bool = False
     ) -> list[CounterState] | Unavailable:
         """Run the script for each op, in one round trip."""
         script = self._script
@@ -132,7 +133,7 @@ class Counters:
 
         if not ops:
             return []
-        return await self.store.run("counters", run, patience=patience)
+        return await self.store.run("counters", run, patience=PATIENT if patient else IMPATIENT)
 
     async def linked(
         self, cred: str, rule: CounterRule, booking_id: str

@@ -38,7 +38,7 @@ from redis.exceptions import WatchError
 from proxy.reads.index_entries import NO_DUPLICATE, Record, active_id, scope_value, search_answer
 from proxy.rules.loader import IndexLookup, SearchIndexRule
 from proxy.store.keys import key, part
-from proxy.store.rule_store import UNAVAILABLE, RuleRedis, Unavailable, s
+from proxy.store.rule_store import UNAVAILABLE, Patience, RuleRedis, Unavailable, s
 
 # The scope of a `complete` rule without one (e.g. idempotency keys): every record carrying the
 # key is created through the gateway, which learns each create, so a miss means "none" for as
@@ -51,7 +51,7 @@ ASKED_MAX: Final = 64  # properties remembered per rule; a load asks for all of 
 # More tries of a lookup Redis was too busy to answer in time (its breaker still closed): a
 # lookup given up is a search forwarded to HubSpot's 5-a-second limit. At N=3000 on two starved
 # CPUs, 313 duplicate and 334 idempotency checks were, and 182 of them timed out waiting there.
-LOOKUP_PATIENCE: Final = 2
+LOOKUP_PATIENCE: Final = Patience(retries=2)
 
 
 class IndexKeys:

@@ -24,7 +24,7 @@ import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any
 
 from proxy.errors import GatewayError, ServiceUnavailable
 from proxy.http.context import ClientRequest
@@ -54,7 +54,6 @@ class SessionFull(GatewayError):
         return {"context": self.context}
 
 
-RESERVE_RETRIES: Final = 2
 Counts = tuple[int | None, int | None]  # HubSpot's count and capacity of one exam
 
 
@@ -117,18 +116,16 @@ class CapacityGuards:
         assert rule.guard is not None
         owner = await self.portals.owner(call.credential, rule, token)
         op = Op(object_id, "reserve", reservation_id=uuid.uuid4().hex)
-        # A slow reserve is asked again while Redis answers other calls (busy, not away):
-        # refusing the create is the alternative, and the script holds a reservation id once.
-        state = await self.counters.counters.apply(owner, rule, op, patience=RESERVE_RETRIES)
+        # Refusing the create is the alternative to waiting for a slow or stalled Redis, and
+        # the script holds a reservation id once: the reserve is patient.
+        state = await self.counters.counters.apply(owner, rule, op, patient=True)
         if isinstance(state, CounterState) and state.status in ("unseeded", "nocapacity"):
             seen = await self._hubspot_counts(call.credential, rule, object_id, token)
             if seen is None:
                 raise _cannot_check()  # HubSpot did not say: forwarding blind could overbook
             if seen[0] is not None:
                 op = replace(op, seed=seen[0], capacity=seen[1])
-                state = await self.counters.counters.apply(
-                    owner, rule, op, patience=RESERVE_RETRIES
-                )
+                state = await self.counters.counters.apply(owner, rule, op, patient=True)
         if isinstance(state, Unavailable):
             raise _cannot_check()
         if state.status == "full":

@@ -38,7 +38,7 @@ from proxy.reads.index_entries import text
 from proxy.rules.loader import CounterRule
 from proxy.runtime.actions import Actions
 from proxy.store.credentials import KnownCredentials
-from proxy.store.rule_store import Unavailable
+from proxy.store.rule_store import PATIENT, Unavailable
 
 PATH = "/proxy/v1/counters/{objectType}/{objectId}"
 VOUCHED_MAX: Final = 10_000
@@ -143,7 +143,7 @@ class CounterEndpoints:
         token is vouched for; and the object's (count, capacity) if HubSpot was asked."""
         seen = await self._vouch(cred, token, rule, object_id)
         owner = await self.actions.portals.owner(cred, rule, token)
-        if owner != cred and not await self.actions.own.remember_token(owner, token):
+        if owner != cred and not await self.actions.own.remember_token(owner, token, PATIENT):
             raise ServiceUnavailable("The counter store is unavailable; try again shortly")
         return owner, seen
 
@@ -166,7 +166,7 @@ class CounterEndpoints:
             seen = await self.actions.own.counts(cred, rule, object_id, token)
             if not self._credentials.seen(cred):
                 raise Unauthorized("Authentication credentials not found.")
-        if not await self.actions.own.remember_token(cred, token):
+        if not await self.actions.own.remember_token(cred, token, PATIENT):
             raise ServiceUnavailable("The counter store is unavailable; try again shortly")
         if len(self._vouched) >= VOUCHED_MAX:
             self._vouched.clear()
@@ -174,7 +174,10 @@ class CounterEndpoints:
         return seen
 
     async def _apply(self, cred: str, rule: CounterRule, op: Op) -> CounterState:
-        state = await self.actions.counters.counters.apply(cred, rule, op)
+        # Every op here but an anonymous release names its reservation or booking, so it is
+        # safe to ask twice: it waits for a slow or stalled Redis instead of a 503.
+        patient = op.op == "reserve" or bool(op.booking_id or op.reservation_id)
+        state = await self.actions.counters.counters.apply(cred, rule, op, patient=patient)
         if isinstance(state, Unavailable):
             # Without Redis no replica can know the count: guessing could overbook.
             raise ServiceUnavailable("The counter store is unavailable; try again shortly")

@@ -18,7 +18,7 @@ from proxy.hubspot.urls import api_path
 from proxy.reads.counters import count_value
 from proxy.reads.index_loader import Urgency
 from proxy.rules.loader import CounterRule
-from proxy.store.rule_store import RuleRedis, Unavailable
+from proxy.store.rule_store import IMPATIENT, Patience, RuleRedis, Unavailable
 from proxy.store.vault import TokenVault
 from proxy.upstream.background import BackgroundClient, json_body
 
@@ -40,7 +40,7 @@ class OwnCalls:
         self.store = store
         self._key = credential_key
 
-    async def remember_token(self, cred: str, token: str) -> bool:
+    async def remember_token(self, cred: str, token: str, patience: Patience = IMPATIENT) -> bool:
         vault = self.vault
         if vault is None:
             return False
@@ -48,7 +48,8 @@ class OwnCalls:
         async def keep(_: Any) -> None:
             await vault.remember(cred, token)
 
-        return not isinstance(await self.store.run("vault", keep), Unavailable)
+        kept = await self.store.run("vault", keep, patience=patience)
+        return not isinstance(kept, Unavailable)
 
     async def search(
         self, owner: str, object_type: str, body: dict[str, Any], urgency: Urgency

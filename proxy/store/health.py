@@ -9,7 +9,8 @@ burst of work) and Redis's reply may be waiting unread in the socket: the call g
 again, and one late still after that fails only its own call too.
 While the breaker is open no caller touches Redis, except one probe per `probe_interval_s`, and
 the write worker, whose stream reads go on regardless; the first call that succeeds (a probe or
-a worker's read) closes it.
+a worker's read) closes it. A call that has no answer without Redis (a seat reserve) may wait for
+that (`wait_usable`) rather than fail at once: a stall of a second costs it latency, not a 503.
 The limiter falls back to its in-process budget and the rules runtime forwards instead of
 answering from Redis (invariant 7) while it is open.
 """
@@ -17,6 +18,7 @@ answering from Redis (invariant 7) while it is open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -50,6 +52,12 @@ REDIS_TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 # held up, so it says nothing about Redis: the call gets its timeout again, this many times.
 LATE_TIMER_S: Final = 0.05
 LATE_EXTENSIONS: Final = 3
+
+# How long a call that has no answer without Redis (a seat reserve, a write's accept) waits
+# through an open breaker before it is refused. The breaker probes a second after the last
+# failure, so a stall of up to about 1.5 s costs such calls latency, not a 503: Redis hung for
+# half a second had refused a burst's seat reserves outright.
+STALL_WAIT_S: Final = 2.5
 
 
 T = TypeVar("T")
@@ -125,6 +133,9 @@ class RedisHealth:
         self._open = not available
         self._next_probe = -math.inf
         self._answers = 0
+        self._closed = asyncio.Event()
+        if not self._open:
+            self._closed.set()
 
     @property
     def answers(self) -> int:
@@ -148,6 +159,31 @@ class RedisHealth:
         self._next_probe = now + self._interval
         return True
 
+    async def wait_usable(self, timeout_s: float) -> bool:
+        """Wait, at most `timeout_s`, until the breaker is closed or a probe is due (which
+        `should_try` then gives to one caller). False when there is no Redis, or when the time
+        ran out with the breaker still open and no probe due."""
+        if not self._available:
+            return False
+        if not self._open:
+            return True
+        to_probe = self._next_probe - self._clock()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, min(to_probe, timeout_s))):
+                await self._closed.wait()
+        return not self._open or to_probe <= timeout_s
+
+    async def try_within(self, timeout_s: float) -> bool:
+        """`should_try`, waiting at most `timeout_s` for the breaker to close or for this
+        caller's turn to probe."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        while not self.should_try():
+            left_s = until - loop.time()
+            if left_s <= 0 or not await self.wait_usable(left_s):
+                return False
+        return True
+
     def failed(self, exc: BaseException, *, answers_before: int | None = None) -> None:
         """A call failed; `answers_before` is `answers` as it was when that call started."""
         if isinstance(exc, LateTimeout):
@@ -159,6 +195,7 @@ class RedisHealth:
         if self._open:
             return
         self._open = True
+        self._closed.clear()
         log.warning("redis unavailable (%s), limiting in process", type(exc).__name__)
         self._notify(True)
 
@@ -167,6 +204,7 @@ class RedisHealth:
         if not self._open:
             return
         self._open = False
+        self._closed.set()
         log.info("redis reachable again, back to the shared budget")
         self._notify(False)
 

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -29,7 +30,13 @@ from redis.commands.core import AsyncScript
 
 from proxy.metrics import Metrics
 from proxy.store.client import is_cluster, pool_share
-from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped, redis_timeout
+from proxy.store.health import (
+    REDIS_TROUBLE,
+    STALL_WAIT_S,
+    RedisHealth,
+    once_more_if_dropped,
+    redis_timeout,
+)
 from proxy.store.scripts import run_script_calls
 from proxy.store.trips import Call, Keys, Trips
 
@@ -39,6 +46,22 @@ T = TypeVar("T")
 # A burst queues for a connection in this process; its bound is longer than Redis's own.
 SLOT_WAIT_TIMEOUTS: Final = 4
 MAX_REPAIRS: Final = 10_000  # bounded: an endless outage must not grow memory without limit
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How much more than one try an op safe to ask twice gets before UNAVAILABLE (`run`):
+    `retries` while the breaker stays closed (Redis busy or the process starved, not Redis
+    away), and `wait_s` through an open breaker for Redis to answer again."""
+
+    retries: int = 0
+    wait_s: float = 0.0
+
+
+IMPATIENT: Final = Patience()
+# An op a client waits for that has no answer without Redis (a seat reserve: guessing could
+# overbook).
+PATIENT: Final = Patience(retries=2, wait_s=STALL_WAIT_S)
 
 
 class _Busy(Exception):
@@ -101,18 +124,30 @@ class RuleRedis:
         return self.client is not None and not self._health.is_open
 
     async def run(
-        self, component: str, op: Callable[[aioredis.Redis], Awaitable[T]], *, patience: int = 0
+        self,
+        component: str,
+        op: Callable[[aioredis.Redis], Awaitable[T]],
+        *,
+        patience: Patience = IMPATIENT,
     ) -> T | Unavailable:
         """`op(client)` within the timeout, or UNAVAILABLE (counted; trouble opens the breaker).
 
-        `patience`: how many more times `op` is asked while the breaker stays closed (Redis busy
-        or the process starved, not Redis away), for an op safe to ask twice whose UNAVAILABLE
-        costs more than waiting: a search index lookup forwarded spends HubSpot's 5-a-second
-        search limit; a seat reserve refused refuses its booking."""
+        `patience` only for an op safe to ask twice (a call that timed out may have run) whose
+        UNAVAILABLE costs more than waiting: a search index lookup forwarded spends HubSpot's
+        5-a-second search limit; a seat reserve refused refuses its booking."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + patience.wait_s
         got = await self._run_once(component, op)
-        for _ in range(patience):
-            if not isinstance(got, Unavailable) or not self.usable:
-                break
+        retries = 0
+        while isinstance(got, Unavailable):
+            if self.usable:
+                if retries >= patience.retries:
+                    break
+                retries += 1
+            else:
+                left_s = until - loop.time()
+                if left_s <= 0 or not await self._health.wait_usable(left_s):
+                    break
             got = await self._run_once(component, op)
         return got
 

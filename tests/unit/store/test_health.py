@@ -49,6 +49,27 @@ def test_a_timeout_while_redis_answered_others_fails_only_its_own_call() -> None
     assert not health.is_open
 
 
+async def test_waiting_for_redis_ends_when_the_breaker_closes_or_a_probe_is_due() -> None:
+    clock = Clock()
+    health = RedisHealth(clock=clock, probe_interval_s=1.0)
+    assert await health.wait_usable(0.0)  # closed: no wait
+    health.failed(RedisConnectionError("refused"))
+    assert not await health.wait_usable(0.01)  # the probe is a second away
+    waiting = asyncio.ensure_future(health.wait_usable(30.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    health.succeeded()  # another caller's probe found Redis back
+    assert await asyncio.wait_for(waiting, 1.0)
+    health.failed(RedisConnectionError("refused"))
+    clock.now += 1.0
+    assert await asyncio.wait_for(health.wait_usable(30.0), 1.0)  # this caller may probe
+    assert health.should_try()
+
+
+async def test_without_redis_nobody_waits_for_it() -> None:
+    assert not await RedisHealth(available=False).wait_usable(30.0)
+
+
 async def test_a_late_timer_gives_the_call_its_timeout_again() -> None:
     """The loop was held up past the deadline; the reply comes soon after: no timeout."""
     async with redis_timeout(0.01):

@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy.metrics import Metrics
 from proxy.store.keys import key, part
-from proxy.store.rule_store import UNAVAILABLE, RuleRedis
+from proxy.store.rule_store import UNAVAILABLE, Patience, RuleRedis
 
 
 class Clock:
@@ -89,12 +89,39 @@ async def test_a_patient_read_is_asked_again_while_redis_answers_others(store: R
     assert await store.run("t", slow_first_time) is UNAVAILABLE
     assert store.usable and tries == 1
     tries = 0
-    assert await store.run("t", slow_first_time, patience=2) == b"v"
+    assert await store.run("t", slow_first_time, patience=Patience(retries=2)) == b"v"
     assert tries == 2
 
 
 async def test_a_patient_read_gives_up_once_the_breaker_opens(store: RuleRedis) -> None:
-    assert await store.run("t", slow, patience=5) is UNAVAILABLE
+    assert await store.run("t", slow, patience=Patience(retries=5)) is UNAVAILABLE
+    assert not store.usable
+
+
+async def test_a_patient_op_waits_through_an_open_breaker_for_redis_to_answer_again(
+    store: RuleRedis, clock: Clock
+) -> None:
+    """Redis stalled: the breaker opened. A patient op waits for the probe, asks again, and
+    closes the breaker, where an impatient one is UNAVAILABLE at once."""
+    assert await store.run("t", broken) is UNAVAILABLE
+    assert await store.run("t", lambda r: r.set("k", "v")) is UNAVAILABLE
+
+    async def probe_due_soon() -> None:
+        await asyncio.sleep(0.05)
+        clock.now += 1.0
+
+    due = asyncio.ensure_future(probe_due_soon())
+    assert await store.run("t", lambda r: r.set("k", "v"), patience=Patience(wait_s=5.0)) is True
+    await due
+    assert store.usable
+
+
+async def test_a_patient_op_gives_up_when_its_wait_ends_before_redis_answers(
+    store: RuleRedis,
+) -> None:
+    assert await store.run("t", broken) is UNAVAILABLE
+    patience = Patience(retries=3, wait_s=0.05)
+    assert await store.run("t", lambda r: r.set("k", "v"), patience=patience) is UNAVAILABLE
     assert not store.usable
 
 
