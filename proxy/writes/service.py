@@ -1,7 +1,8 @@
 """Write-behind: accept a HubSpot write durably now, send it later in a batch (invariant 5).
 
 The app hands an accepted call to `WriteBehind.accept`; the write is in Redis (status hash and
-stream entry, one MULTI) before the app answers, and Redis trouble refuses it with a 503 instead.
+stream entry, one MULTI) before the app answers, and Redis trouble refuses it with a 503 instead
+(a call arriving while Redis stalls waits up to `STALL_WAIT_S` for it first).
 The worker (`writes.worker`) sends it later within budget; `status` reports its fate; dead
 letters can be listed, retried and dropped. Where the reasoning lives (in `proxy/writes/`):
 
@@ -41,7 +42,7 @@ from proxy.errors import BadRequest, ServiceUnavailable
 from proxy.hubspot.protocol import DEFAULT_ASSOCIATION_TYPES as KNOWN_TYPES
 from proxy.metrics import Metrics
 from proxy.store.client import pool_share
-from proxy.store.health import REDIS_TROUBLE, RedisHealth, once_more_if_dropped
+from proxy.store.health import REDIS_TROUBLE, STALL_WAIT_S, RedisHealth, once_more_if_dropped
 from proxy.store.replicated import NotReplicated
 from proxy.store.scripts import CounterChange
 from proxy.store.vault import TokenVault
@@ -124,9 +125,9 @@ class WriteBehind:
         if kind not in KINDS:
             raise BadRequest(f"Unknown write kind {kind!r}")
         item = WriteItem(new_write_id(), "", credential, kind, request, now_ms())
+        if not await self._health.try_within(STALL_WAIT_S):
+            raise self._refused(kind)  # Redis has been away for longer than a stall
         probing = self._health.is_open
-        if not self._health.should_try():
-            raise self._refused(kind)  # Redis is known to be away: do not wait to find out
         timeout_s = self._accept_timeout(probing)
         answers_before = self._health.answers
         try:

@@ -100,17 +100,21 @@ async def drained(gw: Client) -> None:
     raise AssertionError(f"writes not drained: {backlog}")
 
 
+async def redis_fallback(gw: Client) -> bool:
+    """Whether the gateway does without Redis now: its fallback gauge, the shared breaker."""
+    text = await (await gw.get("/metrics")).text()
+    return any(
+        s.value == 1
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "hubspot_proxy_redis_fallback"
+    )
+
+
 async def on_redis_again(gw: Client) -> None:
-    """Until the gateway relies on Redis again: its fallback gauge, which is the shared breaker."""
+    """Until the gateway relies on Redis again."""
     for _ in range(200):
-        text = await (await gw.get("/metrics")).text()
-        gauge = next(
-            s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == "hubspot_proxy_redis_fallback"
-        )
-        if gauge == 0:
+        if not await redis_fallback(gw):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the gateway still forwards what Redis should answer")
@@ -162,6 +166,36 @@ async def test_a_stalled_redis_never_splits_a_count_from_its_write(
             accepted = {b for e, b, status, _ in answers if e == exam and status == 200}
             assert accepted <= linked
             assert await seats(gw, exam) == len(linked)
+    finally:
+        valkey.stop()
+
+
+async def test_links_sent_while_redis_stalls_wait_for_it_and_are_all_accepted(
+    portal: Sim, gateway_factory: GatewayFactory
+) -> None:
+    """A stall opened the breaker (an exam read's Redis calls timed out); the links sent next
+    have no answer without Redis, so they wait for it rather than take a 503 at once."""
+    valkey = start_valkey()
+    try:
+        gw = await gateway_factory(portal.url, redis_url=str(valkey.connection_url))
+        (exam,) = await portal.seed(EXAMS, {"capacity": "500", "total_bookings": "0"})
+        bookings = await portal.seed(BOOKINGS, *({"is_active": "Active"},) * 30)
+        assert await seats(gw, exam) == 0
+        os.kill(valkey._process.pid, signal.SIGSTOP)
+        try:
+            await seats(gw, exam)  # forwarded: its cache read timed out
+            assert await redis_fallback(gw)
+            burst = [
+                asyncio.ensure_future(gw.put(link_path(b, exam), headers=AUTH)) for b in bookings
+            ]
+            await asyncio.sleep(0.3)
+        finally:
+            os.kill(valkey._process.pid, signal.SIGCONT)
+        assert [r.status for r in await asyncio.gather(*burst)] == [200] * 30
+        await drained(gw)
+        await on_redis_again(gw)
+        assert sorted(await portal.associations(EXAMS, exam, BOOKINGS)) == sorted(bookings)
+        assert await seats(gw, exam) == 30
     finally:
         valkey.stop()
 
