@@ -9,8 +9,9 @@ burst of work) and Redis's reply may be waiting unread in the socket: the call g
 again, and one late still after that fails only its own call too.
 While the breaker is open no caller touches Redis, except one probe per `probe_interval_s`, and
 the write worker, whose stream reads go on regardless; the first call that succeeds (a probe or
-a worker's read) closes it. A call that has no answer without Redis (a seat reserve) may wait for
-that (`wait_usable`) rather than fail at once: a stall of a second costs it latency, not a 503.
+a worker's read) closes it. A call that has no answer without Redis (a seat reserve, a write's
+accept) waits for that (`wait_usable`) in the breaker's first `STALL_WAIT_S`, rather than fail at
+once: a stall of a second costs it latency, not a 503; later ones are refused at once.
 The limiter falls back to its in-process budget and the rules runtime forwards instead of
 answering from Redis (invariant 7) while it is open.
 """
@@ -53,10 +54,11 @@ REDIS_TROUBLE: Final = (RedisError, OSError, TimeoutError, *CLUSTER_TROUBLE)
 LATE_TIMER_S: Final = 0.05
 LATE_EXTENSIONS: Final = 3
 
-# How long a call that has no answer without Redis (a seat reserve, a write's accept) waits
-# through an open breaker before it is refused. The breaker probes a second after the last
-# failure, so a stall of up to about 1.5 s costs such calls latency, not a 503: Redis hung for
-# half a second had refused a burst's seat reserves outright.
+# A stall: the first seconds of an open breaker, through which a call that has no answer
+# without Redis (a seat reserve, a write's accept) waits for Redis rather than be refused. The
+# breaker probes a second after its last failure, so a stall of up to about 1.5 s costs such
+# calls latency, not a 503 (Redis hung for half a second had refused a burst's seat reserves);
+# past it, Redis is away and they are refused at once.
 STALL_WAIT_S: Final = 2.5
 
 
@@ -125,6 +127,7 @@ class RedisHealth:
         clock: Callable[[], float] = time.monotonic,
         probe_interval_s: float = 1.0,
         on_transition: Callable[[bool], None] | None = None,
+        stall_s: float = STALL_WAIT_S,
     ) -> None:
         self._available = available
         self._clock = clock
@@ -133,6 +136,8 @@ class RedisHealth:
         self._open = not available
         self._next_probe = -math.inf
         self._answers = 0
+        self._stall_s = stall_s
+        self._opened_at = clock()
         self._closed = asyncio.Event()
         if not self._open:
             self._closed.set()
@@ -161,17 +166,26 @@ class RedisHealth:
 
     async def wait_usable(self, timeout_s: float) -> bool:
         """Wait, at most `timeout_s`, until the breaker is closed or a probe is due (which
-        `should_try` then gives to one caller). False when there is no Redis, or when the time
-        ran out with the breaker still open and no probe due."""
+        `should_try` then gives to one caller); only while it has been open for less than
+        `stall_s`: past that Redis is away, not stalled, and callers are refused at once, as a
+        hung Redis must not cost every call a wait. False when there is no Redis, or when the
+        wait ended with the breaker still open and no probe due."""
         if not self._available:
             return False
         if not self._open:
             return True
-        to_probe = self._next_probe - self._clock()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, min(to_probe, timeout_s))):
-                await self._closed.wait()
-        return not self._open or to_probe <= timeout_s
+        now = self._clock()
+        to_probe = self._next_probe - now
+        within = min(timeout_s, self._opened_at + self._stall_s - now)
+        if within > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(to_probe, within))):
+                    await self._closed.wait()
+        return not self._open or to_probe <= max(within, 0.0)
+
+    async def until_closed(self) -> None:
+        """Return once the breaker is closed (at once if it is)."""
+        await self._closed.wait()
 
     async def try_within(self, timeout_s: float) -> bool:
         """`should_try`, waiting at most `timeout_s` for the breaker to close or for this
@@ -195,6 +209,7 @@ class RedisHealth:
         if self._open:
             return
         self._open = True
+        self._opened_at = self._clock()
         self._closed.clear()
         log.warning("redis unavailable (%s), limiting in process", type(exc).__name__)
         self._notify(True)

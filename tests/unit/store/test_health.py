@@ -66,7 +66,15 @@ async def test_waiting_for_redis_ends_when_the_breaker_closes_or_a_probe_is_due(
     assert health.should_try()
 
 
-async def test_without_redis_nobody_waits_for_it() -> None:
+async def test_past_the_stall_redis_is_away_and_nobody_waits_for_it() -> None:
+    clock = Clock()
+    health = RedisHealth(clock=clock, probe_interval_s=10.0, stall_s=2.5)
+    health.failed(RedisConnectionError("refused"))
+    clock.now += 2.5
+    assert not await asyncio.wait_for(health.wait_usable(30.0), 0.5)
+    assert not await asyncio.wait_for(health.try_within(30.0), 0.5)
+    clock.now += 7.5
+    assert await asyncio.wait_for(health.try_within(30.0), 0.5)  # a probe is due: this one
     assert not await RedisHealth(available=False).wait_usable(30.0)
 
 
