@@ -16,6 +16,7 @@ When Redis is unreachable or slow, `fallback.LocalBudget` admits this replica's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -24,7 +25,7 @@ import re
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -294,7 +295,8 @@ class Limiter:
         # (cred, bucket) -> local clock times of the slots Redis gave here in about one window
         self._recent_slots: dict[tuple[str, str], deque[float]] = {}
         # Keys of refused credentials that Redis could not delete when they were forgotten.
-        self._forget_later: dict[str, list[str]] = {}
+        self._forget_later: dict[str, set[str]] = {}
+        self._dropping: asyncio.Task[None] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -395,11 +397,18 @@ class Limiter:
                 return
             except REDIS_TROUBLE:
                 self._counts["redis_errors"] += 1
-        # Redis away or slow: deleted with the hand-back, when Redis admits again. Bounded: past
-        # the cap the keys are left to expire (a window's after the window, a daily count at
-        # its reset).
-        if len(self._forget_later) < FORGET_LATER_MAX:
-            self._forget_later[cred] = keys
+        # Redis away or slow: deleted once it answers again.
+        self._keep_for_later(cred, keys)
+        if self._dropping is None or self._dropping.done():
+            self._dropping = asyncio.ensure_future(self._drop_forgotten())
+
+    def _keep_for_later(self, cred: str, keys: Iterable[str]) -> None:
+        """`keys` of a forgotten credential, to delete once Redis answers (`_drop_forgotten`).
+        A credential forgotten again adds its keys: each call forgets its own plan's buckets (a
+        read's, then a search's). Bounded: past the cap the keys are left to expire (a window's
+        after the window, a daily count at its reset)."""
+        if cred in self._forget_later or len(self._forget_later) < FORGET_LATER_MAX:
+            self._forget_later.setdefault(cred, set()).update(keys)
 
     def waiters(self) -> dict[tuple[str, str], int]:
         """Local callers not yet admitted, by (bucket, priority name)."""
@@ -434,7 +443,12 @@ class Limiter:
         )
 
     async def aclose(self) -> None:
-        """Wait for Redis calls and releases still running for cancelled callers."""
+        """Wait for Redis calls and releases still running for cancelled callers; keys still
+        waiting for Redis to come back are left to expire."""
+        if self._dropping is not None:
+            self._dropping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dropping
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -499,7 +513,7 @@ class Limiter:
         if self._health.should_try():
             answers_before = self._health.answers
             try:
-                if self._local.has_recent or self._forget_later:
+                if self._local.has_recent:
                     await self._hand_back()
                 step = await self._redis_step(
                     lane, turn, cred, specs, place, horizon, deadline, reset_ms
@@ -670,21 +684,38 @@ class Limiter:
 
     async def _hand_back(self) -> None:
         """Before Redis admits again, it pauses every bucket this replica filled in process
-        until those calls leave their window (for every replica, as an upstream 429 would),
-        and drops the keys of credentials forgotten while it was away. Nothing to do unless
-        the in-process budget admitted calls or a credential was forgotten: whoever closed
-        the breaker."""
-        assert self._scripts is not None and self._redis is not None
+        until those calls leave their window (for every replica, as an upstream 429 would).
+        Nothing to do unless the in-process budget admitted calls: whoever closed the breaker."""
+        assert self._scripts is not None
         for (cred, bucket), seconds in self._local.recent_windows().items():
             await self._call(self._scripts.pause, [self._keys.pause(cred, bucket)], [_ms(seconds)])
         self._local.forget_recent()
-        if self._forget_later:
+
+    async def _drop_forgotten(self) -> None:
+        """Delete the keys of credentials forgotten while Redis was away once the breaker
+        closes (some call got its answer), with or without traffic: waiting for the next
+        admission left a refused token's keys behind after a burst (its daily count till the
+        reset). A call that timed out as Redis hung may still run when Redis wakes: it runs
+        before this, since the breaker closes only once Redis answered after waking."""
+        assert self._redis is not None
+        while self._forget_later:
+            await self._health.until_closed()
             forgotten, self._forget_later = self._forget_later, {}
             pipe = self._redis.pipeline(transaction=False)
             for keys in forgotten.values():
                 pipe.delete(*keys)  # one credential's keys: one hash tag, one slot
-            async with redis_timeout(self._timeout):
-                await pipe.execute()
+            answers_before = self._health.answers
+            try:
+                async with redis_timeout(self._timeout):
+                    await pipe.execute()
+            except REDIS_TROUBLE as exc:
+                self._counts["redis_errors"] += 1
+                self._health.failed(exc, answers_before=answers_before)
+                for cred, keys in forgotten.items():
+                    self._keep_for_later(cred, keys)
+                await self._sleep(self._timeout)  # busy, not away: not again at once
+            else:
+                self._health.succeeded()
 
     async def _release(self, cred: str, specs: Sequence[BucketSpec], token: str) -> None:
         assert self._scripts is not None
