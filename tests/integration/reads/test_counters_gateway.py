@@ -148,6 +148,36 @@ async def test_a_redis_stall_mid_burst_delays_reservations_and_refuses_none(
     assert (await exam(gws[0], exam_id))["properties"]["total_bookings"] == "10"
 
 
+async def test_guarded_creates_across_a_redis_stall_book_every_seat_once(
+    pausable_valkey: tuple[str, int], world: Sim, gateway_factory: GatewayFactory
+) -> None:
+    """The shipped rules' capacity guard takes the seat at the create: across a stall that
+    opened the breaker, the creates wait for Redis, and the exam is neither overbooked nor
+    refused with a 503."""
+    url, pid = pausable_valkey
+    gw = await gateway_factory(world.url, redis_url=url)
+    (exam_id,) = await world.seed(EXAMS, {"capacity": "10", "total_bookings": "0"})
+    assert (await exam(gw, exam_id))["properties"]["total_bookings"] == "0"
+
+    async def create(i: int) -> Any:
+        properties = {"mock_exam_id": exam_id, "contact_id": f"c{i}", "is_active": "Active"}
+        body = {"properties": properties}
+        return await gw.post(f"/crm/v3/objects/{BOOKINGS}", json=body, headers=AUTH)
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        burst = [asyncio.ensure_future(create(i)) for i in range(30)]
+        await asyncio.sleep(0.6)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    answers = await asyncio.gather(*burst)
+    assert sorted(a.status for a in answers) == [201] * 10 + [400] * 20
+    booked = await world.objects(BOOKINGS)
+    assert sorted(b["properties"]["contact_id"] for b in booked) == sorted(
+        f"c{i}" for i, a in enumerate(answers) if a.status == 201
+    )
+
+
 async def test_release_gives_seats_back_never_below_zero(
     world: Sim, read_side_gateway: GatewayFactory
 ) -> None:
