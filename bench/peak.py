@@ -9,16 +9,21 @@ rules/default.yaml, no client retries; cold: nothing before the burst, as when e
 `BENCH_PEAK_N=100,300` and `BENCH_PEAK_VARIANTS="gateway-1 cold,direct"` run a subset of the
 full set (the report says which ran). `BENCH_GATEWAY_ENV="HUBSPOT_PROXY_REDIS_TIMEOUT_S=1"`
 (space-separated NAME=value pairs) runs the gateways with other settings; the report says so.
+`BENCH_PEAK_STALL=2:0.6` hangs the Valkey server (SIGSTOP) 2 s into each burst for 0.6 s, as a
+stalled Redis would (a fork, a failover, a noisy neighbour): what a stall costs the bookings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +226,46 @@ def gateway_env() -> dict[str, str]:
     return dict(pair.partition("=")[::2] for pair in pairs)
 
 
+def redis_stall() -> tuple[float, float] | None:
+    """(seconds into the burst, seconds hung) from `BENCH_PEAK_STALL=AT:SECONDS`, or None."""
+    given = os.environ.get("BENCH_PEAK_STALL")
+    if not given:
+        return None
+    at, _, hung = given.partition(":")
+    return float(at), float(hung)
+
+
+@contextlib.asynccontextmanager
+async def _stalled(redis_url: str, burst_start: float) -> AsyncIterator[None]:
+    """The Valkey server hung for a moment of the burst, if the run asks for it."""
+    stall = redis_stall()
+    if stall is None:
+        yield
+        return
+    client = aioredis.from_url(redis_url)
+    try:
+        pid = int((await client.info("server"))["process_id"])
+    finally:
+        await client.aclose()
+
+    async def hang() -> None:
+        await asyncio.sleep(max(0.0, burst_start + stall[0] - time.monotonic()))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(stall[1])
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    task = asyncio.create_task(hang())
+    try:
+        yield
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _summary(
     bookings: list[Booking], stats: dict[str, Any], calls: list[dict[str, Any]], s: Settings
 ) -> dict[str, Any]:
@@ -273,7 +318,8 @@ async def run_variant(ctx: Context, n: int, v: Variant) -> dict[str, Any]:
         before = await sim_token_stats(ctx.sim)
         cpu_before = [procs.cpu_seconds(g) for g in gws]
         probers = ops.start_probes(urls)
-        bookings, burst_start, cap_hit = await _burst(urls or [ctx.sim], trainees, v.retry, s)
+        async with _stalled(ctx.redis_url, time.monotonic() + 0.2):  # _burst's start
+            bookings, burst_start, cap_hit = await _burst(urls or [ctx.sim], trainees, v.retry, s)
         out["probes"] = ops.finish_probes(probers)
         out["cap_hit"] = cap_hit
         out["gateway_cpu_s"] = _cpu_spent(cpu_before, [procs.cpu_seconds(g) for g in gws])
@@ -447,6 +493,12 @@ def _notes(s: Settings) -> list[str]:
     if gateway_env():
         settings = " ".join(f"{k}={v}" for k, v in gateway_env().items())
         notes.append(f"Gateways ran with {settings} (BENCH_GATEWAY_ENV).")
+    stall = redis_stall()
+    if stall is not None:
+        notes.append(
+            f"Valkey hung (SIGSTOP) {stall[0]:g} s into each burst for {stall[1]:g} s "
+            "(BENCH_PEAK_STALL)."
+        )
     if s.scale != 1:
         notes.insert(
             0,

@@ -9,9 +9,9 @@ others still reach Redis can add its share on top of the limit for as long as th
 
 The switches themselves are guarded so that, for one replica, no rolling window holds more than
 the limit across them: the in-process budget of a bucket starts as full as the slots Redis gave
-this replica make it, after the last of them (`prefill`), and `recent_windows` tells the limiter how
-long Redis must pause each bucket once it answers again, until the calls admitted here have left
-their window.
+this replica make it, after the last of them (`prefill`), and `recent_admissions` tells the limiter
+which calls admitted here are still in their window, to add to Redis's window logs once it
+answers again (`absorb.lua`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,9 @@ class LocalBudget:
         self._windows: dict[tuple[str, str, int, int], AsyncLimiter] = {}
         self._daily: dict[tuple[str, str], _DailyCount] = {}
         self._pauses: dict[tuple[str, str], float] = {}
-        # (cred, bucket) -> local clock time until which calls admitted here fill a window
-        self._busy_until: dict[tuple[str, str], float] = {}
+        # (cred, bucket) -> the window's length (s) and the local clock times of the calls
+        # admitted here in it, for Redis to count once it answers again
+        self._admitted: dict[tuple[str, str], tuple[float, deque[float]]] = {}
 
     def pause(self, cred: str, bucket: str, seconds: float) -> None:
         key = (cred, bucket)
@@ -121,26 +123,36 @@ class LocalBudget:
     @property
     def has_recent(self) -> bool:
         """Whether calls were admitted here since Redis last heard of them."""
-        return bool(self._busy_until)
+        return bool(self._admitted)
 
-    def recent_windows(self) -> dict[tuple[str, str], float]:
-        """Seconds from now that calls admitted here still fill each (cred, bucket)'s window."""
+    def recent_admissions(self) -> dict[tuple[str, str], tuple[float, list[float]]]:
+        """For each (cred, bucket): its window (s), and the ages (s) of the calls admitted here
+        that are still in it."""
         now = self._clock()
-        return {key: until - now for key, until in self._busy_until.items() if until > now}
+        recent = {}
+        for key, (window_s, times) in self._admitted.items():
+            ages = [now - at for at in times if now - at < window_s]
+            if ages:
+                recent[key] = (window_s, ages)
+        return recent
 
     def forget_recent(self) -> None:
-        """Redis knows of them now (as pauses)."""
-        self._busy_until.clear()
+        """Redis knows of them now (as slots of its windows)."""
+        self._admitted.clear()
 
     def forget(self, cred: str) -> None:
         """Drop what this replica keeps for `cred` (HubSpot refused it and never accepted it):
         no pause is handed to Redis for it, and made-up tokens do not accumulate here."""
-        for kept in (self._windows, self._daily, self._pauses, self._busy_until):
+        for kept in (self._windows, self._daily, self._pauses, self._admitted):
             drop_cred(kept, cred)
 
     async def _acquire_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         await self._take_window(cred, spec, deadline)
-        self._busy_until[(cred, spec.name)] = self._clock() + spec.window_ms / 1000
+        key = (cred, spec.name)
+        if key not in self._admitted:
+            # Bounded: more calls than the limit cannot matter to a window of `limit`.
+            self._admitted[key] = (spec.window_ms / 1000, deque(maxlen=spec.limit))
+        self._admitted[key][1].append(self._clock())
 
     async def _take_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         limiter = self._limiter(cred, spec)

@@ -190,6 +190,7 @@ class _Scripts:
         self.admit_many = script(redis, "admit_core", "admit_many")
         self.release = script(redis, "release")
         self.pause = script(redis, "pause")
+        self.absorb = script(redis, "absorb")
         self.learn = script(redis, "learn")
 
 
@@ -683,12 +684,19 @@ class Limiter:
         self._recent_slots.clear()
 
     async def _hand_back(self) -> None:
-        """Before Redis admits again, it pauses every bucket this replica filled in process
-        until those calls leave their window (for every replica, as an upstream 429 would).
+        """Before Redis admits again, the calls this replica admitted in process that are still
+        in their window become slots of Redis's window logs (`absorb.lua`), at the times they
+        were made: every replica counts them from then on, and admits what room is left.
         Nothing to do unless the in-process budget admitted calls: whoever closed the breaker."""
         assert self._scripts is not None
-        for (cred, bucket), seconds in self._local.recent_windows().items():
-            await self._call(self._scripts.pause, [self._keys.pause(cred, bucket)], [_ms(seconds)])
+        hand_back_id = secrets.token_hex(4)
+        for (cred, bucket), (window_s, ages) in self._local.recent_admissions().items():
+            keys = [self._keys.window(cred, bucket)]
+            # Ages rounded down: a slot is never taken for older than its call, so it leaves
+            # the window no earlier.
+            args: list[str | int] = [_ms(window_s), hand_back_id]
+            args += [math.floor(age * 1000) for age in ages]
+            await self._call(self._scripts.absorb, keys, args)
         self._local.forget_recent()
 
     async def _drop_forgotten(self) -> None:

@@ -350,12 +350,14 @@ async def test_fallback_starts_after_the_slots_reserved_ahead(
     await asyncio.gather(*ahead, return_exceptions=True)
 
 
-async def test_back_on_redis_buckets_filled_in_process_are_paused_for_every_replica(
+async def test_back_on_redis_calls_admitted_in_process_are_counted_for_every_replica(
     redis: Any, server: fakeredis.FakeServer, cred: str
 ) -> None:
+    """The calls admitted in process become slots of the shared window, at their times: the
+    bucket is not paused whole (a 10 s stop after a 2 s stall), and is never overfilled."""
     clock = ManualClock()
     limiter = Limiter(redis, clock=clock, probe_interval_s=5)
-    spec = BucketSpec("general", 20, 10_000)
+    spec = BucketSpec("general", 6, 10_000)
     server.connected = False
     got = [
         await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0)
@@ -363,15 +365,19 @@ async def test_back_on_redis_buckets_filled_in_process_are_paused_for_every_repl
     ]
     assert all(a.fallback for a in got)
     server.connected = True
-    clock.advance(6)  # the probe is due; the calls admitted in process fill their window ~4 s more
-    with pytest.raises(BudgetExceeded) as err:
-        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
-    assert 3 < err.value.retry_after_s <= 4.1
-    assert not limiter.fallback_active
-    assert 3000 < await redis.pttl(KeyScheme().pause(cred, "general")) <= 4100
+    clock.advance(6)  # the probe is due; the calls admitted in process are 6 s old
+    admitted = await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    assert not admitted.fallback and not limiter.fallback_active
+    window = KeyScheme().window(cred, "general")
+    assert await redis.zcard(window) == 4  # three handed back, one admitted by Redis
+    assert await redis.exists(KeyScheme().pause(cred, "general")) == 0
     other_replica = Limiter(redis)
-    with pytest.raises(BudgetExceeded):
+    for _ in range(2):  # the room left: 6 - 4
+        await other_replica.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0)
+    with pytest.raises(BudgetExceeded) as err:
         await other_replica.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    assert 3 < err.value.retry_after_s <= 4.1  # till the calls made in process leave
+    assert await redis.zcard(window) == 6
 
 
 async def test_slow_redis_times_out_into_fallback(cred: str) -> None:
