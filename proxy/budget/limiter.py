@@ -10,7 +10,8 @@ whose budget does not bind is not held to one admission per round trip (a lane, 
 whenever no call is in it, comes back free if it left free within the last second). Across replicas,
 priority comes from how far ahead each class may reserve (its horizon): background only takes a
 slot free now.
-When Redis is unreachable or slow, `fallback.LocalBudget` admits this replica's share instead.
+When Redis is unreachable or slow, `fallback.LocalBudget` admits this replica's share instead;
+once Redis answers again, the calls it admitted become slots of Redis's windows (`absorb.lua`).
 """
 
 from __future__ import annotations
