@@ -9,7 +9,7 @@ others still reach Redis can add its share on top of the limit for as long as th
 
 The switches themselves are guarded so that, for one replica, no rolling window holds more than
 the limit across them: the in-process budget of a bucket starts as full as the slots Redis gave
-this replica make it, after the last of them (`prefill`), and `recent_admissions` tells the limiter
+this replica make it, after the last of them (`prefill`), and `take_recent` tells the limiter
 which calls admitted here are still in their window, to add to Redis's window logs once it
 answers again (`absorb.lua`).
 """
@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,20 +125,32 @@ class LocalBudget:
         """Whether calls were admitted here since Redis last heard of them."""
         return bool(self._admitted)
 
-    def recent_admissions(self) -> dict[tuple[str, str], tuple[float, list[float]]]:
-        """For each (cred, bucket): its window (s), and the ages (s) of the calls admitted here
-        that are still in it."""
+    def take_recent(self) -> dict[tuple[str, str], tuple[float, list[float]]]:
+        """For each (cred, bucket): its window (s) and the local clock times of the calls
+        admitted here still in it; Redis is to count them now (`put_back` what it could not)."""
         now = self._clock()
-        recent = {}
+        taken = {}
         for key, (window_s, times) in self._admitted.items():
-            ages = [now - at for at in times if now - at < window_s]
-            if ages:
-                recent[key] = (window_s, ages)
-        return recent
-
-    def forget_recent(self) -> None:
-        """Redis knows of them now (as slots of its windows)."""
+            recent = [at for at in times if now - at < window_s]
+            if recent:
+                taken[key] = (window_s, recent)
         self._admitted.clear()
+        return taken
+
+    def put_back(self, taken: Mapping[tuple[str, str], tuple[float, list[float]]]) -> None:
+        """Calls `take_recent` gave that Redis did not get: to hand back again."""
+        for (cred, bucket), (window_s, times) in taken.items():
+            self._note_admitted(cred, bucket, window_s, len(times), times)
+
+    def _note_admitted(
+        self, cred: str, bucket: str, window_s: float, limit: int, times: Sequence[float]
+    ) -> None:
+        kept = self._admitted.get((cred, bucket))
+        if kept is None or (kept[1].maxlen or 0) < limit:
+            # Bounded: more calls than the limit cannot matter to a window of `limit`.
+            so_far = kept[1] if kept is not None else ()
+            kept = self._admitted[(cred, bucket)] = (window_s, deque(so_far, maxlen=limit))
+        kept[1].extend(times)
 
     def forget(self, cred: str) -> None:
         """Drop what this replica keeps for `cred` (HubSpot refused it and never accepted it):
@@ -148,11 +160,7 @@ class LocalBudget:
 
     async def _acquire_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         await self._take_window(cred, spec, deadline)
-        key = (cred, spec.name)
-        if key not in self._admitted:
-            # Bounded: more calls than the limit cannot matter to a window of `limit`.
-            self._admitted[key] = (spec.window_ms / 1000, deque(maxlen=spec.limit))
-        self._admitted[key][1].append(self._clock())
+        self._note_admitted(cred, spec.name, spec.window_ms / 1000, spec.limit, [self._clock()])
 
     async def _take_window(self, cred: str, spec: BucketSpec, deadline: float) -> None:
         limiter = self._limiter(cred, spec)

@@ -298,7 +298,7 @@ class Limiter:
         self._recent_slots: dict[tuple[str, str], deque[float]] = {}
         # Keys of refused credentials that Redis could not delete when they were forgotten.
         self._forget_later: dict[str, set[str]] = {}
-        self._dropping: asyncio.Task[None] | None = None
+        self._back: asyncio.Task[None] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -401,11 +401,10 @@ class Limiter:
                 self._counts["redis_errors"] += 1
         # Redis away or slow: deleted once it answers again.
         self._keep_for_later(cred, keys)
-        if self._dropping is None or self._dropping.done():
-            self._dropping = asyncio.ensure_future(self._drop_forgotten())
+        self._after_redis_is_back()
 
     def _keep_for_later(self, cred: str, keys: Iterable[str]) -> None:
-        """`keys` of a forgotten credential, to delete once Redis answers (`_drop_forgotten`).
+        """`keys` of a forgotten credential, to delete once Redis answers (`_when_redis_is_back`).
         A credential forgotten again adds its keys: each call forgets its own plan's buckets (a
         read's, then a search's). Bounded: past the cap the keys are left to expire (a window's
         after the window, a daily count at its reset)."""
@@ -447,10 +446,10 @@ class Limiter:
     async def aclose(self) -> None:
         """Wait for Redis calls and releases still running for cancelled callers; keys still
         waiting for Redis to come back are left to expire."""
-        if self._dropping is not None:
-            self._dropping.cancel()
+        if self._back is not None:
+            self._back.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._dropping
+                await self._back
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -534,6 +533,7 @@ class Limiter:
                 return step
         await self._prefill_local()  # the breaker may have been opened by another user of Redis
         slot_ms = await self._local.acquire(cred, specs, deadline, reset_ms)
+        self._after_redis_is_back()
         return _Reserved(slot_ms, self._clock(), None)
 
     async def _redis_step(
@@ -685,46 +685,76 @@ class Limiter:
         self._recent_slots.clear()
 
     async def _hand_back(self) -> None:
-        """Before Redis admits again, the calls this replica admitted in process that are still
-        in their window become slots of Redis's window logs (`absorb.lua`), at the times they
-        were made: every replica counts them from then on, and admits what room is left.
-        Nothing to do unless the in-process budget admitted calls: whoever closed the breaker."""
+        """The calls this replica admitted in process that are still in their window become
+        slots of Redis's window logs (`absorb.lua`), at the times they were made: every replica
+        counts them from then on, and admits what room is left. Done as soon as the breaker
+        closes (`_when_redis_is_back`), and before this replica's next admission through Redis
+        if that comes first: until a replica has handed its calls back, the others cannot count
+        them (a pause of each bucket until those calls left their window had covered that,
+        stopping the bucket for every replica for up to a whole window)."""
         assert self._scripts is not None
+        taken = self._local.take_recent()
+        now = self._clock()
         hand_back_id = secrets.token_hex(4)
-        for (cred, bucket), (window_s, ages) in self._local.recent_admissions().items():
-            keys = [self._keys.window(cred, bucket)]
-            # Ages rounded down: a slot is never taken for older than its call, so it leaves
-            # the window no earlier.
-            args: list[str | int] = [_ms(window_s), hand_back_id]
-            args += [math.floor(age * 1000) for age in ages]
-            await self._call(self._scripts.absorb, keys, args)
-        self._local.forget_recent()
+        try:
+            for (cred, bucket), (window_s, times) in list(taken.items()):
+                keys = [self._keys.window(cred, bucket)]
+                # Ages rounded down: a slot is never taken for older than its call, so it
+                # leaves the window no earlier.
+                args: list[str | int] = [_ms(window_s), hand_back_id]
+                args += [math.floor((now - at) * 1000) for at in times]
+                await self._call(self._scripts.absorb, keys, args)
+                # The other replicas may still be admitting in process, unknown to Redis, until
+                # their own breakers close (a probe a second apart): the bucket rests that long,
+                # not until these calls leave their window.
+                settle_s = min(window_s, self._health.probe_interval_s + self._timeout)
+                await self._call(
+                    self._scripts.pause, [self._keys.pause(cred, bucket)], [_ms(settle_s)]
+                )
+                del taken[(cred, bucket)]
+        finally:
+            self._local.put_back(taken)
 
-    async def _drop_forgotten(self) -> None:
-        """Delete the keys of credentials forgotten while Redis was away once the breaker
-        closes (some call got its answer), with or without traffic: waiting for the next
-        admission left a refused token's keys behind after a burst (its daily count till the
-        reset). A call that timed out as Redis hung may still run when Redis wakes: it runs
-        before this, since the breaker closes only once Redis answered after waking."""
-        assert self._redis is not None
-        while self._forget_later:
+    def _after_redis_is_back(self) -> None:
+        """Hand back what was done without Redis once it answers again (`_when_redis_is_back`)."""
+        if self._redis is not None and (self._back is None or self._back.done()):
+            self._back = asyncio.ensure_future(self._when_redis_is_back())
+
+    async def _when_redis_is_back(self) -> None:
+        """Once the breaker closes (some call got its answer), with or without traffic: the
+        calls admitted in process go to Redis's windows, and the keys of credentials forgotten
+        while Redis was away are deleted (waiting for the next admission had left a refused
+        token's keys behind after a burst, its daily count till the reset). A call that timed
+        out as Redis hung may still run when Redis wakes: it runs before this, since the
+        breaker closes only once Redis answered after waking."""
+        while self._forget_later or self._local.has_recent:
             await self._health.until_closed()
-            forgotten, self._forget_later = self._forget_later, {}
-            pipe = self._redis.pipeline(transaction=False)
-            for keys in forgotten.values():
-                pipe.delete(*keys)  # one credential's keys: one hash tag, one slot
             answers_before = self._health.answers
             try:
-                async with redis_timeout(self._timeout):
-                    await pipe.execute()
+                await self._hand_back()
+                await self._drop_forgotten()
             except REDIS_TROUBLE as exc:
                 self._counts["redis_errors"] += 1
                 self._health.failed(exc, answers_before=answers_before)
-                for cred, keys in forgotten.items():
-                    self._keep_for_later(cred, keys)
                 await self._sleep(self._timeout)  # busy, not away: not again at once
             else:
                 self._health.succeeded()
+
+    async def _drop_forgotten(self) -> None:
+        assert self._redis is not None
+        if not self._forget_later:
+            return
+        forgotten, self._forget_later = self._forget_later, {}
+        pipe = self._redis.pipeline(transaction=False)
+        for keys in forgotten.values():
+            pipe.delete(*keys)  # one credential's keys: one hash tag, one slot
+        try:
+            async with redis_timeout(self._timeout):
+                await pipe.execute()
+        except BaseException:
+            for cred, keys in forgotten.items():
+                self._keep_for_later(cred, keys)
+            raise
 
     async def _release(self, cred: str, specs: Sequence[BucketSpec], token: str) -> None:
         assert self._scripts is not None

@@ -148,6 +148,10 @@ class RedisHealth:
         return self._answers
 
     @property
+    def probe_interval_s(self) -> float:
+        return self._interval
+
+    @property
     def is_open(self) -> bool:
         """True while Redis is not to be relied on (or there is no Redis)."""
         return self._open

@@ -353,10 +353,11 @@ async def test_fallback_starts_after_the_slots_reserved_ahead(
 async def test_back_on_redis_calls_admitted_in_process_are_counted_for_every_replica(
     redis: Any, server: fakeredis.FakeServer, cred: str
 ) -> None:
-    """The calls admitted in process become slots of the shared window, at their times: the
-    bucket is not paused whole (a 10 s stop after a 2 s stall), and is never overfilled."""
+    """The calls admitted in process become slots of the shared window, at their times, and
+    the bucket rests only until every replica's breaker has closed (a probe interval and a
+    timeout), not until those calls leave their window (a 10 s stop after a 2 s stall)."""
     clock = ManualClock()
-    limiter = Limiter(redis, clock=clock, probe_interval_s=5)
+    limiter = Limiter(redis, clock=clock, probe_interval_s=1)
     spec = BucketSpec("general", 6, 10_000)
     server.connected = False
     got = [
@@ -366,18 +367,44 @@ async def test_back_on_redis_calls_admitted_in_process_are_counted_for_every_rep
     assert all(a.fallback for a in got)
     server.connected = True
     clock.advance(6)  # the probe is due; the calls admitted in process are 6 s old
-    admitted = await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
-    assert not admitted.fallback and not limiter.fallback_active
+    with pytest.raises(BudgetExceeded) as rests:
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0.5)
+    assert 1.0 < rests.value.retry_after_s <= 1.3  # 1 s probe + 0.25 s timeout, not 4 s
+    assert not limiter.fallback_active
     window = KeyScheme().window(cred, "general")
-    assert await redis.zcard(window) == 4  # three handed back, one admitted by Redis
-    assert await redis.exists(KeyScheme().pause(cred, "general")) == 0
+    assert await redis.zcard(window) == 3  # handed back
+    await asyncio.sleep(1.3)
+    admitted = await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
+    assert not admitted.fallback
     other_replica = Limiter(redis)
     for _ in range(2):  # the room left: 6 - 4
         await other_replica.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0)
-    with pytest.raises(BudgetExceeded) as err:
+    with pytest.raises(BudgetExceeded) as full:
         await other_replica.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=1)
-    assert 3 < err.value.retry_after_s <= 4.1  # till the calls made in process leave
+    assert 1.5 < full.value.retry_after_s <= 3.0  # till the calls made in process leave
     assert await redis.zcard(window) == 6
+
+
+async def test_calls_admitted_in_process_are_handed_back_as_soon_as_redis_answers(
+    redis: Any, server: fakeredis.FakeServer, cred: str
+) -> None:
+    """With no admission after the fallback, the calls made in process still reach Redis's
+    window once the breaker closes (here another user of Redis got its answer): the other
+    replicas count them at once, not when this one next admits a call."""
+    limiter = Limiter(redis, clock=ManualClock(), probe_interval_s=5)
+    spec = BucketSpec("general", 6, 10_000)
+    server.connected = False
+    for _ in range(3):
+        await limiter.acquire(cred, [spec], priority=Priority.DEFAULT, max_wait_s=0)
+    server.connected = True
+    limiter.health.succeeded()
+    window = KeyScheme().window(cred, "general")
+    for _ in range(100):
+        if await redis.zcard(window) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.zcard(window) == 3
+    await limiter.aclose()
 
 
 async def test_slow_redis_times_out_into_fallback(cred: str) -> None:
