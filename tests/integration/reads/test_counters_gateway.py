@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from typing import Any
 
 import pytest
 
 from tests.kit.harness import AUTH, GatewayFactory
+from tests.kit.processes import during_a_stall
 from tests.kit.read_side import (
     BOOKINGS,
     EXAMS,
@@ -137,13 +136,7 @@ async def test_a_redis_stall_mid_burst_delays_reservations_and_refuses_none(
         return await gws[i % 2].post(RESERVE.format(exam_id), headers=AUTH)
 
     assert [(await reserve(i)).status for i in range(2)] == [200, 200]  # seeded, vouched
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        burst = [asyncio.ensure_future(reserve(i)) for i in range(48)]
-        await asyncio.sleep(0.6)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    answers = await asyncio.gather(*burst)
+    answers = await during_a_stall(pid, (reserve(i) for i in range(48)))
     assert sorted(a.status for a in answers) == [200] * 8 + [409] * 40
     assert (await exam(gws[0], exam_id))["properties"]["total_bookings"] == "10"
 
@@ -164,13 +157,7 @@ async def test_guarded_creates_across_a_redis_stall_book_every_seat_once(
         body = {"properties": properties}
         return await gw.post(f"/crm/v3/objects/{BOOKINGS}", json=body, headers=AUTH)
 
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        burst = [asyncio.ensure_future(create(i)) for i in range(30)]
-        await asyncio.sleep(0.6)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    answers = await asyncio.gather(*burst)
+    answers = await during_a_stall(pid, (create(i) for i in range(30)))
     assert sorted(a.status for a in answers) == [201] * 10 + [400] * 20
     booked = await world.objects(BOOKINGS)
     assert sorted(b["properties"]["contact_id"] for b in booked) == sorted(
