@@ -135,28 +135,28 @@ class RuleRedis:
         `patience` only for an op safe to ask twice (a call that timed out may have run) whose
         UNAVAILABLE costs more than waiting: a search index lookup forwarded spends HubSpot's
         5-a-second search limit; a seat reserve refused refuses its booking."""
+        client = self.client
+        if client is None:
+            return UNAVAILABLE
         loop = asyncio.get_running_loop()
         until = loop.time() + patience.wait_s
-        got = await self._run_once(component, op)
         retries = 0
-        while isinstance(got, Unavailable):
-            if self.usable:
+        while await self._health.try_within(until - loop.time()):
+            got = await self._run_once(client, component, op)
+            if not isinstance(got, Unavailable):
+                return got
+            if self.usable:  # Redis busy or the process starved, not Redis away
                 if retries >= patience.retries:
                     break
                 retries += 1
-            else:
-                left_s = until - loop.time()
-                if left_s <= 0 or not await self._health.wait_usable(left_s):
-                    break
-            got = await self._run_once(component, op)
-        return got
+        return UNAVAILABLE
 
     async def _run_once(
-        self, component: str, op: Callable[[aioredis.Redis], Awaitable[T]]
+        self,
+        client: aioredis.Redis,
+        component: str,
+        op: Callable[[aioredis.Redis], Awaitable[T]],
     ) -> T | Unavailable:
-        client = self.client
-        if client is None or not self._health.should_try():
-            return UNAVAILABLE
         # Waiting for a slot is this process's queue, not Redis: a longer bound, no breaker.
         slot_deadline = asyncio.get_running_loop().time() + self._timeout * SLOT_WAIT_TIMEOUTS
         if not await self._slot_by(slot_deadline):
